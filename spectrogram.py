@@ -1,0 +1,45 @@
+"""Turn audio files into log-mel arrays (.npy) and pictures (.png).
+
+    python spectrogram.py clip.wav other.flac --out-dir logmels/
+
+Uses the repo's front end exactly as training does: decode (any WAV/FLAC/OGG,
+any rate or channel count), mono 44.1 kHz, trim silence, 128-band log-mel.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from src.audio import AudioReadError, audio_to_log_mel
+from src.plots import plot_log_mel
+from src.utils import atomic_path
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("paths", nargs="+", help="audio files")
+    parser.add_argument("--out-dir", default=".", help="where <name>.npy and <name>.png go (default: here)")
+    parser.add_argument("--no-png", action="store_true", help="write only the .npy arrays")
+    args = parser.parse_args(argv)
+
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for path in map(Path, args.paths):
+        try:
+            spec = audio_to_log_mel(path)
+        except AudioReadError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        with atomic_path(out_dir / f"{path.stem}.npy") as tmp:
+            np.save(tmp, spec)
+        if not args.no_png:
+            plot_log_mel(spec, out_dir / f"{path.stem}.png", title=path.name)
+        print(f"{path}: log-mel {spec.shape[0]}x{spec.shape[1]} -> {out_dir / path.stem}.npy")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Settings shared by every script: audio front end, data paths, class vocabulary.
+
+The audio settings are the ones of the original 2019 solution (see
+`ORIGINAL.md`): 44.1 kHz mono, 128 mel bands, n_fft 2560, hop 690 (about 64
+frames a second). They live in one frozen dataclass whose short hash keys the
+on-disk feature cache, so changing any of them can never reuse stale features.
+"""
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+DATA_DIR_ENV = "FSAT_DATA_DIR"
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioConfig:
+    sampling_rate: int = 44100
+    n_fft: int = 2560            # 128 * 20
+    hop_length: int = 690        # 345 * 2 -> ~64 frames per second
+    n_mels: int = 128
+    fmin: float = 20.0
+    fmax: float = 22050.0
+    trim_top_db: float = 60.0    # librosa.effects.trim threshold
+    min_seconds: float = 0.5     # clips shorter than this after trimming are extended
+    ref: float = 1.0             # power_to_db reference
+    amin: float = 1e-10          # power_to_db floor
+    top_db: float = 80.0         # dynamic range kept below the max
+
+    @property
+    def min_samples(self) -> int:
+        return int(round(self.min_seconds * self.sampling_rate))
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.sampling_rate / self.hop_length
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def short_hash(self) -> str:
+        """Stable 10-hex-digit hash of the settings (keys the feature cache)."""
+        return stable_hash(self.to_dict())
+
+
+AUDIO = AudioConfig()
+
+
+def stable_hash(obj, length: int = 10) -> str:
+    """Hash of any JSON-serialisable object, independent of dict order and of the Python run."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha1(blob).hexdigest()[:length]
+
+
+def resolve_data_dir(cli_value=None) -> Path:
+    """Data root: the `--data-dir` option, else $FSAT_DATA_DIR, else ./data."""
+    if cli_value:
+        return Path(cli_value)
+    return Path(os.environ.get(DATA_DIR_ENV, "data"))
+
+
+def read_classes(data_dir) -> list:
+    """Class vocabulary in the order submissions use.
+
+    Kaggle's order is the column order of `sample_submission.csv`. Without that
+    file (a user's own dataset) the sorted union of the labels in the train CSVs
+    is used, so the same code runs on any tag set.
+    """
+    data_dir = Path(data_dir)
+    sample = data_dir / "sample_submission.csv"
+    if sample.exists():
+        columns = list(pd.read_csv(sample, nrows=0).columns)
+        if not columns or columns[0] != "fname" or len(columns) < 2:
+            raise ValueError(f"{sample}: expected a header 'fname,<class>,...', got {columns[:5]}")
+        return columns[1:]
+    from src.labels import parse_labels  # local import: labels imports nothing from here at import time
+
+    labels = set()
+    for name in ("train_curated.csv", "train_noisy.csv"):
+        path = data_dir / name
+        if path.exists():
+            for value in pd.read_csv(path)["labels"]:
+                labels.update(parse_labels(value))
+    if not labels:
+        raise FileNotFoundError(
+            f"No class list found in {data_dir}: expected sample_submission.csv "
+            f"or train_curated.csv / train_noisy.csv with a 'labels' column")
+    return sorted(labels)

@@ -1,0 +1,112 @@
+"""Train CSVs, label strings, multi-hot targets and label corrections.
+
+A Kaggle train CSV has columns `fname,labels`, where `labels` is one
+comma-separated string ("Bark,Walk_and_footsteps"). Label corrections are a
+JSON map `fname -> "Label1,Label2"` (new labels) or `fname -> "remove"` (drop
+the clip); `apply_corrections` is the one place they are applied.
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from src.config import stable_hash
+
+REMOVE = "remove"
+
+
+def parse_labels(value) -> list:
+    """'A,B' -> ['A', 'B'] (whitespace around names ignored, empty parts dropped)."""
+    if not isinstance(value, str):
+        return []
+    return [label.strip() for label in value.split(",") if label.strip()]
+
+
+def read_train_csv(path) -> pd.DataFrame:
+    """Read a `fname,labels` CSV, refusing missing columns, empty labels and duplicate files."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such CSV file")
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in ("fname", "labels") if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; found {list(df.columns)}")
+    empty = df.loc[df["labels"].map(lambda v: not parse_labels(v)), "fname"].tolist()
+    if empty:
+        raise ValueError(f"{path}: {len(empty)} row(s) without labels, e.g. {empty[:5]}")
+    dup = df.loc[df["fname"].duplicated(), "fname"].tolist()
+    if dup:
+        raise ValueError(f"{path}: duplicated fname(s) {dup[:5]}")
+    return df
+
+
+def check_labels(df: pd.DataFrame, classes, source="labels") -> None:
+    """Raise naming every label not in `classes` and a few files that carry it."""
+    known = set(classes)
+    unknown = {}
+    for fname, value in zip(df["fname"], df["labels"]):
+        for label in parse_labels(value):
+            if label not in known:
+                unknown.setdefault(label, []).append(fname)
+    if unknown:
+        lines = [f"  {label!r} in {len(f)} file(s), e.g. {f[:3]}" for label, f in sorted(unknown.items())]
+        raise ValueError(f"{source}: unknown label(s) not in the class list:\n" + "\n".join(lines))
+
+
+def check_files(df: pd.DataFrame, audio_dir, source="CSV") -> None:
+    """Raise listing the files of `df` that are missing from `audio_dir`."""
+    audio_dir = Path(audio_dir)
+    missing = [f for f in df["fname"] if not (audio_dir / f).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{source}: {len(missing)} file(s) listed but not found in {audio_dir}, e.g. {missing[:5]}")
+
+
+def labels_to_target(labels, classes) -> np.ndarray:
+    """Multi-hot float32 vector over `classes`."""
+    index = {c: i for i, c in enumerate(classes)}
+    target = np.zeros(len(classes), dtype=np.float32)
+    for label in labels:
+        target[index[label]] = 1.0
+    return target
+
+
+def targets_matrix(label_strings, classes) -> np.ndarray:
+    return np.stack([labels_to_target(parse_labels(s), classes) for s in label_strings]) \
+        if len(label_strings) else np.zeros((0, len(classes)), np.float32)
+
+
+def load_corrections(path) -> dict:
+    """Read a corrections JSON (fname -> 'A,B' or 'remove'); None or '' gives {}."""
+    if not path:
+        return {}
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: corrections file not found")
+    try:
+        corrections = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(corrections, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in corrections.items()):
+        raise ValueError(f"{path}: expected a JSON object mapping fname -> 'Label1,Label2' or 'remove'")
+    return corrections
+
+
+def corrections_hash(corrections: dict) -> str:
+    return stable_hash(corrections or {})
+
+
+def apply_corrections(df: pd.DataFrame, corrections: dict, classes=None) -> pd.DataFrame:
+    """Relabel or drop the rows of `df` named in `corrections` (others pass through)."""
+    if not corrections:
+        return df.copy()
+    df = df.copy()
+    if classes is not None:
+        new = [(f, v) for f, v in corrections.items() if v != REMOVE]
+        check_labels(pd.DataFrame(new, columns=["fname", "labels"]), classes, source="label corrections")
+    relabel = {f: v for f, v in corrections.items() if v != REMOVE}
+    df["labels"] = [relabel.get(f, v) for f, v in zip(df["fname"], df["labels"])]
+    removed = {f for f, v in corrections.items() if v == REMOVE}
+    return df[~df["fname"].isin(removed)].reset_index(drop=True)
