@@ -1,0 +1,27 @@
+"""Model zoo: name -> class registry and a ``create_model`` factory."""
+
+import torch.nn as nn
+
+from .simple_kaggle import SimpleKaggle
+from .skip_attention import AuxSkipAttention, RnnAuxSkipAttention, SkipAttention
+
+MODELS = {
+    'AuxSkipAttention': AuxSkipAttention,
+    'SkipAttention': SkipAttention,
+    'RnnAuxSkipAttention': RnnAuxSkipAttention,
+    'SimpleKaggle': SimpleKaggle,
+}
+
+# Models whose forward returns (main, aux3, aux2, aux1) instead of a tensor.
+AUX_MODELS = ('AuxSkipAttention', 'RnnAuxSkipAttention')
+
+
+def create_model(name: str, **kwargs) -> nn.Module:
+    """Build a registered model, e.g. ``create_model('SkipAttention', num_classes=80)``."""
+    if name not in MODELS:
+        raise ValueError(f"Unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
+    return MODELS[name](**kwargs)
+
+
+__all__ = ['MODELS', 'AUX_MODELS', 'create_model', 'SimpleKaggle',
+           'AuxSkipAttention', 'SkipAttention', 'RnnAuxSkipAttention']
