@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from src.models import AUX_MODELS, MODELS, create_model
+from src.models import AUX_MODELS, IMAGE_MODELS, MODELS, create_model
 from src.models.blocks import CBAM, ConvBlock
 
 # Published parameter counts of the original system (80 classes, base 64).
@@ -27,7 +27,7 @@ def logits_of(output):
 
 
 def test_every_model_has_a_param_count():
-    assert {name for name, _, _ in PARAM_COUNTS} == set(MODELS)
+    assert {name for name, _, _ in PARAM_COUNTS} == set(IMAGE_MODELS)
 
 
 @pytest.mark.parametrize('name,kwargs,expected', PARAM_COUNTS,
@@ -37,7 +37,7 @@ def test_param_count_matches_original(name, kwargs, expected):
     assert n_params(model) == expected
 
 
-@pytest.mark.parametrize('name', sorted(MODELS))
+@pytest.mark.parametrize('name', sorted(IMAGE_MODELS))
 @pytest.mark.parametrize('shape', [(2, 3, 128, 256), (2, 3, 128, 64), (2, 3, 64, 16)])
 def test_output_shapes(name, shape):
     torch.manual_seed(0)
@@ -54,7 +54,7 @@ def test_output_shapes(name, shape):
     assert all(torch.isfinite(o).all() for o in (out if isinstance(out, tuple) else (out,)))
 
 
-@pytest.mark.parametrize('name', sorted(MODELS))
+@pytest.mark.parametrize('name', sorted(IMAGE_MODELS))
 def test_channels_last_matches_contiguous(name):
     torch.manual_seed(0)
     model = create_model(name, num_classes=5, base_size=8).eval()
@@ -66,7 +66,7 @@ def test_channels_last_matches_contiguous(name):
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize('name', sorted(MODELS))
+@pytest.mark.parametrize('name', sorted(IMAGE_MODELS))
 def test_tiny_model_overfits_random_batch(name):
     """A few Adam steps on one batch must drive the (summed-head) BCE down a lot."""
     torch.manual_seed(0)
@@ -143,7 +143,7 @@ def test_create_model_unknown_name():
         create_model('ResNet9000', num_classes=80)
     msg = str(err.value)
     assert 'ResNet9000' in msg
-    for name in MODELS:
+    for name in IMAGE_MODELS:
         assert name in msg
 
 

@@ -4,13 +4,18 @@ import torch.nn as nn
 
 from .simple_kaggle import SimpleKaggle
 from .skip_attention import AuxSkipAttention, RnnAuxSkipAttention, SkipAttention
+from src.stacking.fcnet import FCNet  # the second-level (stacking) model
 
 MODELS = {
     'AuxSkipAttention': AuxSkipAttention,
     'SkipAttention': SkipAttention,
     'RnnAuxSkipAttention': RnnAuxSkipAttention,
     'SimpleKaggle': SimpleKaggle,
+    'FCNet': FCNet,
 }
+
+# Spectrogram models (input (B, 3, n_mels, frames)); FCNet takes feature vectors instead.
+IMAGE_MODELS = tuple(name for name in MODELS if name != 'FCNet')
 
 # Models whose forward returns (main, aux3, aux2, aux1) instead of a tensor.
 AUX_MODELS = ('AuxSkipAttention', 'RnnAuxSkipAttention')
@@ -23,5 +28,5 @@ def create_model(name: str, **kwargs) -> nn.Module:
     return MODELS[name](**kwargs)
 
 
-__all__ = ['MODELS', 'AUX_MODELS', 'create_model', 'SimpleKaggle',
-           'AuxSkipAttention', 'SkipAttention', 'RnnAuxSkipAttention']
+__all__ = ['MODELS', 'IMAGE_MODELS', 'AUX_MODELS', 'create_model', 'SimpleKaggle',
+           'AuxSkipAttention', 'SkipAttention', 'RnnAuxSkipAttention', 'FCNet']

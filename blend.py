@@ -1,0 +1,114 @@
+"""Blend experiments into a Kaggle submission: weighted geometric mean of their test predictions.
+
+    python blend.py --experiments auxiliary_016 auxiliary_019 corr_noisy_003 corr_noisy_004 \\
+        corr_noisy_007 corrections_002 corrections_003 \\
+        stacking_008_fcnet_43040 stacking_008_fcnet_45041 stacking_008_fcnet_50013
+    python blend.py --experiments demo demo_skip --weights 1 2 --data-dir data/demo
+
+Each experiment NAME is read from <data-dir>/predictions/NAME/test/probs.csv (written
+by predict_folds.py for first-level experiments and by stacking_train.py for
+second-level ones; either is already the geometric mean of its fold models). This
+is the original's final step: the geometric mean of the seven first-level
+experiments and the three stacking models.
+
+The submission has sample_submission.csv's header (fname + classes in Kaggle's
+order) and its test files in its row order, each exactly once. Predictions whose
+class or file lists differ are refused, naming the experiment and the difference.
+
+When every experiment also has out-of-fold predictions (predictions/NAME/oof/),
+they are blended the same way and the blended CV lwlrap is printed next to each
+experiment's own, scored against the curated labels (train_folds.csv, else
+train_curated.csv) with --corrections applied. blend.json beside the submission
+records experiments, weights and scores.
+"""
+import argparse
+from pathlib import Path
+
+from src.blending import blend, cv_scores, has_split, load_experiments, read_curated_labels, read_sample_submission
+from src.config import read_classes, resolve_data_dir
+from src.utils import write_csv_atomic, write_json_atomic
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--experiments", nargs="+", required=True, metavar="NAME",
+                        help="experiments to blend: folders under <data-dir>/predictions/ "
+                             "(first-level or stacking alike)")
+    parser.add_argument("--weights", nargs="+", type=float, metavar="W",
+                        help="one non-negative weight per experiment, in the same order (default: all 1); "
+                             "they are normalised to sum to 1, so 1 1 2 == 0.25 0.25 0.5")
+    parser.add_argument("--data-dir", help="data root with sample_submission.csv and predictions/ "
+                                           "(default: $FSAT_DATA_DIR or ./data)")
+    parser.add_argument("--corrections", metavar="JSON",
+                        help="curated label corrections (fname -> 'A,B' or 'remove') applied to the labels the "
+                             "CV lwlrap is scored against, e.g. <data-dir>/corrections.json as used in training "
+                             "(default: none, the labels as given)")
+    parser.add_argument("--out", metavar="CSV",
+                        help="submission file (default: <data-dir>/predictions/blend/submission.csv); "
+                             "blend.json is written beside it")
+    args = parser.parse_args(argv)
+    if args.weights is not None:
+        if len(args.weights) != len(args.experiments):
+            parser.error(f"--weights: got {len(args.weights)} weight(s) for {len(args.experiments)} experiment(s)")
+        if any(w < 0 for w in args.weights) or sum(args.weights) <= 0:
+            parser.error(f"--weights must be non-negative with a positive sum, got {args.weights}")
+    return args
+
+
+def run(args):
+    data_dir = resolve_data_dir(args.data_dir)
+    names, weights = args.experiments, args.weights
+    out = Path(args.out) if args.out else data_dir / "predictions" / "blend" / "submission.csv"
+
+    # Test: blend in sample_submission's row and column order (a user's own data set without
+    # one gets the first experiment's file order and the data dir's class list).
+    test = load_experiments(data_dir, names, "test")
+    sample = data_dir / "sample_submission.csv"
+    if sample.is_file():
+        (fnames, classes), reference = read_sample_submission(data_dir), str(sample)
+    else:
+        fnames, classes = next(iter(test.values())).fnames, read_classes(data_dir)
+        reference = f"the class list of {data_dir}"
+        print(f"{sample} not found: rows in {names[0]!r}'s order")
+    blended = blend(test, weights, fnames, classes, what="test predictions", reference=reference)
+
+    # Out-of-fold: only when every experiment has them (a CV score of part of the blend means
+    # nothing). Scored before anything is written, so a refused blend leaves no files behind.
+    scores = labels = None
+    without = [n for n in names if not has_split(data_dir, n, "oof")]
+    if not without:
+        labels = read_curated_labels(data_dir, classes, args.corrections)
+        _, scores = cv_scores(load_experiments(data_dir, names, "oof"), labels, weights, classes)
+
+    write_csv_atomic(blended.to_frame(), out, index=False, float_format="%.7g")
+    weights_text = " ".join(f"{w:g}" for w in weights) if weights else "equal"
+    print(f"Blended {len(names)} experiment(s) (weights {weights_text}) -> {out} "
+          f"({len(fnames)} clips x {len(classes)} classes)")
+    record = {"experiments": names, "weights": weights or [1.0] * len(names), "submission": str(out),
+              "n_test_clips": len(fnames), "cv": None}
+    if scores is None:
+        print(f"No blended CV score: no out-of-fold predictions for {without}")
+    else:
+        corrections = str(args.corrections) if args.corrections else None
+        record["cv"] = {"labels": str(labels.source), "corrections": corrections, **scores}
+        notes = [str(labels.source)] + ([f"corrections {corrections}"] if corrections else []) \
+            + ([f"{scores['n_skipped']} removed by corrections"] if scores["n_skipped"] else [])
+        print(f"CV lwlrap on {scores['n_clips']} curated clips ({', '.join(notes)}):")
+        width = max(len(n) for n in [*names, "blend"])
+        for name, score in [*scores["experiments"].items(), ("blend", scores["blend"])]:
+            print(f"  {name:<{width}}  {score:.6f}")
+    write_json_atomic(record, out.with_name("blend.json"))
+    return record
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except (FileNotFoundError, ValueError) as exc:
+        # Data problems (missing experiment, mismatched predictions): a message, not a traceback.
+        raise SystemExit(f"blend.py: error: {exc}") from exc
+
+
+if __name__ == "__main__":
+    main()

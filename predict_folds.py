@@ -1,0 +1,126 @@
+"""Predict with every trained fold model of an experiment: out-of-fold and test.
+
+    python predict_folds.py --experiment corr_noisy_007
+    python predict_folds.py --experiment demo --data-dir data/demo --step 32
+
+For each fold model found in <data>/experiments/NAME/fold_K/ (any subset of
+folds; the script says which it found):
+  - out-of-fold: the model predicts the curated clips of its own validation fold;
+  - test: the model predicts every test clip (sample_submission.csv order).
+Clips are cut into 128 x 256 tiles every --step frames; the tile probabilities
+are kept (for stacking) and averaged into clip probabilities. Fold test
+predictions are combined by geometric mean. Output tree (src/predictions.py):
+
+  <data>/predictions/NAME/oof/             probs.csv, tiles.npy, offsets.npy
+  <data>/predictions/NAME/test/            geometric mean over folds (+ tiles)
+  <data>/predictions/NAME/test/fold_K/     each fold model's test predictions
+  <data>/predictions/NAME/val_lwlrap.json  overall, per-fold and per-class CV lwlrap
+  <data>/predictions/NAME/per_class_lwlrap.png
+"""
+import argparse
+import json
+
+import numpy as np
+
+from src.config import resolve_data_dir
+from src.data import load_training_data
+from src.features import load_features
+from src.metrics import lwlrap, per_class_lwlrap
+from src.plots import plot_per_class
+from src.predictions import PredictionSet, geometric_mean, predictions_dir, write_prediction_set
+from src.predictor import Predictor, clip_means, load_fold_models
+from src.test_set import test_fnames
+from src.training import experiments_dir, worker_count
+from src.utils import pick_device, write_json_atomic
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--experiment", required=True, metavar="NAME", help="experiment folder name under "
+                        "<data>/experiments/ (as given to train_folds.py)")
+    parser.add_argument("--data-dir", help="data root (default: $FSAT_DATA_DIR or ./data)")
+    parser.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu', 'cuda', ...")
+    parser.add_argument("--step", type=int, help="tile step in frames (default: the experiment's tile_step; "
+                        "the original used 64 for single experiments, 128 for the ensemble)")
+    parser.add_argument("--batch-size", type=int, default=128, help="tiles per forward pass (default 128)")
+    parser.add_argument("--workers", type=int, help="processes for computing uncached test features")
+    parser.add_argument("--no-test", action="store_true", help="only out-of-fold predictions")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    data_dir = resolve_data_dir(args.data_dir)
+    exp_dir = experiments_dir(data_dir, args.experiment)
+    config_path = exp_dir / "config.json"
+    if not config_path.is_file():
+        raise SystemExit(f"{config_path} not found: train it first (python train_folds.py --experiment "
+                         f"{args.experiment} --data-dir {data_dir})")
+    record = json.loads(config_path.read_text())
+    experiment, classes = record["experiment"], record["classes"]
+    device = pick_device(args.device)
+    models = load_fold_models(exp_dir, device)
+    folds = sorted(models)
+    print(f"{args.experiment}: found fold models {folds} in {exp_dir}; predicting on {device}")
+    step = args.step or experiment.get("tile_step", 64)
+    tile_size = experiment["crop_size"]
+    out_dir = predictions_dir(data_dir, args.experiment)
+
+    # Out-of-fold: each curated clip predicted by the model that did not train on it.
+    data = load_training_data(data_dir, use_corrections=experiment["corrections"], workers=worker_count(args.workers))
+    if data.classes != classes:
+        raise SystemExit(f"class list of {data_dir} differs from the one {args.experiment} was trained on")
+    parts, fold_scores = [], {}
+    for fold in folds:
+        index = np.flatnonzero(data.folds == fold)
+        part = data.curated.subset(index)
+        tiles, offsets, clips = Predictor(models[fold], tile_size, step, args.batch_size).predict(part.specs)
+        fold_scores[fold] = lwlrap(part.targets, clips[0])
+        print(f"  fold {fold}: {len(index)} clips, val lwlrap {fold_scores[fold]:.4f}")
+        parts.append((index, tiles[0], offsets))
+    oof = _concat_parts(parts, data.curated.fnames, classes)
+    truth = data.curated.targets[np.concatenate([p[0] for p in parts])]
+    write_prediction_set(out_dir / "oof", oof)
+
+    overall = lwlrap(truth, oof.probs)
+    per_class, weights = per_class_lwlrap(truth, oof.probs)
+    report = {"experiment": args.experiment, "folds": folds, "step": step, "lwlrap": overall,
+              "fold_lwlrap": {str(f): s for f, s in fold_scores.items()},
+              "per_class_lwlrap": dict(zip(classes, per_class.tolist())),
+              "class_weight": dict(zip(classes, weights.tolist()))}
+    write_json_atomic(report, out_dir / "val_lwlrap.json")
+    plot_per_class(report["per_class_lwlrap"], out_dir / "per_class_lwlrap.png",
+                   title=f"{args.experiment}: out-of-fold lwlrap {overall:.4f}")
+    print(f"{args.experiment}: out-of-fold lwlrap {overall:.4f} over {len(oof.fnames)} clips "
+          f"(folds {folds}) -> {out_dir / 'oof'}")
+
+    if not args.no_test:
+        fnames = test_fnames(data_dir)
+        features = load_features(fnames, data_dir / "test", data_dir / "features", name="test",
+                                 workers=worker_count(args.workers))
+        predictor = Predictor([models[f] for f in folds], tile_size, step, args.batch_size)
+        tiles, offsets, clips = predictor.predict(features.specs)
+        for fold, fold_tiles, fold_clips in zip(folds, tiles, clips):
+            write_prediction_set(out_dir / "test" / f"fold_{fold}",
+                                 PredictionSet(fnames, classes, fold_clips, fold_tiles, offsets))
+        mean_tiles = geometric_mean(tiles)
+        write_prediction_set(out_dir / "test", PredictionSet(fnames, classes, geometric_mean(clips),
+                                                             mean_tiles, offsets))
+        print(f"{args.experiment}: test predictions for {len(fnames)} clips, geometric mean of folds {folds} "
+              f"-> {out_dir / 'test' / 'probs.csv'}")
+    return report
+
+
+def _concat_parts(parts, fnames, classes) -> PredictionSet:
+    """Join per-fold (clip index, tiles, offsets) into one set, in the order of the parts."""
+    index = np.concatenate([p[0] for p in parts])
+    tiles = np.concatenate([p[1] for p in parts])
+    offsets = [np.asarray([0])]
+    for _, _, part_offsets in parts:
+        offsets.append(part_offsets[1:] + offsets[-1][-1])
+    offsets = np.concatenate(offsets)
+    return PredictionSet([fnames[i] for i in index], classes, clip_means(tiles, offsets), tiles, offsets)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""Datasets and loaders: clips -> (image, target, noisy_flag) samples.
+
+`ClipDataset` turns a list of log-mel spectrograms and their multi-hot targets
+into model samples (per-sample transform, then an optional mixer). It serves the
+curated training folds (with a mixer), the noisy sets, and validation (the
+deterministic `get_transforms(train=False)` pipeline, no mixer).
+
+`RandomSourceDataset` is the original's training stream: an "epoch" is a fixed
+number of samples (32,768 = 128 x 256), each drawn from the noisy set with
+probability NOISY_PROB, from the corrected-noisy subset with CORR_NOISY_PROB and
+otherwise from the curated training folds, then a uniformly random clip of that
+source. Every sample carries a flag (1 = noisy, 0 = curated or corrected) that
+the loss uses to pick BCE or L-soft. A mixed sample's partner comes from the
+same source (the source's own mixer calls the source's own `random_sample`),
+as in the original, so a noisy clip is only mixed with noisy clips and its flag
+stays meaningful.
+
+Seeding: all per-sample randomness uses numpy's global RNG. The original
+reseeded it from the wall clock in every worker, which made runs
+unrepeatable. Here `make_loader` gives the DataLoader a `torch.Generator`
+seeded by `--seed`; torch derives each worker's seed from it
+(`base_seed + worker_id`, with a new `base_seed` each time workers start) and
+`src.utils.seed_worker` seeds numpy/random from that. So the same seed repeats a
+run exactly, while workers never produce duplicate samples.
+"""
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from src.transforms import get_transforms
+from src.utils import seed_worker
+
+PROB_TOLERANCE = 1e-6
+
+
+class ClipDataset(Dataset):
+    """Spectrograms + (N, C) targets -> (image, target, noisy_flag).
+
+    specs:     sequence of (n_mels, frames) float32 arrays; may be read-only memory maps
+               (`FeatureSet.specs`): each one is copied before the transform sees it, so no
+               transform can write into the shared feature cache.
+    targets:   (N, C) multi-hot matrix (float32 after conversion).
+    transform: numpy (n_mels, frames) -> torch (3, n_mels, W), e.g. `get_transforms(train)`.
+    mixer:     optional `mixer(dataset, image, target) -> (image, target)` from `src.mixers`,
+               applied after the transform; its partner comes from `self.random_sample()`.
+    noisy:     flag value of every sample: True for the noisy set (L-soft loss), False for
+               curated or hand-corrected clips (BCE).
+    """
+
+    def __init__(self, specs, targets, transform, mixer=None, noisy=False):
+        self.specs = list(specs)
+        self.targets = np.asarray(targets, dtype=np.float32)
+        if self.targets.ndim != 2:
+            raise ValueError(f"ClipDataset: targets must be an (N, n_classes) matrix, got shape "
+                             f"{self.targets.shape}")
+        if len(self.specs) != len(self.targets):
+            raise ValueError(f"ClipDataset: {len(self.specs)} spectrogram(s) but {len(self.targets)} "
+                             f"target row(s)")
+        for i, spec in enumerate(self.specs):
+            if getattr(spec, "ndim", None) != 2:
+                raise ValueError(f"ClipDataset: spectrogram {i} must be 2-D (n_mels, frames), got shape "
+                                 f"{getattr(spec, 'shape', None)}")
+        if transform is None:
+            raise ValueError("ClipDataset: a transform is required (it turns the spectrogram into a tensor)")
+        self.transform = transform
+        self.mixer = mixer
+        self.noisy = bool(noisy)
+
+    def __len__(self):
+        return len(self.specs)
+
+    @property
+    def n_classes(self) -> int:
+        return self.targets.shape[1]
+
+    def _transformed(self, index):
+        """Transformed (image, target) of clip `index`, without mixing."""
+        image = np.array(self.specs[index], dtype=np.float32)  # private, writeable copy
+        image = self.transform(image)
+        target = torch.from_numpy(self.targets[index].copy())
+        return image, target
+
+    def random_sample(self):
+        """A uniformly random clip, transformed (not mixed): the mixers' partner sample."""
+        if len(self) == 0:
+            raise IndexError("ClipDataset.random_sample: the dataset is empty")
+        return self._transformed(np.random.randint(len(self)))
+
+    def __getitem__(self, index):
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"ClipDataset: index {index} out of range for {len(self)} clip(s)")
+        image, target = self._transformed(index)
+        if self.mixer is not None:
+            image, target = self.mixer(self, image, target)
+        return image, target, torch.tensor(float(self.noisy), dtype=torch.float32)
+
+    def __repr__(self):
+        return (f"{self.__class__.__name__}(n={len(self)}, n_classes={self.n_classes}, noisy={self.noisy}, "
+                f"mixer={self.mixer!r})")
+
+
+class RandomSourceDataset(Dataset):
+    """`epoch_size` random samples an epoch, each from source k with probability probs[k].
+
+    The index is ignored (apart from the range check that ends plain iteration): which
+    source and which clip are drawn from numpy's RNG, like the original's training stream.
+    Each source applies its own transform and mixer, so mixing partners stay within a source.
+    """
+
+    def __init__(self, sources, probs, epoch_size):
+        self.sources = list(sources)
+        probs = np.asarray(probs, dtype=np.float64)
+        if not self.sources:
+            raise ValueError("RandomSourceDataset: sources must not be empty")
+        if probs.shape != (len(self.sources),):
+            raise ValueError(f"RandomSourceDataset: {len(self.sources)} source(s) but probs has shape "
+                             f"{probs.shape}: {probs.tolist()}")
+        if not np.isfinite(probs).all() or (probs < 0).any():
+            raise ValueError(f"RandomSourceDataset: probs must be non-negative, got {probs.tolist()}")
+        if abs(probs.sum() - 1.0) > PROB_TOLERANCE:
+            raise ValueError(f"RandomSourceDataset: probs must sum to 1, got {probs.tolist()} "
+                             f"(sum {probs.sum():.6f})")
+        empty = [k for k, (source, p) in enumerate(zip(self.sources, probs)) if p > 0 and len(source) == 0]
+        if empty:
+            raise ValueError(f"RandomSourceDataset: source(s) {empty} are empty but have probability > 0 "
+                             f"({probs[empty].tolist()})")
+        if isinstance(epoch_size, bool) or not isinstance(epoch_size, (int, np.integer)) or epoch_size <= 0:
+            raise ValueError(f"RandomSourceDataset: epoch_size must be a positive integer, got {epoch_size!r}")
+        self.probs = probs / probs.sum()  # exact sum 1 for np.random.choice
+        self.epoch_size = int(epoch_size)
+
+    def __len__(self):
+        return self.epoch_size
+
+    def __getitem__(self, index):
+        if not -self.epoch_size <= index < self.epoch_size:
+            raise IndexError(f"RandomSourceDataset: index {index} out of range for epoch_size {self.epoch_size}")
+        source = self.sources[np.random.choice(len(self.sources), p=self.probs)]
+        return source[np.random.randint(len(source))]
+
+    def __repr__(self):
+        inner = "".join(f"\n    p={p:.4f}: {s!r}," for s, p in zip(self.sources, self.probs))
+        return f"{self.__class__.__name__}(epoch_size={self.epoch_size}, sources=[{inner}\n])"
+
+
+def build_train_dataset(curated, noisy=None, corrected=None, noisy_prob=0.0, corr_noisy_prob=0.0,
+                        epoch_size=32768, transform=None, mixer=None) -> RandomSourceDataset:
+    """The training stream from (specs, targets) pairs.
+
+    curated   -> flag 0, probability 1 - noisy_prob - corr_noisy_prob
+    noisy     -> flag 1, probability noisy_prob
+    corrected -> flag 0 (hand-corrected noisy clips are trusted like curated ones), corr_noisy_prob
+    Sources with probability 0 are left out. `transform` defaults to `get_transforms(train=True)`;
+    `mixer` defaults to None (no mixing): pass `src.mixers.get_mixer(...)` for the experiment's mixing.
+    """
+    for name, p in (("noisy_prob", noisy_prob), ("corr_noisy_prob", corr_noisy_prob)):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"build_train_dataset: {name} must be in [0, 1], got {p!r}")
+    curated_prob = 1.0 - noisy_prob - corr_noisy_prob
+    if curated_prob < -PROB_TOLERANCE:
+        raise ValueError(f"build_train_dataset: noisy_prob + corr_noisy_prob = {noisy_prob + corr_noisy_prob} "
+                         f"exceeds 1")
+    curated_prob = max(curated_prob, 0.0)
+    if transform is None:
+        transform = get_transforms(train=True)
+
+    sources, probs = [], []
+    for name, pair, prob, flag in (("curated", curated, curated_prob, False),
+                                   ("noisy", noisy, noisy_prob, True),
+                                   ("corrected", corrected, corr_noisy_prob, False)):
+        if prob <= PROB_TOLERANCE:
+            continue
+        if pair is None:
+            raise ValueError(f"build_train_dataset: {name} probability is {prob} but no {name} data was given")
+        specs, targets = pair
+        sources.append(ClipDataset(specs, targets, transform, mixer=mixer, noisy=flag))
+        probs.append(prob)
+    return RandomSourceDataset(sources, np.asarray(probs) / np.sum(probs), epoch_size)
+
+
+def make_loader(dataset, batch_size, shuffle=False, workers=0, seed=0, drop_last=False) -> DataLoader:
+    """A DataLoader whose randomness is reproducible from `seed`.
+
+    The loader's `torch.Generator` (seeded by `seed`) drives the shuffling and the per-worker
+    base seed; `seed_worker` passes each worker's torch seed on to numpy/random, which the
+    transforms and mixers use. With workers=0 the samples are drawn in the main process from
+    numpy's global RNG, so seed it with `src.utils.seed_everything` for a repeatable run.
+    Persistent workers keep their RNG state across epochs, so every epoch draws new samples.
+    """
+    generator = torch.Generator()
+    generator.manual_seed(int(seed))
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=workers,
+        worker_init_fn=seed_worker,
+        generator=generator,
+        pin_memory=torch.cuda.is_available(),
+        drop_last=drop_last,
+        persistent_workers=workers > 0,
+    )

@@ -1,0 +1,127 @@
+"""Named experiments: every setting of a training run, as plain data.
+
+`train_folds.py --experiment NAME` and `predict_folds.py --experiment NAME`
+look the name up here, so the seven first-level members of the original's final
+ensemble are reproducible by name from one commit. Settings a user overrides on
+the command line (`--epochs`, ...) are applied to a copy and the resolved
+experiment is saved beside the weights (`config.json`).
+
+Keys:
+  model            (name in src.models.MODELS, kwargs) - num_classes is filled in at run time
+  loss             (name in src.losses, kwargs)
+  optimizer        (torch.optim name, kwargs)
+  batch_size, crop_size, epoch_size, epochs
+  noisy_prob, corr_noisy_prob   share of the training stream drawn from noisy / corrected-noisy clips
+  mixer_prob, mixer_choice (sigmoid-concat vs add), sigmoid_range, alpha_range
+  transforms       kwargs of src.transforms.get_transforms(train=True, ...)
+  plateau          ReduceLROnPlateau(patience, factor, min_lr) on val_lwlrap
+  early_stopping   patience in epochs, on val_lwlrap
+  corrections      use the label corrections JSONs of the data dir
+  amp              'bf16' | 'fp16' | 'none' (CUDA only; CPU always runs fp32)
+  val_batch_size, tile_step (prediction time step in frames)
+"""
+import copy
+
+AUX_WEIGHTS = [1.0, 0.4, 0.2, 0.1]  # main, aux3, aux2, aux1
+
+NOISY_CURATED_LOSS = {
+    "name": "noisy_curated",
+    "noisy": "lsoft", "noisy_params": {"beta": 0.7},
+    "curated": "bce", "noisy_weight": 0.5, "curated_weight": 0.5,
+}
+
+# The original's first-level recipe (ORIGINAL.md, "Optimisation" and augmentations).
+BASE = {
+    "model": ("AuxSkipAttention", {"base_size": 64, "dropout": 0.4, "ratio": 16, "kernel_size": 7}),
+    "loss": ("aux", {"base": NOISY_CURATED_LOSS, "weights": AUX_WEIGHTS}),
+    "optimizer": ("Adam", {"lr": 0.0009}),
+    "batch_size": 128,
+    "val_batch_size": 128,
+    "crop_size": 256,
+    "epoch_size": 32768,
+    "epochs": 700,
+    "noisy_prob": 0.2,
+    "corr_noisy_prob": 0.0,
+    "mixer_prob": 0.8,
+    "mixer_choice": (0.6, 0.4),
+    "sigmoid_range": (3, 12),
+    "alpha_range": (0.0, 0.5),
+    "transforms": {
+        "wrap_pad_prob": 0.5,
+        "resize_scale": (0.8, 1.0), "resize_ratio": (1.7, 2.3), "resize_prob": 0.33,
+        "spec_num_mask": 2, "spec_freq_masking": 0.15, "spec_time_masking": 0.20, "spec_prob": 0.5,
+    },
+    "plateau": {"patience": 6, "factor": 0.6, "min_lr": 1e-8},
+    "early_stopping": 18,
+    "corrections": True,
+    "amp": "bf16",
+    "tile_step": 64,
+}
+
+
+def _variant(**changes) -> dict:
+    """BASE with some keys replaced; dict values are merged one level deep."""
+    experiment = copy.deepcopy(BASE)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(experiment.get(key), dict):
+            experiment[key].update(value)
+        else:
+            experiment[key] = value
+    return experiment
+
+
+def _skip_attention(kernel_size):
+    return ("SkipAttention", {"base_size": 64, "dropout": 0.2, "ratio": 16, "kernel_size": kernel_size})
+
+
+EXPERIMENTS = {
+    # The seven first-level members of the final ensemble (ORIGINAL.md table).
+    "auxiliary_016": _variant(noisy_prob=0.2),
+    "auxiliary_019": _variant(noisy_prob=0.2, transforms={"resize_scale": (0.75, 1.0), "resize_ratio": (1.6, 2.4)}),
+    "corr_noisy_003": _variant(model=("RnnAuxSkipAttention", {"base_size": 64, "dropout": 0.4, "ratio": 16,
+                                                              "kernel_size": 7}),
+                               noisy_prob=0.1, corr_noisy_prob=0.2),
+    "corr_noisy_004": _variant(noisy_prob=0.07, corr_noisy_prob=0.33),
+    "corr_noisy_007": _variant(noisy_prob=0.01, corr_noisy_prob=0.42),
+    "corrections_002": _variant(model=_skip_attention(7), loss=("noisy_curated", NOISY_CURATED_LOSS),
+                                noisy_prob=0.33, mixer_prob=0.66),
+    "corrections_003": _variant(model=_skip_attention(3), loss=("noisy_curated", NOISY_CURATED_LOSS),
+                                noisy_prob=0.33, mixer_prob=0.66),
+}
+
+# CPU-sized versions for the generated demo data: the same recipe (aux heads, L-soft on noisy,
+# corrected-noisy stream, mixers, SpecAugment), a 8x thinner network on 128-frame crops,
+# short epochs and a short patience so 5 folds train in minutes on 2 cores.
+DEMO = _variant(
+    model=("AuxSkipAttention", {"base_size": 8, "dropout": 0.2, "ratio": 4, "kernel_size": 7}),
+    optimizer=("Adam", {"lr": 0.003}),
+    batch_size=32, val_batch_size=64, crop_size=128, epoch_size=1024, epochs=20,
+    noisy_prob=0.1, corr_noisy_prob=0.2, mixer_prob=0.5,
+    plateau={"patience": 2, "factor": 0.5}, early_stopping=6, tile_step=32,
+)
+EXPERIMENTS["demo"] = DEMO
+EXPERIMENTS["demo_skip"] = _variant(
+    **{k: v for k, v in DEMO.items() if k not in ("model", "loss")},
+    model=("SkipAttention", {"base_size": 8, "dropout": 0.2, "ratio": 4, "kernel_size": 3}),
+    loss=("noisy_curated", NOISY_CURATED_LOSS),
+)
+
+
+def get_experiment(name: str) -> dict:
+    """A deep copy of the named experiment (safe to modify)."""
+    if name not in EXPERIMENTS:
+        raise KeyError(f"Unknown experiment {name!r}; known: {', '.join(sorted(EXPERIMENTS))}")
+    return copy.deepcopy(EXPERIMENTS[name])
+
+
+def argus_params(experiment: dict, num_classes: int, device) -> dict:
+    """The argus `FreesoundModel` params dict of an experiment."""
+    model_name, model_kwargs = experiment["model"]
+    return {
+        "nn_module": (model_name, {**model_kwargs, "num_classes": num_classes}),
+        "loss": tuple(experiment["loss"]),
+        "optimizer": tuple(experiment["optimizer"]),
+        "device": str(device),
+        "amp": experiment.get("amp", "bf16"),
+        "channels_last": experiment.get("channels_last", False),
+    }

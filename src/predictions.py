@@ -1,0 +1,85 @@
+"""Prediction sets on disk: clip probabilities (CSV) plus per-tile probabilities (npy).
+
+A prediction set is a folder:
+
+    probs.csv     fname + one column per class (Kaggle submission layout), one row per clip
+    tiles.npy     float32 (n_tiles_total, n_classes): every sliding-window tile of every clip
+    offsets.npy   int64 (n_clips + 1): clip i's tiles are tiles[offsets[i]:offsets[i+1]]
+
+`probs.csv` alone is enough for blending; the tiles feed the second level
+(stacking). The tree written by `predict_folds.py` for an experiment NAME:
+
+    data/predictions/NAME/oof/          out-of-fold predictions of every curated clip
+    data/predictions/NAME/test/         test predictions, geometric mean over fold models
+    data/predictions/NAME/test/fold_K/  test predictions of fold K's model
+    data/predictions/NAME/val_lwlrap.json, per_class_lwlrap.png
+"""
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from src.utils import atomic_path, write_csv_atomic
+
+
+@dataclass
+class PredictionSet:
+    fnames: list
+    classes: list
+    probs: np.ndarray                      # (n_clips, n_classes)
+    tiles: Optional[np.ndarray] = None     # (n_tiles_total, n_classes)
+    offsets: Optional[np.ndarray] = None   # (n_clips + 1,)
+
+    def clip_tiles(self, i) -> np.ndarray:
+        return self.tiles[self.offsets[i]:self.offsets[i + 1]]
+
+    def to_frame(self) -> pd.DataFrame:
+        frame = pd.DataFrame(self.probs, columns=self.classes)
+        frame.insert(0, "fname", self.fnames)
+        return frame
+
+
+def write_prediction_set(folder, pred: PredictionSet):
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if pred.tiles is not None:
+        for name, array in (("tiles.npy", pred.tiles.astype(np.float32)),
+                            ("offsets.npy", pred.offsets.astype(np.int64))):
+            with atomic_path(folder / name) as tmp:
+                np.save(tmp, array)
+    # probs.csv last: its presence marks a complete set.
+    write_csv_atomic(pred.to_frame(), folder / "probs.csv", index=False, float_format="%.7g")
+
+
+def read_prediction_set(folder, with_tiles=True) -> PredictionSet:
+    folder = Path(folder)
+    path = folder / "probs.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no predictions here (run predict_folds.py first?)")
+    frame = pd.read_csv(path)
+    if frame.columns[0] != "fname":
+        raise ValueError(f"{path}: first column must be 'fname', got {frame.columns[0]!r}")
+    classes = list(frame.columns[1:])
+    tiles = offsets = None
+    if with_tiles and (folder / "tiles.npy").is_file():
+        tiles = np.load(folder / "tiles.npy", allow_pickle=False)
+        offsets = np.load(folder / "offsets.npy", allow_pickle=False)
+        if len(offsets) != len(frame) + 1 or offsets[-1] != len(tiles):
+            raise ValueError(f"{folder}: tiles.npy/offsets.npy do not match probs.csv")
+    return PredictionSet(frame["fname"].tolist(), classes, frame[classes].to_numpy(np.float32), tiles, offsets)
+
+
+def geometric_mean(arrays, weights=None, eps=1e-7) -> np.ndarray:
+    """Weighted geometric mean of probability arrays of the same shape (how folds and models are combined)."""
+    arrays = np.stack([np.clip(np.asarray(a, np.float64), eps, 1.0) for a in arrays])
+    weights = np.ones(len(arrays)) if weights is None else np.asarray(weights, np.float64)
+    if weights.shape != (len(arrays),) or np.any(weights < 0) or weights.sum() <= 0:
+        raise ValueError(f"weights must be {len(arrays)} non-negative numbers with a positive sum, got {weights}")
+    weights = weights / weights.sum()
+    return np.exp(np.tensordot(weights, np.log(arrays), axes=1)).astype(np.float32)
+
+
+def predictions_dir(data_dir, name) -> Path:
+    return Path(data_dir) / "predictions" / name

@@ -1,0 +1,116 @@
+"""Sliding-window prediction over full-length log-mels, tiles batched across clips.
+
+Each clip's log-mel is cut into `tile_size`-frame tiles every `step` frames
+(padded with its minimum so the tiles cover it: a short clip is centred as the
+validation transform does, a long one is padded on the right up to the last
+tile). Every tile goes through the validation transform (3 channels:
+log-mel, delta, delta-delta, /100) and the model; the sigmoid of the main head
+gives per-tile probabilities, and their mean the clip's probabilities.
+
+Unlike the original (one clip at a time, batches of 16), tiles from many clips
+fill each batch, deltas are computed on the device by one matmul
+(`src.deltas`), and every fold model sees a batch while it is on the device.
+"""
+from pathlib import Path
+
+import argus
+import numpy as np
+import torch
+
+import src.argus_models  # noqa: F401  (registers FreesoundModel for argus.load_model)
+from src.deltas import stack_deltas
+from src.training import best_checkpoint, trained_folds
+
+
+def pad_for_tiles(spec: np.ndarray, tile_size: int, step: int) -> np.ndarray:
+    """Pad with the minimum so that tiles of `tile_size` every `step` frames cover the clip."""
+    frames = spec.shape[1]
+    if frames <= tile_size:
+        pad = tile_size - frames
+        left = pad // 2
+        return np.pad(spec, ((0, 0), (left, pad - left)), constant_values=spec.min())
+    n_tiles = -(-(frames - tile_size) // step) + 1
+    return np.pad(spec, ((0, 0), (0, (n_tiles - 1) * step + tile_size - frames)), constant_values=spec.min())
+
+
+def make_tiles(spec: np.ndarray, tile_size: int, step: int) -> np.ndarray:
+    """(n_tiles, n_mels, tile_size) view of the padded spectrogram."""
+    padded = pad_for_tiles(np.asarray(spec, dtype=np.float32), tile_size, step)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, tile_size, axis=1)  # (n_mels, n, tile)
+    return windows[:, ::step].transpose(1, 0, 2)
+
+
+def count_tiles(frames: int, tile_size: int, step: int) -> int:
+    return 1 if frames <= tile_size else -(-(frames - tile_size) // step) + 1
+
+
+def _tile_batches(specs, tile_size, step, batch_size):
+    """Yield float32 arrays of up to `batch_size` tiles, in clip order, crossing clip boundaries."""
+    buffer, filled = np.empty((batch_size, specs[0].shape[0], tile_size), np.float32), 0
+    for spec in specs:
+        tiles = make_tiles(spec, tile_size, step)
+        start = 0
+        while start < len(tiles):
+            take = min(batch_size - filled, len(tiles) - start)
+            buffer[filled:filled + take] = tiles[start:start + take]
+            filled += take
+            start += take
+            if filled == batch_size:
+                yield buffer
+                filled = 0
+    if filled:
+        yield buffer[:filled]
+
+
+class Predictor:
+    """Per-tile and per-clip probabilities of one or more argus models (e.g. all folds of an experiment)."""
+
+    def __init__(self, models, tile_size=256, step=64, batch_size=128):
+        self.models = list(models) if isinstance(models, (list, tuple)) else [models]
+        if not self.models:
+            raise ValueError("Predictor needs at least one model")
+        self.tile_size, self.step, self.batch_size = int(tile_size), int(step), int(batch_size)
+        self.device = self.models[0].device
+
+    @torch.no_grad()
+    def predict_tiles(self, specs) -> list:
+        """For each model, the concatenated tile probabilities (n_tiles_total, C) of all clips, float32."""
+        if len(specs) == 0:
+            raise ValueError("no spectrograms to predict")
+        outputs = [[] for _ in self.models]
+        for batch in _tile_batches(specs, self.tile_size, self.step, self.batch_size):
+            images = torch.from_numpy(batch).to(self.device, non_blocking=True)
+            images = stack_deltas(images)
+            for model, out in zip(self.models, outputs):
+                out.append(model.predict(images).float().cpu())
+        return [torch.cat(out).numpy() for out in outputs]
+
+    def offsets(self, specs) -> np.ndarray:
+        counts = [count_tiles(s.shape[1], self.tile_size, self.step) for s in specs]
+        return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+    def predict(self, specs):
+        """(tiles per model, offsets, clip probs per model): clip probs are the mean over each clip's tiles."""
+        tiles = self.predict_tiles(specs)
+        offsets = self.offsets(specs)
+        clips = [clip_means(t, offsets) for t in tiles]
+        return tiles, offsets, clips
+
+
+def clip_means(tiles: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Mean of each clip's tile rows."""
+    sums = np.add.reduceat(tiles, offsets[:-1], axis=0)
+    return (sums / np.diff(offsets)[:, None]).astype(np.float32)
+
+
+def load_fold_models(exp_dir, device, folds=None) -> dict:
+    """{fold: argus model} for every fold of an experiment folder with a checkpoint (or the given folds)."""
+    exp_dir = Path(exp_dir)
+    available = trained_folds(exp_dir)
+    if not available:
+        raise FileNotFoundError(f"{exp_dir}: no trained fold (fold_K/model-*.pth); run train_folds.py first")
+    folds = available if folds is None else folds
+    missing = sorted(set(folds) - set(available))
+    if missing:
+        raise FileNotFoundError(f"{exp_dir}: no checkpoint for fold(s) {missing}; trained: {available}")
+    return {fold: argus.load_model(best_checkpoint(exp_dir / f"fold_{fold}"), device=device) for fold in folds}

@@ -1,0 +1,76 @@
+"""Named stacking (second-level) experiments, as plain data like src/experiments.py.
+
+`stacking_train.py --experiment NAME` looks the name up here. The keys the
+first level also has mean the same thing (and `src.experiments.argus_params`
+turns model/loss/optimizer/amp into the argus params of both levels):
+
+  inputs           first-level experiments whose out-of-fold / test tile predictions
+                   (<data>/predictions/NAME/{oof,test}) are stacked; order = feature order
+  model            ('FCNet', kwargs) - in_features and num_classes are filled in at run time
+  loss             ('bce', {}) - every stacking sample is curated (flag 0)
+  optimizer        (torch.optim name, kwargs)
+  batch_size, val_batch_size
+  epoch_size       random clips per training epoch
+  epochs           maximum number of epochs
+  contiguous_prob  TileSubsetMean: share of contiguous runs (vs random subsets) of tiles
+  plateau          ReduceLROnPlateau(patience, factor, min_lr) on val_lwlrap
+  early_stopping   patience in epochs, on val_lwlrap
+  corrections      score against the curated labels with corrections.json applied (as the inputs were trained)
+  amp              'bf16' | 'fp16' | 'none' (CUDA only)
+
+The three configurations of the original (ORIGINAL.md, "Second level") differ in
+the gate's reduction, dropout, learning rate and plateau schedule; the odd
+numbers come from the original's hyper-parameter search.
+"""
+import copy
+
+# The seven first-level members of the final ensemble (src/experiments.py).
+FIRST_LEVEL = ["auxiliary_016", "auxiliary_019", "corr_noisy_003", "corr_noisy_004", "corr_noisy_007",
+               "corrections_002", "corrections_003"]
+
+
+def _fcnet(reduction, dropout, lr, patience, factor) -> dict:
+    return {
+        "inputs": list(FIRST_LEVEL),
+        "model": ("FCNet", {"base_size": 512, "reduction": reduction, "dropout": dropout}),
+        "loss": ("bce", {}),
+        "optimizer": ("Adam", {"lr": lr}),
+        "batch_size": 128,
+        "val_batch_size": 1024,
+        "epoch_size": 32768,
+        # The original allowed up to 700 epochs; early stopping (patience 30) ends runs long before.
+        "epochs": 700,
+        "contiguous_prob": 0.5,
+        "plateau": {"patience": patience, "factor": factor, "min_lr": 1e-8},
+        "early_stopping": 30,
+        "corrections": True,
+        "amp": "none",  # a small MLP: fp32 costs nothing and keeps the probabilities' small differences
+    }
+
+
+STACKING_EXPERIMENTS = {
+    "stacking_008_fcnet_43040": _fcnet(reduction=16, dropout=0.0514, lr=4.595e-5, patience=5, factor=0.658),
+    "stacking_008_fcnet_45041": _fcnet(reduction=2, dropout=0.4836, lr=3.898e-5, patience=9, factor=0.795),
+    "stacking_008_fcnet_50013": _fcnet(reduction=1, dropout=0.1663, lr=2.581e-5, patience=7, factor=0.554),
+}
+
+# CPU-sized stacking over the two demo first-level experiments (src/experiments.py 'demo', 'demo_skip'):
+# a narrower net, a larger learning rate, short epochs and patience, so 5 folds train in about half a
+# minute on 2 cores (most of it the per-epoch curves plot).
+STACKING_EXPERIMENTS["stacking_demo"] = {
+    **_fcnet(reduction=2, dropout=0.1, lr=2e-3, patience=2, factor=0.5),
+    "inputs": ["demo", "demo_skip"],
+    "model": ("FCNet", {"base_size": 128, "reduction": 2, "dropout": 0.1}),
+    "batch_size": 64,
+    "val_batch_size": 256,
+    "epoch_size": 2048,
+    "epochs": 12,
+    "early_stopping": 4,
+}
+
+
+def get_stacking_experiment(name: str) -> dict:
+    """A deep copy of the named stacking experiment (safe to modify)."""
+    if name not in STACKING_EXPERIMENTS:
+        raise KeyError(f"Unknown stacking experiment {name!r}; known: {', '.join(sorted(STACKING_EXPERIMENTS))}")
+    return copy.deepcopy(STACKING_EXPERIMENTS[name])

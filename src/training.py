@@ -1,0 +1,161 @@
+"""Training machinery shared by the first level (train_folds.py) and the second (stacking_train.py).
+
+`fit_fold` trains one argus model on one fold with the recipe's callbacks:
+best checkpoint by val_lwlrap (written atomically, so Ctrl-C or a crash
+mid-fold leaves the best model so far usable), reduce-on-plateau and early
+stopping on val_lwlrap, a CSV and a text log, and a PNG of the curves redrawn
+every epoch.
+"""
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from argus.callbacks import (Callback, EarlyStopping, LoggingToCSV, LoggingToFile, MonitorCheckpoint,
+                             ReduceLROnPlateau)
+from tqdm import tqdm
+
+from src.metrics import Lwlrap
+from src.plots import plot_training_curves
+from src.utils import atomic_path
+
+DONE_FILE = "done.json"
+
+
+class MetricsToFloat(Callback):
+    """Turn tensor metrics (the loss is averaged on the device, without a sync per step) into floats."""
+
+    def epoch_complete(self, state):
+        for key, value in state.metrics.items():
+            if isinstance(value, torch.Tensor):
+                state.metrics[key] = float(value)
+
+
+class AtomicCheckpoint(MonitorCheckpoint):
+    """MonitorCheckpoint whose files appear whole or not at all (temp file, then rename)."""
+
+    def save_model(self, state, file_path):
+        with atomic_path(file_path, suffix=".pth") as tmp:
+            state.model.save(tmp, optimizer_state=self.optimizer_state)
+
+
+class CurvesPlot(Callback):
+    """Redraw the training curves PNG from the CSV log after every epoch."""
+
+    def __init__(self, log_path, png_path, title=""):
+        self.log_path, self.png_path, self.title = Path(log_path), Path(png_path), title
+
+    def epoch_complete(self, state):
+        if self.log_path.is_file() and self.log_path.stat().st_size:
+            plot_training_curves(pd.read_csv(self.log_path), self.png_path, self.title)
+
+
+class ProgressBar(Callback):
+    """A tqdm bar over the iterations of each training epoch."""
+
+    def __init__(self, total, desc=""):
+        self.total, self.desc, self.bar = total, desc, None
+
+    def epoch_start(self, state):
+        self.bar = tqdm(total=self.total, desc=f"{self.desc} epoch {state.epoch}", unit="batch", leave=False,
+                        dynamic_ncols=True)
+
+    def iteration_complete(self, state):
+        self.bar.update(1)
+
+    def epoch_complete(self, state):
+        if self.bar is not None:
+            self.bar.close()
+
+    catch_exception = epoch_complete
+
+
+def fit_fold(model, train_loader, val_loader, fold_dir, epochs, plateau: dict, early_stopping: int,
+             title="", progress=True) -> dict:
+    """Train `model` and keep its best checkpoint by val_lwlrap in `fold_dir`. Returns a summary."""
+    fold_dir = Path(fold_dir)
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    callbacks = [
+        MetricsToFloat(),
+        AtomicCheckpoint(fold_dir, monitor="val_lwlrap", max_saves=1,
+                         file_format="model-{epoch:03d}-{monitor:.6f}.pth"),
+        ReduceLROnPlateau(monitor="val_lwlrap", patience=plateau["patience"], factor=plateau["factor"],
+                          min_lr=plateau.get("min_lr", 1e-8)),
+        EarlyStopping(monitor="val_lwlrap", patience=early_stopping),
+        LoggingToFile(fold_dir / "log.txt"),
+        LoggingToCSV(fold_dir / "log.csv"),
+        CurvesPlot(fold_dir / "log.csv", fold_dir / "curves.png", title),
+    ]
+    if progress:
+        callbacks.append(ProgressBar(len(train_loader), title))
+    start = time.time()
+    model.fit(train_loader, val_loader=val_loader, num_epochs=epochs, metrics=[Lwlrap()], callbacks=callbacks)
+    log = pd.read_csv(fold_dir / "log.csv")
+    best = int(log["val_lwlrap"].idxmax())
+    summary = {"best_epoch": int(log["epoch"][best]), "best_val_lwlrap": float(log["val_lwlrap"][best]),
+               "epochs_run": int(len(log)), "seconds": round(time.time() - start, 1),
+               "checkpoint": best_checkpoint(fold_dir).name}
+    with atomic_path(fold_dir / DONE_FILE) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def best_checkpoint(fold_dir) -> Path:
+    """The checkpoint with the highest val_lwlrap in its name (there is normally exactly one)."""
+    paths = sorted(Path(fold_dir).glob("model-*.pth"), key=lambda p: float(p.stem.rsplit("-", 1)[1]))
+    if not paths:
+        raise FileNotFoundError(f"{fold_dir}: no model-*.pth checkpoint")
+    return paths[-1]
+
+
+def fold_is_done(fold_dir) -> bool:
+    return (Path(fold_dir) / DONE_FILE).is_file()
+
+
+def trained_folds(experiment_dir) -> list:
+    """Fold numbers that have a checkpoint (finished or interrupted) in an experiment folder."""
+    folds = []
+    for path in sorted(Path(experiment_dir).glob("fold_*")):
+        if path.is_dir() and any(path.glob("model-*.pth")):
+            folds.append(int(path.name.split("_")[1]))
+    return sorted(folds)
+
+
+def prepare_experiment_dir(exp_dir, record, folds, resume, overwrite) -> list:
+    """Refuse to clobber earlier results; return the folds still to train.
+
+    Shared by train_folds.py and stacking_train.py: without --resume/--overwrite an
+    existing config.json stops the run; --resume keeps finished folds (done.json) if the
+    settings are unchanged; unfinished or --overwrite folds are deleted and retrained.
+    """
+    exp_dir = Path(exp_dir)
+    config_path = exp_dir / "config.json"
+    if config_path.is_file() and not (resume or overwrite):
+        raise SystemExit(f"{exp_dir} already holds experiment results. Use --resume to continue it "
+                         f"or --overwrite to start again.")
+    if resume and config_path.is_file():
+        old = json.loads(config_path.read_text())
+        if old["experiment"] != record["experiment"]:
+            raise SystemExit(f"{config_path}: settings differ from this run's, so --resume would mix two "
+                             f"recipes; use --overwrite or another --data-dir.")
+    todo = []
+    for fold in folds:
+        fold_dir = exp_dir / f"fold_{fold}"
+        if resume and fold_is_done(fold_dir):
+            print(f"fold {fold}: already finished, skipped (--resume)")
+            continue
+        if fold_dir.exists():
+            shutil.rmtree(fold_dir)
+        todo.append(fold)
+    return todo
+
+
+def experiments_dir(data_dir, name) -> Path:
+    return Path(data_dir) / "experiments" / name
+
+
+def worker_count(requested=None) -> int:
+    return requested if requested is not None else min(4, os.cpu_count() or 1)

@@ -1,0 +1,252 @@
+"""Train and predict a second-level (stacking) model over first-level predictions.
+
+    python stacking_train.py --experiment stacking_008_fcnet_43040
+    python stacking_train.py --experiment stacking_demo --data-dir data/demo --threads 1
+    python stacking_train.py --experiment stacking_008_fcnet_45041 --folds 0 1 --set optimizer.lr=1e-4
+
+Needs, for every input experiment NAME of the stacking experiment (src/stacking/experiments.py),
+the per-tile predictions written by `predict_folds.py --experiment NAME`:
+
+  <data>/predictions/NAME/oof/    out-of-fold tiles of every curated clip (the training inputs)
+  <data>/predictions/NAME/test/   test tiles, geometric mean over NAME's fold models
+
+A clip's features are its tile probabilities of all input experiments side by
+side, averaged over tiles (training: over a random contiguous run or random
+subset of tiles). FCNet is trained with the first level's machinery (argus
+FreesoundModel, BCE, Adam, reduce-on-plateau, early stopping and best checkpoint
+on val_lwlrap) on the same folds (train_folds.csv), one model per fold:
+
+  <data>/experiments/STACK/fold_K/        model-EPOCH-SCORE.pth, log.csv, log.txt, curves.png, done.json
+  <data>/experiments/STACK/config.json    the resolved stacking experiment
+
+An existing experiment folder is never silently overwritten: --resume skips
+finished folds, --overwrite starts again. Then every fold model found predicts,
+in the first level's prediction-set format (so blend.py takes STACK like any
+experiment; no tiles):
+
+  <data>/predictions/STACK/oof/           each curated clip predicted by the fold model that did not train on it
+  <data>/predictions/STACK/test/          geometric mean over the fold models
+  <data>/predictions/STACK/test/fold_K/   fold K's model
+  <data>/predictions/STACK/val_lwlrap.json, per_class_lwlrap.png
+"""
+import argparse
+import json
+import shutil
+import sys
+import time
+
+import numpy as np
+import torch
+
+from src.argus_models import FreesoundModel
+from src.config import read_classes, resolve_data_dir
+from src.data import CURATED_CORRECTIONS, read_folds
+from src.datasets import RandomSourceDataset, make_loader
+from src.experiments import argus_params
+from src.labels import apply_corrections, check_labels, load_corrections, targets_matrix
+from src.metrics import lwlrap, per_class_lwlrap
+from src.overrides import apply_overrides
+from src.plots import plot_per_class
+from src.predictions import PredictionSet, geometric_mean, predictions_dir, read_prediction_set, write_prediction_set
+from src.predictor import load_fold_models
+from src.stacking.datasets import StackedTiles, StackingDataset, TileSubsetMean, select_clips
+from src.stacking.experiments import STACKING_EXPERIMENTS, get_stacking_experiment
+from src.training import experiments_dir, fit_fold, prepare_experiment_dir
+from src.utils import pick_device, seed_everything, write_json_atomic
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--experiment", required=True, choices=sorted(STACKING_EXPERIMENTS), metavar="NAME",
+                        help=f"named stacking experiment: {', '.join(sorted(STACKING_EXPERIMENTS))}")
+    parser.add_argument("--folds", type=int, nargs="+", help="folds to train (default: every fold in "
+                        "train_folds.csv); predictions use every fold model found afterwards")
+    parser.add_argument("--data-dir", help="data root (default: $FSAT_DATA_DIR or ./data)")
+    parser.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1', ...")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0: samples "
+                        "are cheap averages, drawn in the main process)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice); 1 is fastest for "
+                        "the small demo net, whose matrices are too small to split across cores")
+    parser.add_argument("--seed", type=int, default=42, help="seed of the run (fold K uses seed + K)")
+    parser.add_argument("--epochs", type=int, help="override the experiment's maximum number of epochs")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any setting, e.g. --set epoch_size=4096 --set model.dropout=0.2 "
+                             "--set \"inputs=['demo']\" (repeatable; see src/stacking/experiments.py for the keys)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true",
+                       help="continue an existing experiment folder: skip finished folds, retrain unfinished ones")
+    group.add_argument("--overwrite", action="store_true", help="delete the requested folds' old results first")
+    parser.add_argument("--no-test", action="store_true", help="only out-of-fold predictions (the inputs then "
+                        "need no test predictions)")
+    parser.add_argument("--no-progress", action="store_true", help="no per-batch progress bar (per-epoch lines only)")
+    return parser.parse_args(argv)
+
+
+def resolve_experiment(args) -> dict:
+    experiment = get_stacking_experiment(args.experiment)
+    if args.epochs is not None:
+        experiment["epochs"] = args.epochs
+    experiment = apply_overrides(experiment, args.set)
+    if experiment["epoch_size"] < experiment["batch_size"]:
+        raise SystemExit(f"epoch_size {experiment['epoch_size']} is smaller than batch_size "
+                         f"{experiment['batch_size']}: an epoch would have no full batch")
+    if not experiment["inputs"] or len(set(experiment["inputs"])) != len(experiment["inputs"]):
+        raise SystemExit(f"inputs must name distinct first-level experiments, got {experiment['inputs']}")
+    return experiment
+
+
+def curated_labels(data_dir, classes, use_corrections):
+    """(fnames, targets, folds) of the curated clips, with the label corrections the first level used."""
+    folds = read_folds(data_dir)
+    check_labels(folds, classes, source=str(data_dir / "train_folds.csv"))
+    corrections_path = data_dir / CURATED_CORRECTIONS
+    if use_corrections and corrections_path.is_file():
+        folds = apply_corrections(folds, load_corrections(corrections_path), classes)
+    return folds["fname"].tolist(), targets_matrix(folds["labels"].tolist(), classes), folds["fold"].to_numpy()
+
+
+def load_input(data_dir, name, split, classes) -> PredictionSet:
+    """One first-level experiment's `split` predictions, with tiles; clear errors when they are missing."""
+    folder = predictions_dir(data_dir, name) / split
+    hint = f"run `python predict_folds.py --experiment {name} --data-dir {data_dir}` first"
+    if not (folder / "probs.csv").is_file():
+        raise SystemExit(f"{folder}: no {split} predictions of input experiment {name!r} ({hint})")
+    pred = read_prediction_set(folder, with_tiles=True)
+    if pred.tiles is None:
+        raise SystemExit(f"{folder}: predictions of {name!r} have no tiles.npy/offsets.npy, which stacking "
+                         f"needs ({hint})")
+    if list(pred.classes) != list(classes):
+        raise SystemExit(f"{folder}: classes of {name!r} differ from {data_dir}'s class list")
+    return pred
+
+
+def load_inputs(data_dir, names, split, classes, fnames=None) -> StackedTiles:
+    """Stack the inputs' tiles, rows in `fnames` order (default: the first input's clip order)."""
+    sets = {name: load_input(data_dir, name, split, classes) for name in names}
+    if fnames is None:
+        fnames = next(iter(sets.values())).fnames
+        for name, pred in sets.items():
+            if set(pred.fnames) != set(fnames):
+                raise SystemExit(f"{split} predictions of {name!r} and {names[0]!r} cover different clips")
+    sets = {name: select_clips(pred, fnames, f"{split} predictions of {name!r}") for name, pred in sets.items()}
+    return StackedTiles.from_predictions(sets)
+
+
+def predict_probs(model, features: np.ndarray, batch_size: int) -> np.ndarray:
+    """Sigmoid probabilities (n, C) of an argus model for (n, F) features, in batches."""
+    out = [model.predict(torch.from_numpy(features[i:i + batch_size])).float().cpu().numpy()
+           for i in range(0, len(features), batch_size)]
+    return np.concatenate(out)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    experiment = resolve_experiment(args)
+    data_dir = resolve_data_dir(args.data_dir)
+    device = pick_device(args.device)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    classes = read_classes(data_dir)
+    fnames, targets, clip_folds = curated_labels(data_dir, classes, experiment["corrections"])
+
+    # Inputs first, so a missing prediction set stops the run before anything is written.
+    names = list(experiment["inputs"])
+    stacked = load_inputs(data_dir, names, "oof", classes, fnames)
+    stacked_test = None if args.no_test else load_inputs(data_dir, names, "test", classes)
+    means, n_classes = stacked.clip_means(), len(classes)  # an input's clip mean = its own OOF prediction
+    input_scores = {name: lwlrap(targets, means[:, k * n_classes:(k + 1) * n_classes]) for k, name in enumerate(names)}
+
+    all_folds = sorted(set(clip_folds.tolist()))
+    folds = args.folds if args.folds is not None else all_folds
+    unknown = sorted(set(folds) - set(all_folds))
+    if unknown:
+        raise SystemExit(f"--folds {unknown}: train_folds.csv only has folds {all_folds}")
+
+    exp_dir = experiments_dir(data_dir, args.experiment)
+    record = {"name": args.experiment, "level": 2, "experiment": experiment, "classes": classes,
+              "seed": args.seed, "overrides": args.set, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    todo = prepare_experiment_dir(exp_dir, json.loads(json.dumps(record)), folds, args.resume, args.overwrite)
+    write_json_atomic(record, exp_dir / "config.json")
+    print(f"stacking {args.experiment} on {device}: {len(fnames)} curated clips, {len(stacked.tiles)} tiles, "
+          f"{stacked.n_features} features = {len(names)} experiments x {len(classes)} classes; folds {todo}; "
+          f"output {exp_dir}")
+    print("  inputs' out-of-fold lwlrap: " + ", ".join(f"{n} {s:.4f}" for n, s in input_scores.items()))
+
+    model_name, model_kwargs = experiment["model"]
+    params = argus_params({**experiment, "model": (model_name, {**model_kwargs, "in_features": stacked.n_features})},
+                          len(classes), device)
+    augment = TileSubsetMean(experiment["contiguous_prob"])
+    for fold in todo:
+        seed_everything(args.seed + fold)
+        train_part = StackingDataset(stacked, targets, np.flatnonzero(clip_folds != fold), augment)
+        val_part = StackingDataset(stacked, targets, np.flatnonzero(clip_folds == fold))
+        # An epoch is `epoch_size` clips drawn at random: the first level's stream, with one source.
+        train_dataset = RandomSourceDataset([train_part], [1.0], experiment["epoch_size"])
+        train_loader = make_loader(train_dataset, experiment["batch_size"], shuffle=True, workers=args.workers,
+                                   seed=args.seed + fold, drop_last=True)
+        val_loader = make_loader(val_part, experiment["val_batch_size"], shuffle=False, workers=args.workers,
+                                 seed=args.seed + fold, drop_last=False)
+        model = FreesoundModel(params)
+        summary = fit_fold(model, train_loader, val_loader, exp_dir / f"fold_{fold}", experiment["epochs"],
+                           experiment["plateau"], experiment["early_stopping"],
+                           title=f"{args.experiment} fold {fold}", progress=not args.no_progress)
+        print(f"fold {fold}: best val_lwlrap {summary['best_val_lwlrap']:.4f} at epoch {summary['best_epoch']} "
+              f"({summary['epochs_run']} epochs, {summary['seconds']:.0f} s) -> {exp_dir / f'fold_{fold}'}")
+
+    return predict(args, experiment, data_dir, device, exp_dir, classes, fnames, targets, clip_folds, stacked,
+                   stacked_test, input_scores)
+
+
+def predict(args, experiment, data_dir, device, exp_dir, classes, fnames, targets, clip_folds, stacked,
+            stacked_test, input_scores) -> dict:
+    """Out-of-fold and test predictions of every fold model found; writes the prediction tree."""
+    models = load_fold_models(exp_dir, device)
+    folds = sorted(models)
+    out_dir = predictions_dir(data_dir, args.experiment)
+    batch = experiment["val_batch_size"]
+
+    features = stacked.clip_means()
+    oof = np.zeros((len(fnames), len(classes)), np.float32)
+    fold_scores = {}
+    for fold in folds:
+        index = np.flatnonzero(clip_folds == fold)
+        oof[index] = predict_probs(models[fold], features[index], batch)
+        fold_scores[fold] = lwlrap(targets[index], oof[index])
+    covered = np.flatnonzero(np.isin(clip_folds, folds))
+    write_prediction_set(out_dir / "oof", PredictionSet([fnames[i] for i in covered], classes, oof[covered]))
+
+    overall = lwlrap(targets[covered], oof[covered])
+    per_class, weights = per_class_lwlrap(targets[covered], oof[covered])
+    report = {"experiment": args.experiment, "level": 2, "inputs": list(experiment["inputs"]), "folds": folds,
+              "lwlrap": overall, "fold_lwlrap": {str(f): s for f, s in fold_scores.items()},
+              "input_lwlrap": input_scores,
+              "per_class_lwlrap": dict(zip(classes, per_class.tolist())),
+              "class_weight": dict(zip(classes, weights.tolist()))}
+    write_json_atomic(report, out_dir / "val_lwlrap.json")
+    plot_per_class(report["per_class_lwlrap"], out_dir / "per_class_lwlrap.png",
+                   title=f"{args.experiment}: out-of-fold lwlrap {overall:.4f}")
+    for fold in folds:
+        print(f"  fold {fold}: val lwlrap {fold_scores[fold]:.4f}")
+    print(f"{args.experiment}: stacking out-of-fold lwlrap {overall:.4f} over {len(covered)} clips (folds {folds}; "
+          f"best input {max(input_scores.values()):.4f}) -> {out_dir / 'oof'}")
+
+    if stacked_test is not None:
+        test_features = stacked_test.clip_means()
+        fold_probs = []
+        for fold in folds:
+            probs = predict_probs(models[fold], test_features, batch)
+            write_prediction_set(out_dir / "test" / f"fold_{fold}", PredictionSet(stacked_test.fnames, classes, probs))
+            fold_probs.append(probs)
+        for stale in (out_dir / "test").glob("fold_*"):  # left by an earlier run with other fold models
+            suffix = stale.name.split("_", 1)[1]
+            if stale.is_dir() and suffix.isdigit() and int(suffix) not in folds:
+                shutil.rmtree(stale)
+        write_prediction_set(out_dir / "test", PredictionSet(stacked_test.fnames, classes, geometric_mean(fold_probs)))
+        print(f"{args.experiment}: test predictions for {len(stacked_test)} clips, geometric mean of folds {folds} "
+              f"-> {out_dir / 'test' / 'probs.csv'}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)

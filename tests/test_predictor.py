@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+import torch
+
+from src.argus_models import FreesoundModel
+from src.deltas import stack_deltas
+from src.predictor import Predictor, clip_means, count_tiles, make_tiles
+from src.transforms import ImageToTensor, get_transforms
+
+
+def tiny_model(num_classes=5, model="SkipAttention"):
+    torch.manual_seed(0)
+    return FreesoundModel({"nn_module": (model, {"num_classes": num_classes, "base_size": 4, "ratio": 2}),
+                           "loss": ("bce", {}), "optimizer": ("Adam", {"lr": 1e-3}), "device": "cpu"})
+
+
+@pytest.mark.parametrize("frames", [9, 100, 256, 257, 300, 1000])
+def test_tiles_cover_the_clip(frames):
+    rng = np.random.default_rng(frames)
+    spec = rng.normal(-40, 10, (16, frames)).astype(np.float32)
+    tiles = make_tiles(spec, 256, 64)
+    assert tiles.shape == (count_tiles(frames, 256, 64), 16, 256)
+    if frames <= 256:
+        # short clip: centred with minimum padding, exactly as the validation transform
+        expected = get_transforms(train=False, size=256).transforms[0](spec)
+        assert np.array_equal(tiles[0], expected)
+    else:
+        for k, tile in enumerate(tiles):
+            window = spec[:, k * 64:k * 64 + 256]
+            assert np.array_equal(tile[:, :window.shape[1]], window)
+            assert np.all(tile[:, window.shape[1]:] == spec.min())
+        assert (len(tiles) - 1) * 64 + 256 >= frames > (len(tiles) - 2) * 64 + 256
+
+
+def test_stack_deltas_equals_image_to_tensor():
+    images = np.random.default_rng(0).normal(-40, 15, (3, 32, 256)).astype(np.float32)
+    batched = stack_deltas(torch.from_numpy(images))
+    one_by_one = torch.stack([ImageToTensor()(image) for image in images])
+    assert torch.allclose(batched, one_by_one, atol=1e-5)
+
+
+def test_batched_prediction_equals_one_clip_at_a_time():
+    rng = np.random.default_rng(1)
+    specs = [rng.normal(-40, 10, (32, n)).astype(np.float32) for n in (40, 130, 64, 500, 77)]
+    models = [tiny_model(), tiny_model(model="AuxSkipAttention")]
+    predictor = Predictor(models, tile_size=64, step=16, batch_size=7)  # batches cross clip boundaries
+    tiles, offsets, clips = predictor.predict(specs)
+    assert offsets[-1] == len(tiles[0]) == len(tiles[1])
+    for m, model in enumerate(models):
+        for i, spec in enumerate(specs):
+            inputs = torch.stack([ImageToTensor()(np.ascontiguousarray(t)) for t in make_tiles(spec, 64, 16)])
+            expected = model.predict(inputs).numpy()
+            assert np.allclose(tiles[m][offsets[i]:offsets[i + 1]], expected, atol=1e-5)
+            assert np.allclose(clips[m][i], expected.mean(0), atol=1e-5)
+
+
+def test_clip_means():
+    tiles = np.arange(12, dtype=np.float32).reshape(6, 2)
+    assert clip_means(tiles, np.array([0, 1, 4, 6])).tolist() == [[0, 1], [4, 5], [9, 10]]

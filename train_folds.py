@@ -1,0 +1,128 @@
+"""Train the first-level models of a named experiment, one per fold.
+
+    python train_folds.py --experiment corr_noisy_007                 # all 5 folds
+    python train_folds.py --experiment corr_noisy_007 --folds 0 3     # a subset (spread folds over GPUs)
+    python train_folds.py --experiment demo --data-dir data/demo      # CPU-sized demo
+    python train_folds.py --experiment auxiliary_016 --set batch_size=64 --set optimizer.lr=5e-4
+
+Experiments are named in src/experiments.py. Per fold this writes to
+<data>/experiments/NAME/fold_K/: the best checkpoint by val_lwlrap
+(model-EPOCH-SCORE.pth, an argus checkpoint), log.csv, log.txt, curves.png and
+done.json; the resolved experiment is saved as <data>/experiments/NAME/config.json.
+An existing experiment folder is never silently overwritten: --resume skips
+finished folds and retrains unfinished ones, --overwrite starts again.
+
+The recipe, top to bottom: curated folds (+ noisy and corrected-noisy clips)
+-> random-source stream of `epoch_size` samples -> per-sample pad/crop/resized
+crop/SpecAugment -> sigmoid-concat or add mixing -> AuxSkipAttention-style CNN
+-> BCE on curated, L-soft on noisy, auxiliary heads weighted -> Adam with
+reduce-on-plateau and early stopping on val lwlrap.
+"""
+import argparse
+import json
+import sys
+import time
+
+from src.argus_models import FreesoundModel
+from src.config import AUDIO, resolve_data_dir
+from src.data import load_training_data
+from src.datasets import ClipDataset, build_train_dataset, make_loader
+from src.experiments import EXPERIMENTS, argus_params, get_experiment
+from src.mixers import get_mixer
+from src.overrides import apply_overrides
+from src.training import experiments_dir, fit_fold, prepare_experiment_dir, worker_count
+from src.transforms import get_transforms
+from src.utils import pick_device, seed_everything, write_json_atomic
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--experiment", required=True, choices=sorted(EXPERIMENTS), metavar="NAME",
+                        help=f"named experiment: {', '.join(sorted(EXPERIMENTS))}")
+    parser.add_argument("--folds", type=int, nargs="+", help="folds to train (default: every fold in train_folds.csv)")
+    parser.add_argument("--data-dir", help="data root (default: $FSAT_DATA_DIR or ./data)")
+    parser.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1', ...")
+    parser.add_argument("--workers", type=int, help="DataLoader worker processes (default: min(4, cores))")
+    parser.add_argument("--seed", type=int, default=42, help="seed of the run (fold K uses seed + K)")
+    parser.add_argument("--epochs", type=int, help="override the experiment's maximum number of epochs")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any experiment setting, e.g. --set epoch_size=4096 --set model.base_size=32 "
+                             "(repeatable; see src/experiments.py for the keys)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true",
+                       help="continue an existing experiment folder: skip finished folds, retrain unfinished ones")
+    group.add_argument("--overwrite", action="store_true", help="delete the requested folds' old results first")
+    parser.add_argument("--no-progress", action="store_true", help="no per-batch progress bar (per-epoch lines only)")
+    return parser.parse_args(argv)
+
+
+def resolve_experiment(args) -> dict:
+    experiment = get_experiment(args.experiment)
+    if args.epochs is not None:
+        experiment["epochs"] = args.epochs
+    return apply_overrides(experiment, args.set)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    experiment = resolve_experiment(args)
+    data_dir = resolve_data_dir(args.data_dir)
+    device = pick_device(args.device)
+    workers = worker_count(args.workers)
+
+    data = load_training_data(data_dir, use_corrections=experiment["corrections"],
+                              need_noisy=experiment["noisy_prob"] > 0,
+                              need_corrected=experiment["corr_noisy_prob"] > 0, workers=workers)
+    all_folds = sorted(set(data.folds.tolist()))
+    folds = args.folds if args.folds is not None else all_folds
+    unknown = sorted(set(folds) - set(all_folds))
+    if unknown:
+        raise SystemExit(f"--folds {unknown}: train_folds.csv only has folds {all_folds}")
+
+    exp_dir = experiments_dir(data_dir, args.experiment)
+    record = {"name": args.experiment, "experiment": experiment, "classes": data.classes,
+              "audio_config": AUDIO.to_dict(), "seed": args.seed, "overrides": args.set,
+              "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    todo = prepare_experiment_dir(exp_dir, json.loads(json.dumps(record)), folds, args.resume, args.overwrite)
+    write_json_atomic(record, exp_dir / "config.json")
+    print(f"experiment {args.experiment} on {device}: {len(data.curated)} curated clips"
+          + (f", {len(data.noisy)} noisy" if data.noisy else "")
+          + (f", {len(data.corrected)} corrected-noisy" if data.corrected else "")
+          + f"; {len(data.classes)} classes; folds {todo}; output {exp_dir}")
+
+    train_transform = get_transforms(train=True, size=experiment["crop_size"], **experiment["transforms"])
+    val_transform = get_transforms(train=False, size=experiment["crop_size"])
+    mixer = get_mixer(experiment["mixer_prob"], experiment["sigmoid_range"], experiment["alpha_range"],
+                      experiment["mixer_choice"])
+    results = {}
+    for fold in todo:
+        seed_everything(args.seed + fold)
+        train_part = data.curated.subset((data.folds != fold).nonzero()[0])
+        val_part = data.curated.subset((data.folds == fold).nonzero()[0])
+        pair = lambda source: (source.specs, source.targets) if source is not None else None  # noqa: E731
+        train_dataset = build_train_dataset(
+            curated=pair(train_part), noisy=pair(data.noisy), corrected=pair(data.corrected),
+            noisy_prob=experiment["noisy_prob"], corr_noisy_prob=experiment["corr_noisy_prob"],
+            epoch_size=experiment["epoch_size"], transform=train_transform, mixer=mixer)
+        val_dataset = ClipDataset(val_part.specs, val_part.targets, val_transform)
+        train_loader = make_loader(train_dataset, experiment["batch_size"], shuffle=True, workers=workers,
+                                   seed=args.seed + fold, drop_last=True)
+        val_loader = make_loader(val_dataset, experiment["val_batch_size"], shuffle=False, workers=workers,
+                                 seed=args.seed + fold, drop_last=False)
+
+        model = FreesoundModel(argus_params(experiment, len(data.classes), device))
+        summary = fit_fold(model, train_loader, val_loader, exp_dir / f"fold_{fold}", experiment["epochs"],
+                           experiment["plateau"], experiment["early_stopping"],
+                           title=f"{args.experiment} fold {fold}", progress=not args.no_progress)
+        results[fold] = summary
+        print(f"fold {fold}: best val_lwlrap {summary['best_val_lwlrap']:.4f} at epoch {summary['best_epoch']} "
+              f"({summary['epochs_run']} epochs, {summary['seconds']:.0f} s) -> {exp_dir / f'fold_{fold}'}")
+
+    for fold, summary in results.items():
+        print(f"  fold {fold}: val_lwlrap {summary['best_val_lwlrap']:.4f}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)
