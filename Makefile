@@ -26,8 +26,17 @@ test: $(VENV)/.installed
 demo-data: $(VENV)/.installed
 	test -f $(DEMO)/DATASET.json || $(PY) -m src.demo_data --out $(DEMO)
 
+# The whole recipe on the generated demo data, end to end. Re-running it resumes:
+# finished folds and predictions are kept (make clean-demo starts again).
 demo: demo-data
 	$(PY) make_folds.py --data-dir $(DEMO)
+	$(PY) train_folds.py --experiment demo --data-dir $(DEMO) --resume --no-progress
+	$(PY) predict_folds.py --experiment demo --data-dir $(DEMO)
+	$(PY) train_folds.py --experiment demo_skip --data-dir $(DEMO) --resume --no-progress
+	$(PY) predict_folds.py --experiment demo_skip --data-dir $(DEMO)
+	$(PY) stacking_train.py --experiment stacking_demo --data-dir $(DEMO) --resume --no-progress
+	$(PY) blend.py --experiments demo demo_skip stacking_demo --data-dir $(DEMO)
+	$(PY) score.py $(DEMO)/predictions/blend/submission.csv $(DEMO)/test_labels.csv
 
 clean-demo:
 	rm -rf $(DEMO)

@@ -42,6 +42,15 @@ def decode_audio(path, sampling_rate: int = AUDIO.sampling_rate) -> np.ndarray:
 def trim_to_min_length(audio: np.ndarray, config: AudioConfig = AUDIO) -> np.ndarray:
     """Trim silence, keeping at least `config.min_seconds` (see module docstring)."""
     _, (start, end) = librosa.effects.trim(audio, top_db=config.trim_top_db)
+    return extend_to_min_length(audio, int(start), int(end), config)
+
+
+def extend_to_min_length(audio: np.ndarray, start: int, end: int, config: AudioConfig = AUDIO) -> np.ndarray:
+    """`audio[start:end]` (the non-silent part), extended to `config.min_seconds`.
+
+    The rules are the module docstring's. Shared by this reference front end and
+    `src.fast_frontend`, which finds (start, end) faster but must apply the same rules.
+    """
     need = config.min_samples
     if end - start >= need:
         return audio[start:end]

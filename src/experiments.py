@@ -24,8 +24,8 @@ import copy
 
 AUX_WEIGHTS = [1.0, 0.4, 0.2, 0.1]  # main, aux3, aux2, aux1
 
+# BCE on curated (flag 0), L-soft with beta 0.7 on noisy (flag 1), each weighted 0.5 (src/losses.py).
 NOISY_CURATED_LOSS = {
-    "name": "noisy_curated",
     "noisy": "lsoft", "noisy_params": {"beta": 0.7},
     "curated": "bce", "noisy_weight": 0.5, "curated_weight": 0.5,
 }
@@ -33,7 +33,7 @@ NOISY_CURATED_LOSS = {
 # The original's first-level recipe (ORIGINAL.md, "Optimisation" and augmentations).
 BASE = {
     "model": ("AuxSkipAttention", {"base_size": 64, "dropout": 0.4, "ratio": 16, "kernel_size": 7}),
-    "loss": ("aux", {"base": NOISY_CURATED_LOSS, "weights": AUX_WEIGHTS}),
+    "loss": ("aux", {"base": {"name": "noisy_curated", **NOISY_CURATED_LOSS}, "weights": AUX_WEIGHTS}),
     "optimizer": ("Adam", {"lr": 0.0009}),
     "batch_size": 128,
     "val_batch_size": 128,

@@ -77,7 +77,6 @@ def fit_fold(model, train_loader, val_loader, fold_dir, epochs, plateau: dict, e
              title="", progress=True) -> dict:
     """Train `model` and keep its best checkpoint by val_lwlrap in `fold_dir`. Returns a summary."""
     fold_dir = Path(fold_dir)
-    fold_dir.mkdir(parents=True, exist_ok=True)
     callbacks = [
         MetricsToFloat(),
         AtomicCheckpoint(fold_dir, monitor="val_lwlrap", max_saves=1,

@@ -1,0 +1,92 @@
+"""The whole chain on generated data: folds -> train -> predict -> stack -> blend -> score.
+
+Shortened settings (tiny networks, a few short epochs) so it runs in CI; `make demo`
+runs the same chain with the full demo settings.
+"""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import blend
+import make_folds
+import predict_folds
+import score
+import stacking_train
+import train_folds
+from src.demo_data import generate_demo_dataset
+from src.labels import read_train_csv, targets_matrix
+from src.metrics import lwlrap
+
+TINY = ["--workers", "0", "--no-progress", "--set", "epoch_size=96", "--set", "batch_size=16",
+        "--set", "model.base_size=4", "--set", "model.ratio=2", "--set", "crop_size=64",
+        "--set", "val_batch_size=32"]
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("e2e") / "demo"
+    generate_demo_dataset(root, seed=3, n_curated=60, n_noisy=30, n_test=20, progress=False)
+    make_folds.main(["--data-dir", str(root)])
+    return root
+
+
+def test_chain_writes_every_output(demo_dir):
+    d = str(demo_dir)
+    for name in ("demo", "demo_skip"):
+        results = train_folds.main(["--experiment", name, "--data-dir", d, "--epochs", "2", *TINY])
+        assert sorted(results) == [0, 1, 2, 3, 4]
+        report = predict_folds.main(["--experiment", name, "--data-dir", d, "--step", "32"])
+        assert report["folds"] == [0, 1, 2, 3, 4] and 0 < report["lwlrap"] <= 1
+    stacking_train.main(["--experiment", "stacking_demo", "--data-dir", d, "--threads", "1", "--workers", "0",
+                         "--no-progress", "--set", "epochs=2", "--set", "epoch_size=256"])
+    blend.main(["--experiments", "demo", "demo_skip", "stacking_demo", "--data-dir", d])
+
+    exp = demo_dir / "experiments" / "demo"
+    config = json.loads((exp / "config.json").read_text())
+    assert config["experiment"]["epoch_size"] == 96 and config["classes"][0] == "Sine_tone"
+    for fold in range(5):
+        assert len(list((exp / f"fold_{fold}").glob("model-*.pth"))) == 1
+        assert (exp / f"fold_{fold}" / "curves.png").stat().st_size > 0
+        assert len(pd.read_csv(exp / f"fold_{fold}" / "log.csv")) == 2
+
+    # Kaggle-format submission: header, every test file once, probabilities in [0, 1].
+    submission = pd.read_csv(demo_dir / "predictions" / "blend" / "submission.csv")
+    sample = pd.read_csv(demo_dir / "sample_submission.csv")
+    assert list(submission.columns) == list(sample.columns)
+    assert submission["fname"].tolist() == sample["fname"].tolist()
+    values = submission.iloc[:, 1:].to_numpy()
+    assert values.min() >= 0 and values.max() <= 1
+
+    # The blended submission is the geometric mean of the three experiments' test predictions.
+    parts = [pd.read_csv(demo_dir / "predictions" / n / "test" / "probs.csv").set_index("fname")
+             .loc[sample["fname"], sample.columns[1:]].to_numpy() for n in ("demo", "demo_skip", "stacking_demo")]
+    expected = np.exp(np.mean([np.log(np.clip(p, 1e-7, 1)) for p in parts], axis=0))
+    assert np.allclose(values, expected, atol=1e-5)
+
+    overall, _ = score.score(demo_dir / "predictions" / "blend" / "submission.csv", demo_dir / "test_labels.csv")
+    labels = read_train_csv(demo_dir / "test_labels.csv")
+    truth = targets_matrix(labels["labels"].tolist(), list(sample.columns[1:]))
+    ordered = submission.set_index("fname").loc[labels["fname"]].to_numpy()
+    assert overall == pytest.approx(lwlrap(truth, ordered))
+
+
+def test_shortened_training_learns_well_above_chance(tmp_path):
+    torch.set_num_threads(1)
+    root = tmp_path / "learn"
+    generate_demo_dataset(root, seed=5, n_curated=120, n_noisy=12, n_test=12, progress=False)
+    make_folds.main(["--data-dir", str(root)])
+    results = train_folds.main(["--experiment", "demo", "--data-dir", str(root), "--folds", "0", "--epochs", "6",
+                                "--workers", "0", "--no-progress", "--set", "noisy_prob=0", "--set",
+                                "corr_noisy_prob=0", "--set", "epoch_size=256", "--set", "model.base_size=6"])
+    best = results[0]["best_val_lwlrap"]
+
+    folds = pd.read_csv(root / "train_folds.csv")
+    classes = list(pd.read_csv(root / "sample_submission.csv", nrows=0).columns[1:])
+    truth = targets_matrix(folds.loc[folds["fold"] == 0, "labels"].tolist(), classes)
+    rng = np.random.default_rng(0)
+    chance = np.mean([lwlrap(truth, rng.random(truth.shape)) for _ in range(50)])
+    assert best > chance + 0.3, (best, chance)
