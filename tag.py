@@ -43,7 +43,8 @@ def parse_args(argv=None):
     timeline.add_argument("--hop", type=float, default=1.0, help="seconds between window starts (default 1.0)")
     timeline.add_argument("--threshold", type=float, default=0.5, help="probability above which windows form "
                           "segments (default 0.5)")
-    timeline.add_argument("--out-dir", default="timeline", help="folder for the timeline CSVs/PNGs (default ./timeline)")
+    timeline.add_argument("--out-dir", default="timeline",
+                          help="folder for the timeline CSVs/PNGs (default ./timeline)")
     timeline.add_argument("--chunk-seconds", type=float, default=10.0, help="audio read per chunk (default 10 s)")
     args = parser.parse_args(argv)
     if args.top_k < 1:

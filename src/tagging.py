@@ -163,7 +163,10 @@ def read_bundle(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such model bundle (write one with export.py)")
-    bundle = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        bundle = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # not a torch file, truncated, or holding pickled code
+        raise ValueError(f"{path}: cannot read a model bundle ({type(exc).__name__}: {exc})") from exc
     if not isinstance(bundle, dict) or bundle.get("format") != BUNDLE_FORMAT:
         raise ValueError(f"{path}: not a tagger bundle written by export.py")
     if bundle.get("version") != BUNDLE_VERSION:

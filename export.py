@@ -1,0 +1,105 @@
+"""Export a trained experiment: one self-contained bundle file, and/or one fold as TorchScript.
+
+    python export.py --experiment corr_noisy_007 --out corr_noisy_007.pt
+    python export.py --experiment demo --data-dir data/demo --out demo.pt --torchscript demo_fold0.ts.pt --fold 0
+
+--out writes a bundle for `tag.py --model` / `demo.py --model`: audio settings,
+class list, tile settings (crop_size, tile_step), model name + kwargs and the
+weights of every fold, as plain dicts/lists/strings/numbers and tensors, so
+`torch.load(path, weights_only=True)` reads it (no pickled code) and the
+experiment folder is no longer needed.
+
+--torchscript traces one fold model (torch.jit.trace) into a file that runs
+without this repo: input a batch of log-mel tiles (B, n_mels, crop_size) in dB
+(the fixed tile size of the experiment), output the sigmoid probabilities of
+the main head (B, n_classes). The delta/delta-delta channels and the /100
+scaling are part of the traced graph. The class list, audio settings and input
+shape travel inside the file as `meta.json` (torch.jit.load(...,
+_extra_files={"meta.json": ""})). ONNX is not installed here, hence TorchScript.
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from src.argus_models import main_output
+from src.config import resolve_data_dir
+from src.deltas import delta_matrix
+from src.tagging import bundle_models, make_bundle
+from src.utils import atomic_path
+
+
+class SigmoidMainHead(nn.Module):
+    """log-mel tiles (B, n_mels, frames) -> [log-mel, delta, delta-delta]/100 -> network -> sigmoid(main head).
+
+    The delta filters are the (frames x frames) matrices of `src.deltas` (librosa's
+    delta, edges included) stored as buffers, which fixes the tile width.
+    """
+
+    def __init__(self, net: nn.Module, frames: int, scale: float = 100.0):
+        super().__init__()
+        self.net, self.scale = net, scale
+        self.register_buffer("delta1", torch.from_numpy(delta_matrix(frames, 1)).float())
+        self.register_buffer("delta2", torch.from_numpy(delta_matrix(frames, 2)).float())
+
+    def forward(self, logmel: torch.Tensor) -> torch.Tensor:
+        images = torch.stack([logmel, logmel @ self.delta1, logmel @ self.delta2], dim=1) / self.scale
+        return torch.sigmoid(main_output(self.net(images)))
+
+
+def trace_fold(bundle: dict, fold_index: int = 0) -> torch.jit.ScriptModule:
+    """TorchScript of one fold model of a bundle, traced on CPU with a fixed (1, n_mels, crop_size) input."""
+    model = bundle_models({**bundle, "state_dicts": [bundle["state_dicts"][fold_index]]}, "cpu")[0]
+    wrapper = SigmoidMainHead(model.get_nn_module(), bundle["crop_size"]).eval()
+    example = torch.zeros(1, bundle["audio_config"]["n_mels"], bundle["crop_size"])
+    with torch.no_grad():
+        return torch.jit.trace(wrapper, example)
+
+
+def torchscript_meta(bundle: dict, fold: int) -> dict:
+    return {"name": bundle["name"], "fold": fold, "classes": bundle["classes"],
+            "audio_config": bundle["audio_config"],
+            "input": {"shape": ["batch", bundle["audio_config"]["n_mels"], bundle["crop_size"]],
+                      "content": "log-mel dB (src.audio.log_mel), one tile of crop_size frames"},
+            "output": "sigmoid probabilities of the main head, (batch, n_classes)"}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--experiment", required=True, metavar="NAME",
+                        help="experiment folder under <data>/experiments/")
+    parser.add_argument("--data-dir", help="data root (default: $FSAT_DATA_DIR or ./data)")
+    parser.add_argument("--out", help="bundle file to write (e.g. model.pt) with every fold model")
+    parser.add_argument("--torchscript", metavar="FOLD.pt", help="TorchScript file of one fold model")
+    parser.add_argument("--fold", type=int, help="fold for --torchscript (default: the first trained fold)")
+    args = parser.parse_args(argv)
+    if not args.out and not args.torchscript:
+        parser.error("nothing to do: give --out BUNDLE.pt and/or --torchscript FOLD.pt")
+
+    try:
+        bundle = make_bundle(resolve_data_dir(args.data_dir), args.experiment)
+    except (FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from exc
+    print(f"{args.experiment}: {bundle['model']['name']} folds {bundle['folds']}, {len(bundle['classes'])} classes, "
+          f"tiles {bundle['crop_size']} every {bundle['tile_step']} frames")
+    if args.out:
+        with atomic_path(args.out, suffix=".pt") as tmp:
+            torch.save(bundle, tmp)
+        print(f"bundle -> {args.out} ({Path(args.out).stat().st_size / 1e6:.1f} MB)")
+    if args.torchscript:
+        fold = bundle["folds"][0] if args.fold is None else args.fold
+        if fold not in bundle["folds"]:
+            raise SystemExit(f"error: --fold {fold}: {args.experiment} has folds {bundle['folds']}")
+        traced = trace_fold(bundle, bundle["folds"].index(fold))
+        with atomic_path(args.torchscript, suffix=".pt") as tmp:
+            torch.jit.save(traced, str(tmp), _extra_files={"meta.json": json.dumps(torchscript_meta(bundle, fold))})
+        print(f"TorchScript of fold {fold} -> {args.torchscript} (input (B, {bundle['audio_config']['n_mels']}, "
+              f"{bundle['crop_size']}) log-mel dB, output sigmoid probabilities)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,415 @@
+"""tag.py and src.tagging / src.streaming: file tagging, blends, streamed log-mel, timelines.
+
+Models here are tiny untrained networks saved as real argus checkpoints in a
+fake experiment folder (what train_folds.py writes), plus one deterministic
+"model" (`BandEnergy`) whose answers are known in advance, for the timeline.
+"""
+import csv
+import json
+import tracemalloc
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.signal
+import soundfile as sf
+import torch
+from torch import nn
+
+import tag
+from src.argus_models import FreesoundModel
+from src.audio import decode_audio, log_mel, read_audio
+from src.config import AUDIO
+from src.experiments import argus_params, get_experiment
+from src.models import MODELS
+from src.predictions import geometric_mean
+from src.predictor import Predictor, load_fold_models
+from src.streaming import (MaxPoolTimeline, StreamingLogMel, clip_top_db, stream_audio, stream_log_mel)
+from src.tagging import SegmentTracker, find_audio_files, load_experiment, sliding_windows, top_k
+
+CLASSES = ["Bark", "Chime", "Hum", "Rain", "Siren"]
+TINY = ("SkipAttention", {"base_size": 4, "dropout": 0.2, "ratio": 2, "kernel_size": 3})
+SR = AUDIO.sampling_rate
+
+
+# --- fixtures shared with test_export.py / test_live.py ---------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """The models here are tiny: one thread is several times faster than two on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+
+def make_experiment(data_dir, name, model=TINY, classes=CLASSES, folds=2, crop_size=64, tile_step=32, seed=0):
+    """A fake trained experiment: config.json like train_folds.py's and one argus checkpoint per fold."""
+    experiment = get_experiment("demo")
+    experiment.update(model=model, crop_size=crop_size, tile_step=tile_step, amp="none")
+    experiment = json.loads(json.dumps(experiment))  # as read back from config.json (tuples -> lists)
+    exp_dir = data_dir / "experiments" / name
+    for fold in range(folds):
+        torch.manual_seed(seed + fold)
+        model_ = FreesoundModel(argus_params(experiment, len(classes), "cpu"))
+        with torch.no_grad():  # non-trivial BatchNorm statistics, different per fold
+            for module in model_.nn_module.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.running_mean.uniform_(-0.5, 0.5)
+                    module.running_var.uniform_(0.5, 2.0)
+        (exp_dir / f"fold_{fold}").mkdir(parents=True)
+        model_.save(exp_dir / f"fold_{fold}" / "model-001-0.500000.pth")
+    record = {"name": name, "experiment": experiment, "classes": list(classes), "audio_config": AUDIO.to_dict(),
+              "seed": seed, "overrides": [], "started": "2019-06-10 00:00:00"}
+    (exp_dir / "config.json").write_text(json.dumps(record, indent=2))
+    return exp_dir
+
+
+def sound(seconds, sr=SR, seed=0, channels=1):
+    """Tone + chirp + noise: something with energy everywhere, float32 (n,) or (n, channels)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(round(seconds * sr))) / sr
+    mono = 0.2 * np.sin(2 * np.pi * (300 + 200 * seed) * t) + 0.1 * scipy.signal.chirp(t, 500, t[-1], 8000) \
+        + rng.normal(0, 0.02, len(t))
+    if channels == 1:
+        return mono.astype(np.float32)
+    return np.stack([mono * (1 - 0.3 * c) for c in range(channels)], axis=1).astype(np.float32)
+
+
+@pytest.fixture
+def tiny_experiment(tmp_path):
+    make_experiment(tmp_path, "tiny")
+    return tmp_path
+
+
+@pytest.fixture
+def mixed_folder(tmp_path):
+    """WAV 44.1k, FLAC 22.05k stereo, OGG 48k, MP3, a corrupt WAV and a text file, in nested folders."""
+    root = tmp_path / "clips"
+    (root / "sub" / "deeper").mkdir(parents=True)
+    sf.write(root / "a.wav", sound(1.5, 44100, seed=0), 44100, subtype="PCM_16")
+    sf.write(root / "sub" / "b.flac", sound(2.0, 22050, seed=1, channels=2), 22050)
+    sf.write(root / "sub" / "deeper" / "c.ogg", sound(1.2, 48000, seed=2), 48000, format="OGG", subtype="VORBIS")
+    sf.write(root / "sub" / "d.mp3", sound(1.0, 44100, seed=3), 44100, format="MP3")
+    (root / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk" + bytes(range(256)) * 4)
+    (root / "notes.txt").write_text("not audio")
+    return root
+
+
+def expected_probs(data_dir, name, paths):
+    """Independent route to files' probabilities: fold models -> Predictor -> geometric mean."""
+    record = json.loads((data_dir / "experiments" / name / "config.json").read_text())
+    models = load_fold_models(data_dir / "experiments" / name, "cpu")
+    specs = [log_mel(read_audio(path)) for path in paths]
+    predictor = Predictor([models[f] for f in sorted(models)], record["experiment"]["crop_size"],
+                          record["experiment"]["tile_step"])
+    return geometric_mean(predictor.predict(specs)[2])
+
+
+# --- tagging files --------------------------------------------------------------------------------
+
+
+def test_find_audio_files_recurses_and_reports_missing(mixed_folder):
+    files, missing = find_audio_files([mixed_folder, mixed_folder / "a.wav", mixed_folder / "nope.wav"])
+    names = sorted(p.name for p in files)
+    assert names == ["a.wav", "b.flac", "broken.wav", "c.ogg", "d.mp3"]  # no .txt, a.wav only once
+    assert [p.name for p in missing] == ["nope.wav"]
+
+
+def test_tag_folder_mixed_formats_with_a_corrupt_file(tiny_experiment, mixed_folder, tmp_path, capsys):
+    out_csv, out_json = tmp_path / "results.csv", tmp_path / "results.json"
+    common = [str(mixed_folder), "--experiment", "tiny", "--data-dir", str(tiny_experiment), "--no-progress",
+              "--top-k", "3"]
+    assert tag.main(common + ["--out", str(out_csv)]) == 1  # one file failed
+    printed = capsys.readouterr().out
+    failures = printed.split("file(s) failed:")[1]
+    assert "broken.wav" in failures and "cannot decode" in failures
+    table = printed.split("file(s) failed:")[0]
+    for name in ("a.wav", "b.flac", "c.ogg", "d.mp3"):
+        assert name in table
+    assert "broken.wav" not in table
+
+    frame = pd.read_csv(out_csv)
+    assert list(frame.columns) == ["fname", "path"] + CLASSES
+    assert sorted(frame["fname"]) == ["a.wav", "b.flac", "c.ogg", "d.mp3"]
+    expected = expected_probs(tiny_experiment, "tiny", frame["path"])
+    assert np.allclose(frame[CLASSES].to_numpy(float), expected, atol=1e-6)
+
+    assert tag.main(common + ["--out", str(out_json)]) == 1
+    items = json.loads(out_json.read_text())
+    assert [item["path"] for item in items] == frame["path"].tolist()
+    for item, (_, row) in zip(items, frame.iterrows()):
+        assert list(item["probs"]) == CLASSES
+        probs = np.array([item["probs"][c] for c in CLASSES])
+        assert np.allclose(probs, row[CLASSES].to_numpy(float), atol=1e-6)  # CSV and JSON agree
+        assert [t["label"] for t in item["top"]] == [label for label, _ in top_k(probs, CLASSES, 3)]
+        assert [t["prob"] for t in item["top"]] == sorted(probs, reverse=True)[:3]
+
+
+def test_exit_code_zero_when_everything_decodes(tiny_experiment, mixed_folder, capsys):
+    argv = [str(mixed_folder / "a.wav"), str(mixed_folder / "sub"), "--experiment", "tiny",
+            "--data-dir", str(tiny_experiment), "--no-progress", "--top-k", "2"]
+    assert tag.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "failed" not in printed
+    # top-2 rows per file, probabilities as printed match the top of the expected vector
+    expected = expected_probs(tiny_experiment, "tiny", [mixed_folder / "a.wav"])[0]
+    (label, prob), _ = top_k(expected, CLASSES, 2)
+    assert any(line.split()[:4] == ["a.wav", "1", label, f"{prob:.3f}"] for line in printed.splitlines())
+
+
+def test_blend_is_geometric_mean_over_all_fold_models(tmp_path, mixed_folder):
+    make_experiment(tmp_path, "one", seed=0)
+    make_experiment(tmp_path, "two", model=("AuxSkipAttention", {"base_size": 4, "dropout": 0.4, "ratio": 2}),
+                    seed=10, crop_size=32, tile_step=16)
+    outs = {}
+    for names in (["one"], ["two"], ["one", "two"]):
+        out = tmp_path / f"{'_'.join(names)}.json"
+        argv = [str(mixed_folder / "a.wav"), "--data-dir", str(tmp_path), "--no-progress", "--out", str(out)]
+        for name in names:
+            argv += ["--experiment", name]
+        assert tag.main(argv) == 0
+        outs["+".join(names)] = np.array(list(json.loads(out.read_text())[0]["probs"].values()))
+    # both have 2 folds, so the 4-model geometric mean is the geometric mean of the two experiments
+    assert np.allclose(outs["one+two"], np.sqrt(outs["one"] * outs["two"]), atol=1e-5)
+
+
+def test_blend_refuses_different_class_lists(tmp_path, mixed_folder):
+    make_experiment(tmp_path, "one")
+    make_experiment(tmp_path, "other", classes=CLASSES[::-1])
+    with pytest.raises(SystemExit, match="class lists differ"):
+        tag.main([str(mixed_folder / "a.wav"), "--data-dir", str(tmp_path), "--experiment", "one",
+                  "--experiment", "other"])
+
+
+def test_missing_experiment_is_a_clear_error(tmp_path, mixed_folder):
+    with pytest.raises(SystemExit, match="config.json not found"):
+        tag.main([str(mixed_folder / "a.wav"), "--data-dir", str(tmp_path), "--experiment", "absent"])
+
+
+# --- streaming ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,rate,channels,kwargs", [
+    ("stereo48k.flac", 48000, 2, {}),
+    ("mono.mp3", 44100, 1, {"format": "MP3"}),
+    ("stereo.ogg", 32000, 2, {"format": "OGG", "subtype": "VORBIS"}),
+])
+def test_stream_audio_equals_decode_audio(tmp_path, name, rate, channels, kwargs):
+    path = tmp_path / name
+    audio = sound(3.1, rate, seed=4, channels=channels)
+    if name.endswith(".mp3"):
+        # a pure tone: libsndfile's chunked MP3 reads glitch on it without the seek-back (MP3_SEEK_LEAD)
+        audio = (0.2 * np.sin(2 * np.pi * 440 * np.arange(3 * rate) / rate)).astype(np.float32)
+    sf.write(path, audio, rate, **kwargs)
+    chunks = list(stream_audio(path, SR, chunk_seconds=0.37))
+    assert len(chunks) > 5
+    streamed = np.concatenate(chunks)
+    whole = decode_audio(path)
+    assert len(streamed) == len(whole)
+    assert np.max(np.abs(streamed - whole)) < 1e-6
+
+
+@pytest.mark.parametrize("rate,channels,chunk", [(48000, 2, 0.37), (44100, 1, 0.05), (22050, 1, 1.0)])
+def test_streamed_log_mel_equals_whole_file(tmp_path, rate, channels, chunk):
+    path = tmp_path / f"x{rate}.flac"
+    sf.write(path, sound(4.3, rate, seed=5, channels=channels), rate)
+    state = StreamingLogMel(AUDIO)
+    blocks = list(stream_log_mel(stream_audio(path, SR, chunk), AUDIO, state))
+    streamed = np.concatenate(blocks, axis=1)
+    whole = log_mel(decode_audio(path))  # no trimming
+    assert streamed.shape == whole.shape == (AUDIO.n_mels, 1 + state.n_samples // AUDIO.hop_length)
+    # the stream cannot know the file's loudest frame, so top_db clipping is applied afterwards here
+    clipped = clip_top_db(streamed, AUDIO.top_db)
+    assert np.max(np.abs(clipped[:, 2:-2] - whole[:, 2:-2])) < 0.01
+    assert np.max(np.abs(clipped - whole)) < 0.05  # edges too: same zero padding as librosa
+
+
+def test_streaming_log_mel_of_odd_pushes():
+    audio = sound(1.0, seed=6)
+    state = StreamingLogMel(AUDIO)
+    pieces = [state.push(audio[a:b]) for a, b in [(0, 10), (10, 3000), (3000, 3001), (3001, 44100)]]
+    streamed = np.concatenate(pieces + [state.finish()], axis=1)
+    expected = log_mel(audio)
+    assert streamed.shape == expected.shape
+    assert np.allclose(clip_top_db(streamed), expected, atol=0.01)
+
+
+def test_max_pool_timeline_bounded_and_exact():
+    rng = np.random.default_rng(0)
+    frames = rng.normal(size=(4, 1003)).astype(np.float32)
+    overview = MaxPoolTimeline(4, capacity=16)
+    start, widest = 0, 0
+    for size in rng.integers(1, 60, 200):
+        overview.add(frames[:, start:start + size])
+        start += size
+        widest = max(widest, overview.image().shape[1])
+        if start >= frames.shape[1]:
+            break
+    assert overview.n_frames == 1003
+    assert widest <= 16 + 1
+    f = overview.factor
+    assert f == 64  # halving happens once 16 full columns exist: 1003 // 32 >= 16, 1003 // 64 = 15 < 16
+    full = frames.shape[1] // f
+    reference = frames[:, :full * f].reshape(4, full, f).max(axis=2)
+    image = overview.image()
+    assert np.array_equal(image[:, :full], reference)
+    assert np.array_equal(image[:, full], frames[:, full * f:].max(axis=1))  # the partial last column
+
+
+def _streaming_peak(path):
+    overview = MaxPoolTimeline(AUDIO.n_mels)
+    tracemalloc.start()
+    blocks = stream_log_mel(stream_audio(path, SR, chunk_seconds=2.0), AUDIO)
+
+    def observed():
+        for block in blocks:
+            overview.add(block)
+            yield block
+    count = sum(1 for _ in sliding_windows(observed(), 256, 64))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak, count
+
+
+def test_streaming_memory_does_not_grow_with_length(tmp_path):
+    rng = np.random.default_rng(0)
+    peaks = {}
+    for seconds in (15, 60):
+        path = tmp_path / f"{seconds}.wav"
+        with sf.SoundFile(path, "w", SR, 1, subtype="PCM_16") as handle:
+            for _ in range(seconds // 5):
+                handle.write(rng.normal(0, 0.1, 5 * SR).astype(np.float32))
+        peaks[seconds], count = _streaming_peak(path)
+        assert count == -(-(1 + seconds * SR // AUDIO.hop_length - 256) // 64) + 1
+    # 4x longer file, (almost) the same peak: bounded by the chunk size, not the file
+    assert peaks[60] < 1.25 * peaks[15], peaks
+
+
+# --- timeline -------------------------------------------------------------------------------------
+
+
+def test_sliding_windows_cover_the_stream():
+    rng = np.random.default_rng(1)
+    frames = rng.normal(size=(3, 500)).astype(np.float32)
+    for window, hop in [(64, 16), (64, 64), (50, 80), (600, 10)]:
+        cuts = np.sort(rng.choice(np.arange(1, 500), 12, replace=False))
+        blocks = np.split(frames, cuts, axis=1)
+        windows = list(sliding_windows(iter(blocks), window, hop))
+        starts = [s for s, _ in windows]
+        for start, spec in windows:
+            assert np.array_equal(spec, frames[:, start:start + window])
+        full = [s for s, w in windows if w.shape[1] == window]
+        assert full == list(range(0, 500 - window + 1, hop))
+        last_start, last = windows[-1]
+        assert last_start + last.shape[1] == 500 or (hop > window and last_start + window <= 500)
+        assert starts == sorted(starts)
+
+
+def test_segment_tracker_merges_runs_by_hop_slots():
+    tracker = SegmentTracker(["a", "b"], threshold=0.5, hop_seconds=1.0)
+    # windows 4 s long every 1 s: centres 2, 3, 4, ...
+    probs = [(0.9, 0.1), (0.8, 0.1), (0.2, 0.6), (0.1, 0.7), (0.6, 0.4), (0.1, 0.9)]
+    for i, p in enumerate(probs):
+        tracker.update(2.0 + i, np.array(p))
+    segments = tracker.finish(duration=9.0)
+    assert segments == [(0.0, 3.5, "a", 0.9),      # first slot reaches back to 0
+                        (3.5, 5.5, "b", 0.7),
+                        (5.5, 6.5, "a", 0.6),
+                        (6.5, 9.0, "b", 0.9)]      # last slot runs on to the end
+
+
+class BandEnergy(nn.Module):
+    """Deterministic stand-in for a trained model: class k fires when more than half of the
+    frames are louder than `levels[k]` dB on average over mel bins `bands[k]`."""
+
+    def __init__(self, num_classes, bands, levels, slope=1.0):
+        super().__init__()
+        assert num_classes == len(bands) == len(levels)
+        self.bands, self.levels = [tuple(b) for b in bands], list(levels)
+        self.gain = nn.Parameter(torch.tensor(40.0))  # argus wants at least one parameter for its optimizer
+        self.slope = slope
+
+    def forward(self, x):
+        db = x[:, 0] * 100.0  # channel 0 is the log-mel / 100
+        logits = []
+        for (lo, hi), level in zip(self.bands, self.levels):
+            loud = torch.sigmoid(self.slope * (db[:, lo:hi].mean(dim=1) - level))  # (B, frames)
+            logits.append(self.gain * (loud.mean(dim=1) - 0.5))
+        return torch.stack(logits, dim=1)
+
+
+BAND_MODEL = ("BandEnergy", {"bands": [[0, 20], [90, 115], [60, 70]], "levels": [-33.0, -20.0, -20.0]})
+
+
+def known_events_wav(path, seconds=24):
+    """Quiet noise; a 300 Hz tone (low mel band) 4-10 s; 8-12 kHz noise (high band) 13-19 s."""
+    rng = np.random.default_rng(0)
+    t = np.arange(seconds * SR) / SR
+    x = rng.normal(0, 1e-3, len(t))
+    low = (t >= 4) & (t < 10)
+    x[low] += 0.3 * np.sin(2 * np.pi * 300 * t[low])
+    b, a = scipy.signal.butter(4, [8000, 12000], btype="band", fs=SR)
+    high = (t >= 13) & (t < 19)
+    x[high] += scipy.signal.lfilter(b, a, rng.normal(0, 0.3, len(t)))[high]
+    sf.write(path, x.astype(np.float32), SR, subtype="PCM_16")
+    return path
+
+
+def test_timeline_finds_known_segments(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(MODELS, "BandEnergy", BandEnergy)
+    make_experiment(tmp_path, "bands", model=BAND_MODEL, classes=["low", "high", "never"], folds=1,
+                    crop_size=128, tile_step=64)
+    wav = known_events_wav(tmp_path / "events.wav")
+    broken = tmp_path / "broken.flac"
+    broken.write_bytes(b"fLaC" + bytes(300))
+    out_dir = tmp_path / "timeline"
+    window, hop = 2.0, 0.5
+    rc = tag.main([str(wav), str(broken), "--timeline", "--experiment", "bands", "--data-dir", str(tmp_path),
+                   "--window", str(window), "--hop", str(hop), "--out-dir", str(out_dir), "--chunk-seconds", "3.3",
+                   "--no-progress"])
+    assert rc == 1  # the broken file is reported, the good one still done
+    printed = capsys.readouterr().out
+    assert "broken.flac" in printed.split("file(s) failed:")[1]
+
+    segments = pd.read_csv(out_dir / "events.segments.csv")
+    assert list(segments.columns) == ["start", "end", "label", "peak"]
+    assert segments["label"].tolist() == ["low", "high"]
+    for (_, row), (start, end) in zip(segments.iterrows(), [(4.0, 10.0), (13.0, 19.0)]):
+        assert abs(row["start"] - start) <= hop and abs(row["end"] - end) <= hop, row.to_dict()
+        assert row["peak"] > 0.99
+
+    windows = pd.read_csv(out_dir / "events.windows.csv")
+    assert list(windows.columns) == ["start", "end", "low", "high", "never"]
+    fps = AUDIO.frames_per_second
+    total, w, h = 1 + 24 * SR // AUDIO.hop_length, round(window * fps), round(hop * fps)
+    assert len(windows) == -(-(total - w) // h) + 1
+    assert np.allclose(np.diff(windows["start"]), h / fps, atol=1e-3)
+    assert windows["never"].max() < 0.01
+    # the window centred in each event is sure, the ones far away are not
+    centre = lambda t: windows.iloc[int(np.argmin(np.abs((windows["start"] + windows["end"]) / 2 - t)))]  # noqa
+    assert centre(7.0)["low"] > 0.99 and centre(7.0)["high"] < 0.01
+    assert centre(16.0)["high"] > 0.99 and centre(16.0)["low"] < 0.01
+    assert centre(11.5)[["low", "high"]].max() < 0.01
+
+    import matplotlib.image
+    png = matplotlib.image.imread(out_dir / "events.timeline.png")
+    assert png.ndim == 3 and png.shape[1] > 800
+    assert "low" in printed and "high" in printed
+
+
+def test_timeline_short_file_gives_one_window(tmp_path, monkeypatch):
+    monkeypatch.setitem(MODELS, "BandEnergy", BandEnergy)
+    make_experiment(tmp_path, "bands", model=BAND_MODEL, classes=["low", "high", "never"], folds=1, crop_size=128)
+    path = tmp_path / "short.wav"
+    sf.write(path, sound(0.7), SR)
+    from src.tagging import tag_timeline
+    tagger = load_experiment(tmp_path, "bands", "cpu")
+    result = tag_timeline(tagger, path, tmp_path / "out" / "short", window=4.0, hop=1.0, progress=False)
+    with open(result.windows_csv) as handle:
+        rows = list(csv.reader(handle))
+    assert len(rows) == 2 and result.n_windows == 1
+    assert float(rows[1][0]) == 0.0 and abs(float(rows[1][1]) - 0.7) < 0.02
+    assert abs(result.duration - 0.7) < 1e-9
