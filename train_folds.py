@@ -4,6 +4,7 @@
     python train_folds.py --experiment corr_noisy_007 --folds 0 3     # a subset (spread folds over GPUs)
     python train_folds.py --experiment demo --data-dir data/demo      # CPU-sized demo
     python train_folds.py --experiment auxiliary_016 --set batch_size=64 --set optimizer.lr=5e-4
+    torchrun --standalone --nproc_per_node 4 train_folds.py --experiment corr_noisy_007 --folds 0  # 4 GPUs, one fold
 
 Experiments are named in src/experiments.py. Per fold this writes to
 <data>/experiments/NAME/fold_K/: the best checkpoint by val_lwlrap
@@ -17,13 +18,20 @@ The recipe, top to bottom: curated folds (+ noisy and corrected-noisy clips)
 crop/SpecAugment -> sigmoid-concat or add mixing -> AuxSkipAttention-style CNN
 -> BCE on curated, L-soft on noisy, auxiliary heads weighted -> Adam with
 reduce-on-plateau and early stopping on val lwlrap.
+
+Under torchrun (WORLD_SIZE > 1) the ranks train each fold together with
+DistributedDataParallel, keeping the global batch and epoch size (each rank
+draws epoch_size / N samples in batches of batch_size / N); rank 0 alone writes
+the outputs. See src/distributed.py.
 """
 import argparse
 import json
 import sys
 import time
 
+from src import distributed
 from src.argus_models import FreesoundModel
+from src.batch_augment import augment_mode
 from src.config import AUDIO, resolve_data_dir
 from src.data import load_training_data
 from src.datasets import ClipDataset, build_train_dataset, make_loader
@@ -32,7 +40,7 @@ from src.mixers import get_mixer
 from src.overrides import apply_overrides
 from src.training import experiments_dir, fit_fold, prepare_experiment_dir, worker_count
 from src.transforms import get_transforms
-from src.utils import pick_device, seed_everything, write_json_atomic
+from src.utils import seed_everything, write_json_atomic
 
 
 def parse_args(argv=None):
@@ -67,12 +75,18 @@ def main(argv=None):
     args = parse_args(argv)
     experiment = resolve_experiment(args)
     data_dir = resolve_data_dir(args.data_dir)
-    device = pick_device(args.device)
+    # One process, or one rank of a torchrun launch (device cuda:LOCAL_RANK, process group joined).
+    ddp = distributed.init_distributed(args.device)
+    device = ddp.device
     workers = worker_count(args.workers)
+    # Per rank: the global batch and epoch are kept, split over the ranks.
+    rank_batch = distributed.split_per_rank(experiment["batch_size"], ddp.world_size, "batch_size")
+    rank_epoch = distributed.split_per_rank(experiment["epoch_size"], ddp.world_size, "epoch_size")
 
-    data = load_training_data(data_dir, use_corrections=experiment["corrections"],
-                              need_noisy=experiment["noisy_prob"] > 0,
-                              need_corrected=experiment["corr_noisy_prob"] > 0, workers=workers)
+    # Rank 0 computes any missing feature cache first; the other ranks then read it.
+    data = distributed.main_first(lambda: load_training_data(
+        data_dir, use_corrections=experiment["corrections"], need_noisy=experiment["noisy_prob"] > 0,
+        need_corrected=experiment["corr_noisy_prob"] > 0, workers=workers))
     all_folds = sorted(set(data.folds.tolist()))
     folds = args.folds if args.folds is not None else all_folds
     unknown = sorted(set(folds) - set(all_folds))
@@ -82,47 +96,68 @@ def main(argv=None):
     exp_dir = experiments_dir(data_dir, args.experiment)
     record = {"name": args.experiment, "experiment": experiment, "classes": data.classes,
               "audio_config": AUDIO.to_dict(), "seed": args.seed, "overrides": args.set,
-              "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-    todo = prepare_experiment_dir(exp_dir, json.loads(json.dumps(record)), folds, args.resume, args.overwrite)
-    write_json_atomic(record, exp_dir / "config.json")
-    print(f"experiment {args.experiment} on {device}: {len(data.curated)} curated clips"
-          + (f", {len(data.noisy)} noisy" if data.noisy else "")
-          + (f", {len(data.corrected)} corrected-noisy" if data.corrected else "")
-          + f"; {len(data.classes)} classes; folds {todo}; output {exp_dir}")
+              "world_size": ddp.world_size, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+    def prepare():
+        todo = prepare_experiment_dir(exp_dir, json.loads(json.dumps(record)), folds, args.resume, args.overwrite)
+        write_json_atomic(record, exp_dir / "config.json")
+        return todo
+
+    todo = distributed.run_on_main(prepare)  # only rank 0 touches the folder; every rank gets its fold list
+    if ddp.is_main:
+        where = f"{ddp.world_size} x {device.type}" if ddp.distributed else str(device)
+        print(f"experiment {args.experiment} on {where}: {len(data.curated)} curated clips"
+              + (f", {len(data.noisy)} noisy" if data.noisy else "")
+              + (f", {len(data.corrected)} corrected-noisy" if data.corrected else "")
+              + f"; {len(data.classes)} classes; folds {todo}; output {exp_dir}")
 
     train_transform = get_transforms(train=True, size=experiment["crop_size"], **experiment["transforms"])
     val_transform = get_transforms(train=False, size=experiment["crop_size"])
     mixer = get_mixer(experiment["mixer_prob"], experiment["sigmoid_range"], experiment["alpha_range"],
                       experiment["mixer_choice"])
+    augmentation = {"transform": train_transform, "mixer": mixer}
+    if augment_mode(experiment) == "device":  # workers pad + crop; the model augments batches on the device
+        augmentation = {"raw_crop": {"size": experiment["crop_size"],
+                                     "wrap_pad_prob": experiment["transforms"].get("wrap_pad_prob", 0.5)}}
     results = {}
     for fold in todo:
-        seed_everything(args.seed + fold)
+        seed = distributed.rank_seed(args.seed + fold, ddp.rank)  # rank 0: the one-process seed
+        seed_everything(seed)
         train_part = data.curated.subset((data.folds != fold).nonzero()[0])
         val_part = data.curated.subset((data.folds == fold).nonzero()[0])
         pair = lambda source: (source.specs, source.targets) if source is not None else None  # noqa: E731
         train_dataset = build_train_dataset(
             curated=pair(train_part), noisy=pair(data.noisy), corrected=pair(data.corrected),
             noisy_prob=experiment["noisy_prob"], corr_noisy_prob=experiment["corr_noisy_prob"],
-            epoch_size=experiment["epoch_size"], transform=train_transform, mixer=mixer)
+            epoch_size=rank_epoch, **augmentation)
         val_dataset = ClipDataset(val_part.specs, val_part.targets, val_transform)
-        train_loader = make_loader(train_dataset, experiment["batch_size"], shuffle=True, workers=workers,
-                                   seed=args.seed + fold, drop_last=True)
+        train_loader = make_loader(train_dataset, rank_batch, shuffle=True, workers=workers,
+                                   seed=seed, drop_last=True)
         val_loader = make_loader(val_dataset, experiment["val_batch_size"], shuffle=False, workers=workers,
                                  seed=args.seed + fold, drop_last=False)
 
         model = FreesoundModel(argus_params(experiment, len(data.classes), device))
+        distributed.wrap_ddp(model, ddp)  # no-op in a one-process run
         summary = fit_fold(model, train_loader, val_loader, exp_dir / f"fold_{fold}", experiment["epochs"],
                            experiment["plateau"], experiment["early_stopping"],
-                           title=f"{args.experiment} fold {fold}", progress=not args.no_progress)
+                           title=f"{args.experiment} fold {fold}", progress=not args.no_progress,
+                           is_main=ddp.is_main)
         results[fold] = summary
-        print(f"fold {fold}: best val_lwlrap {summary['best_val_lwlrap']:.4f} at epoch {summary['best_epoch']} "
-              f"({summary['epochs_run']} epochs, {summary['seconds']:.0f} s) -> {exp_dir / f'fold_{fold}'}")
+        if ddp.distributed:
+            print(f"rank {ddp.rank}/{ddp.world_size} fold {fold}: {summary['epochs_run']} epochs of "
+                  f"{len(train_dataset)} samples in {len(train_loader)} batches of {rank_batch}, seed {seed}, "
+                  f"final lr {model.get_lr():.6g}, best val_lwlrap {summary['best_val_lwlrap']:.6f}")
+        if ddp.is_main:
+            print(f"fold {fold}: best val_lwlrap {summary['best_val_lwlrap']:.4f} at epoch {summary['best_epoch']} "
+                  f"({summary['epochs_run']} epochs, {summary['seconds']:.0f} s) -> {exp_dir / f'fold_{fold}'}")
 
-    for fold, summary in results.items():
-        print(f"  fold {fold}: val_lwlrap {summary['best_val_lwlrap']:.4f}")
+    if ddp.is_main:
+        for fold, summary in results.items():
+            print(f"  fold {fold}: val_lwlrap {summary['best_val_lwlrap']:.4f}")
     return results
 
 
 if __name__ == "__main__":
     main()
+    distributed.cleanup()
     sys.exit(0)

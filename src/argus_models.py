@@ -8,6 +8,15 @@ optimizer:
 - CUDA: autocast to bf16 (default) or fp16 with a gradient scaler;
 - CPU: plain fp32 (autocast on CPU is slower than fp32 for these convs).
 
+Optional speed settings (params, from the experiment): `channels_last` (NHWC
+weights and inputs), `compile` (torch.compile the network for the training
+step), and `batch_augment` (the experiment's augmentation settings: the
+loader then serves raw crops, and `src.batch_augment.BatchAugment` augments
+each batch on the device at the start of the step). Adam/AdamW use the fused
+kernel on CUDA. On CUDA the training step never waits on the device: the loss
+is returned as a tensor, and nothing in it reads values back to the host (with
+fp16 the gradient scaler's inf check is the one exception).
+
 Checkpoints are argus checkpoints: `argus.load_model(path, device=...)` loads them
 back on CPU or CUDA once this module is imported.
 """
@@ -17,6 +26,7 @@ import argus
 import torch
 from argus.utils import deep_to
 
+from src.batch_augment import create_batch_augment
 from src.losses import create_loss
 from src.models import MODELS
 
@@ -47,8 +57,37 @@ class FreesoundModel(argus.Model):
         self.amp_enabled = self.device.type == "cuda" and amp != "none"
         self.amp_dtype = torch.float16 if amp == "fp16" else torch.bfloat16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_enabled and amp == "fp16")
-        if params.get("channels_last", False):
+        self.channels_last = bool(params.get("channels_last", False))
+        if self.channels_last:
             self.nn_module = self.nn_module.to(memory_format=torch.channels_last)
+        self.compile_network = bool(params.get("compile", False))
+        self._compiled = None  # (module, compiled module), built on first use
+        # Plain data in params (argus deep-copies and pickles them); the object is built here.
+        augment = params.get("batch_augment")
+        self.batch_augment = create_batch_augment(augment) if augment is not None else None
+
+    def build_optimizer(self, optimizer_meta, optim_params):
+        """argus' optimizer, with Adam/AdamW's fused (single-kernel) step on CUDA unless set explicitly."""
+        name, kwargs = optim_params if isinstance(optim_params, (list, tuple)) else (optim_params, {})
+        device = torch.device(self.params.get("device") or "cpu")
+        if name in ("Adam", "AdamW") and device.type == "cuda" and "fused" not in kwargs:
+            optim_params = (name, {**kwargs, "fused": True})
+        return super().build_optimizer(optimizer_meta, optim_params)
+
+    def forward_module(self):
+        """The network for the training step: torch.compile'd when params['compile'] is set.
+        The compiled wrapper shares the parameters, so checkpoints keep the plain module's keys."""
+        if not self.compile_network:
+            return self.nn_module
+        if self._compiled is None or self._compiled[0] is not self.nn_module:
+            self._compiled = (self.nn_module, torch.compile(self.nn_module))
+        return self._compiled[1]
+
+    def prepare_input(self, input):
+        """Model input in the network's memory format (NHWC when channels_last)."""
+        if self.channels_last and isinstance(input, torch.Tensor) and input.ndim == 4:
+            return input.contiguous(memory_format=torch.channels_last)
+        return input
 
     def autocast(self):
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.amp_enabled)
@@ -57,8 +96,10 @@ class FreesoundModel(argus.Model):
         self.train()
         self.optimizer.zero_grad(set_to_none=True)
         input, target, noisy = deep_to(batch, device=self.device, non_blocking=True)
+        if self.batch_augment is not None:  # raw crops (B, n_mels, W) -> augmented, mixed (B, 3, n_mels, W)
+            input, target, noisy = self.batch_augment(input, target, noisy)
         with self.autocast():
-            prediction = self.nn_module(input)
+            prediction = self.forward_module()(self.prepare_input(input))
             loss = self.loss(prediction, target, noisy)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -74,7 +115,7 @@ class FreesoundModel(argus.Model):
         with torch.no_grad():
             input, target, noisy = deep_to(batch, device=self.device, non_blocking=True)
             with self.autocast():
-                prediction = self.nn_module(input)
+                prediction = self.nn_module(self.prepare_input(input))
                 loss = self.loss(prediction, target, noisy)
             return {
                 "prediction": self.prediction_transform(prediction),
@@ -87,5 +128,5 @@ class FreesoundModel(argus.Model):
         with torch.no_grad():
             self.eval()
             with self.autocast():
-                prediction = self.nn_module(deep_to(input, self.device))
+                prediction = self.nn_module(self.prepare_input(deep_to(input, self.device)))
             return self.prediction_transform(prediction)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from src.transforms import get_transforms
+from src.transforms import Compose, OneOf, PadToSize, RandomCrop, get_transforms
 from src.utils import seed_worker
 
 PROB_TOLERANCE = 1e-6
@@ -99,6 +99,34 @@ class ClipDataset(Dataset):
                 f"mixer={self.mixer!r})")
 
 
+class RawCropDataset(ClipDataset):
+    """ClipDataset serving raw fixed-width log-mel crops for the device-side batch augmentation.
+
+    A sample is (crop, target, noisy_flag) with crop a float32 tensor (n_mels, size): the clip
+    padded to `size` frames if shorter (wrap-around with probability wrap_pad_prob, else constant
+    with the clip's minimum; split evenly left/right) and a random window of `size` frames, drawn
+    exactly as the per-sample path's first two steps (the same transform classes). That is cheap
+    slicing, so it stays in the DataLoader workers; resized crop, SpecAugment, deltas and mixing
+    run on the training device (`src.batch_augment.BatchAugment`). No mixer here: partners are
+    picked within the batch.
+    """
+
+    def __init__(self, specs, targets, size=256, wrap_pad_prob=0.5, noisy=False):
+        transform = Compose([
+            OneOf([PadToSize(size, mode="wrap"), PadToSize(size, mode="constant")],
+                  p=[wrap_pad_prob, 1.0 - wrap_pad_prob]),
+            RandomCrop(size),
+        ])
+        super().__init__(specs, targets, transform, mixer=None, noisy=noisy)
+
+    def _transformed(self, index):
+        # Padding and cropping never write into their input, so the (possibly memory-mapped)
+        # clip is not copied whole first, as ClipDataset does: only the crop is copied.
+        crop = self.transform(self.specs[index])
+        image = torch.from_numpy(np.array(crop, dtype=np.float32))
+        return image, torch.from_numpy(self.targets[index].copy())
+
+
 class RandomSourceDataset(Dataset):
     """`epoch_size` random samples an epoch, each from source k with probability probs[k].
 
@@ -144,7 +172,7 @@ class RandomSourceDataset(Dataset):
 
 
 def build_train_dataset(curated, noisy=None, corrected=None, noisy_prob=0.0, corr_noisy_prob=0.0,
-                        epoch_size=32768, transform=None, mixer=None) -> RandomSourceDataset:
+                        epoch_size=32768, transform=None, mixer=None, raw_crop=None) -> RandomSourceDataset:
     """The training stream from (specs, targets) pairs.
 
     curated   -> flag 0, probability 1 - noisy_prob - corr_noisy_prob
@@ -152,7 +180,13 @@ def build_train_dataset(curated, noisy=None, corrected=None, noisy_prob=0.0, cor
     corrected -> flag 0 (hand-corrected noisy clips are trusted like curated ones), corr_noisy_prob
     Sources with probability 0 are left out. `transform` defaults to `get_transforms(train=True)`;
     `mixer` defaults to None (no mixing): pass `src.mixers.get_mixer(...)` for the experiment's mixing.
+    raw_crop: None (the per-sample path above), or RawCropDataset kwargs such as
+    {"size": 256, "wrap_pad_prob": 0.5} to serve raw crops for the device-side batch augmentation
+    (experiment setting augment="device"); transform and mixer must then be None.
     """
+    if raw_crop is not None and (transform is not None or mixer is not None):
+        raise ValueError("build_train_dataset: raw_crop serves un-augmented crops; do not pass a transform "
+                         "or a mixer with it")
     for name, p in (("noisy_prob", noisy_prob), ("corr_noisy_prob", corr_noisy_prob)):
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"build_train_dataset: {name} must be in [0, 1], got {p!r}")
@@ -173,7 +207,10 @@ def build_train_dataset(curated, noisy=None, corrected=None, noisy_prob=0.0, cor
         if pair is None:
             raise ValueError(f"build_train_dataset: {name} probability is {prob} but no {name} data was given")
         specs, targets = pair
-        sources.append(ClipDataset(specs, targets, transform, mixer=mixer, noisy=flag))
+        if raw_crop is not None:
+            sources.append(RawCropDataset(specs, targets, **raw_crop, noisy=flag))
+        else:
+            sources.append(ClipDataset(specs, targets, transform, mixer=mixer, noisy=flag))
         probs.append(prob)
     return RandomSourceDataset(sources, np.asarray(probs) / np.sum(probs), epoch_size)
 

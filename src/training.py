@@ -7,6 +7,7 @@ stopping on val_lwlrap, a CSV and a text log, and a PNG of the curves redrawn
 every epoch.
 """
 import json
+import logging
 import os
 import shutil
 import time
@@ -18,6 +19,7 @@ from argus.callbacks import (Callback, EarlyStopping, LoggingToCSV, LoggingToFil
                              ReduceLROnPlateau)
 from tqdm import tqdm
 
+from src.distributed import SyncMetrics
 from src.metrics import Lwlrap
 from src.plots import plot_training_curves
 from src.utils import atomic_path
@@ -32,6 +34,19 @@ class MetricsToFloat(Callback):
         for key, value in state.metrics.items():
             if isinstance(value, torch.Tensor):
                 state.metrics[key] = float(value)
+
+
+class EpochCounter(Callback):
+    """Count the training epochs that ran (every rank; only rank 0 has a log.csv to count)."""
+
+    def __init__(self):
+        self.count = 0
+
+    def start(self, state):
+        self.count = 0
+
+    def epoch_complete(self, state):
+        self.count += 1
 
 
 class AtomicCheckpoint(MonitorCheckpoint):
@@ -74,24 +89,42 @@ class ProgressBar(Callback):
 
 
 def fit_fold(model, train_loader, val_loader, fold_dir, epochs, plateau: dict, early_stopping: int,
-             title="", progress=True) -> dict:
-    """Train `model` and keep its best checkpoint by val_lwlrap in `fold_dir`. Returns a summary."""
+             title="", progress=True, is_main: bool = True) -> dict:
+    """Train `model` and keep its best checkpoint by val_lwlrap in `fold_dir`. Returns a summary.
+
+    Data-parallel training (src/distributed.py) calls this on every rank: all ranks run
+    reduce-on-plateau and early stopping on the same metrics (`SyncMetrics`), so they
+    change the learning rate and stop together; only the main rank (`is_main`) writes the
+    checkpoint, logs, curves and done.json. Other ranks return a shorter summary.
+    """
     fold_dir = Path(fold_dir)
-    callbacks = [
-        MetricsToFloat(),
-        AtomicCheckpoint(fold_dir, monitor="val_lwlrap", max_saves=1,
-                         file_format="model-{epoch:03d}-{monitor:.6f}.pth"),
+    stopping = EarlyStopping(monitor="val_lwlrap", patience=early_stopping)
+    epochs_run = EpochCounter()
+    callbacks = [MetricsToFloat(), SyncMetrics()]  # SyncMetrics does nothing in a one-process run
+    if is_main:
+        callbacks.append(AtomicCheckpoint(fold_dir, monitor="val_lwlrap", max_saves=1,
+                                          file_format="model-{epoch:03d}-{monitor:.6f}.pth"))
+    callbacks += [
         ReduceLROnPlateau(monitor="val_lwlrap", patience=plateau["patience"], factor=plateau["factor"],
                           min_lr=plateau.get("min_lr", 1e-8)),
-        EarlyStopping(monitor="val_lwlrap", patience=early_stopping),
-        LoggingToFile(fold_dir / "log.txt"),
-        LoggingToCSV(fold_dir / "log.csv"),
-        CurvesPlot(fold_dir / "log.csv", fold_dir / "curves.png", title),
+        stopping,
+        epochs_run,
     ]
-    if progress:
-        callbacks.append(ProgressBar(len(train_loader), title))
+    if is_main:
+        callbacks += [
+            LoggingToFile(fold_dir / "log.txt"),
+            LoggingToCSV(fold_dir / "log.csv"),
+            CurvesPlot(fold_dir / "log.csv", fold_dir / "curves.png", title),
+        ]
+        if progress:
+            callbacks.append(ProgressBar(len(train_loader), title))
+    else:
+        model.logger.setLevel(logging.WARNING)  # rank 0 prints the epoch lines
     start = time.time()
     model.fit(train_loader, val_loader=val_loader, num_epochs=epochs, metrics=[Lwlrap()], callbacks=callbacks)
+    if not is_main:
+        return {"best_val_lwlrap": float(stopping.best_value), "epochs_run": epochs_run.count,
+                "seconds": round(time.time() - start, 1)}
     log = pd.read_csv(fold_dir / "log.csv")
     best = int(log["val_lwlrap"].idxmax())
     summary = {"best_epoch": int(log["epoch"][best]), "best_val_lwlrap": float(log["val_lwlrap"][best]),
@@ -157,4 +190,19 @@ def experiments_dir(data_dir, name) -> Path:
 
 
 def worker_count(requested=None) -> int:
-    return requested if requested is not None else min(4, os.cpu_count() or 1)
+    """DataLoader workers: as asked, else all cores but one (at least 1, at most 8)."""
+    if requested is not None:
+        return requested
+    return max(1, min(8, (os.cpu_count() or 1) - 1))
+
+
+def set_cpu_threads(device, workers: int, requested=None):
+    """On CPU, give torch the cores the loader workers leave free.
+
+    Oversubscribing (torch's default thread count plus busy workers) makes OpenMP
+    threads spin against each other; on 2 cores that costs several times the speed.
+    """
+    if requested is not None:
+        torch.set_num_threads(requested)
+    elif device.type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))

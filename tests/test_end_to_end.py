@@ -20,9 +20,7 @@ from src.demo_data import generate_demo_dataset
 from src.labels import read_train_csv, targets_matrix
 from src.metrics import lwlrap
 
-TINY = ["--workers", "0", "--no-progress", "--set", "epoch_size=96", "--set", "batch_size=16",
-        "--set", "model.base_size=4", "--set", "model.ratio=2", "--set", "crop_size=64",
-        "--set", "val_batch_size=32"]
+TINY = ["--workers", "0", "--no-progress", "--set", "epoch_size=96", "--set", "batch_size=16"]
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +79,7 @@ def test_shortened_training_learns_well_above_chance(tmp_path):
     make_folds.main(["--data-dir", str(root)])
     results = train_folds.main(["--experiment", "demo", "--data-dir", str(root), "--folds", "0", "--epochs", "6",
                                 "--workers", "0", "--no-progress", "--set", "noisy_prob=0", "--set",
-                                "corr_noisy_prob=0", "--set", "epoch_size=256", "--set", "model.base_size=6"])
+                                "corr_noisy_prob=0", "--set", "epoch_size=512"])
     best = results[0]["best_val_lwlrap"]
 
     folds = pd.read_csv(root / "train_folds.csv")
