@@ -30,7 +30,7 @@ from src.plots import plot_per_class
 from src.predictions import PredictionSet, geometric_mean, predictions_dir, write_prediction_set
 from src.predictor import Predictor, clip_means, load_fold_models
 from src.test_set import test_fnames
-from src.training import experiments_dir, worker_count
+from src.training import experiments_dir, set_cpu_threads
 from src.utils import pick_device, write_json_atomic
 
 
@@ -43,7 +43,8 @@ def parse_args(argv=None):
     parser.add_argument("--step", type=int, help="tile step in frames (default: the experiment's tile_step; "
                         "the original used 64 for single experiments, 128 for the ensemble)")
     parser.add_argument("--batch-size", type=int, default=128, help="tiles per forward pass (default 128)")
-    parser.add_argument("--workers", type=int, help="processes for computing uncached test features")
+    parser.add_argument("--workers", type=int, help="processes for computing uncached features (default: all cores)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-test", action="store_true", help="only out-of-fold predictions")
     return parser.parse_args(argv)
 
@@ -59,6 +60,7 @@ def main(argv=None):
     record = json.loads(config_path.read_text())
     experiment, classes = record["experiment"], record["classes"]
     device = pick_device(args.device)
+    set_cpu_threads(device, 0, args.threads)
     models = load_fold_models(exp_dir, device)
     folds = sorted(models)
     print(f"{args.experiment}: found fold models {folds} in {exp_dir}; predicting on {device}")
@@ -67,7 +69,7 @@ def main(argv=None):
     out_dir = predictions_dir(data_dir, args.experiment)
 
     # Out-of-fold: each curated clip predicted by the model that did not train on it.
-    data = load_training_data(data_dir, use_corrections=experiment["corrections"], workers=worker_count(args.workers))
+    data = load_training_data(data_dir, use_corrections=experiment["corrections"], workers=args.workers)
     if data.classes != classes:
         raise SystemExit(f"class list of {data_dir} differs from the one {args.experiment} was trained on")
     parts, fold_scores = [], {}
@@ -97,7 +99,7 @@ def main(argv=None):
     if not args.no_test:
         fnames = test_fnames(data_dir)
         features = load_features(fnames, data_dir / "test", data_dir / "features", name="test",
-                                 workers=worker_count(args.workers))
+                                 workers=args.workers)
         predictor = Predictor([models[f] for f in folds], tile_size, step, args.batch_size)
         tiles, offsets, clips = predictor.predict(features.specs)
         for fold, fold_tiles, fold_clips in zip(folds, tiles, clips):

@@ -38,7 +38,7 @@ from src.datasets import ClipDataset, build_train_dataset, make_loader
 from src.experiments import EXPERIMENTS, argus_params, get_experiment
 from src.mixers import get_mixer
 from src.overrides import apply_overrides
-from src.training import experiments_dir, fit_fold, prepare_experiment_dir, worker_count
+from src.training import experiments_dir, fit_fold, prepare_experiment_dir, set_cpu_threads, worker_count
 from src.transforms import get_transforms
 from src.utils import seed_everything, write_json_atomic
 
@@ -50,7 +50,9 @@ def parse_args(argv=None):
     parser.add_argument("--folds", type=int, nargs="+", help="folds to train (default: every fold in train_folds.csv)")
     parser.add_argument("--data-dir", help="data root (default: $FSAT_DATA_DIR or ./data)")
     parser.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1', ...")
-    parser.add_argument("--workers", type=int, help="DataLoader worker processes (default: min(4, cores))")
+    parser.add_argument("--workers", type=int, help="DataLoader worker processes per process (default: cores - 1, "
+                        "at most 8)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default on CPU: the cores the workers leave)")
     parser.add_argument("--seed", type=int, default=42, help="seed of the run (fold K uses seed + K)")
     parser.add_argument("--epochs", type=int, help="override the experiment's maximum number of epochs")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -79,6 +81,7 @@ def main(argv=None):
     ddp = distributed.init_distributed(args.device)
     device = ddp.device
     workers = worker_count(args.workers)
+    set_cpu_threads(device, workers, args.threads)
     # Per rank: the global batch and epoch are kept, split over the ranks.
     rank_batch = distributed.split_per_rank(experiment["batch_size"], ddp.world_size, "batch_size")
     rank_epoch = distributed.split_per_rank(experiment["epoch_size"], ddp.world_size, "epoch_size")
@@ -86,7 +89,7 @@ def main(argv=None):
     # Rank 0 computes any missing feature cache first; the other ranks then read it.
     data = distributed.main_first(lambda: load_training_data(
         data_dir, use_corrections=experiment["corrections"], need_noisy=experiment["noisy_prob"] > 0,
-        need_corrected=experiment["corr_noisy_prob"] > 0, workers=workers))
+        need_corrected=experiment["corr_noisy_prob"] > 0, workers=args.workers))
     all_folds = sorted(set(data.folds.tolist()))
     folds = args.folds if args.folds is not None else all_folds
     unknown = sorted(set(folds) - set(all_folds))

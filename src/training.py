@@ -205,4 +205,6 @@ def set_cpu_threads(device, workers: int, requested=None):
     if requested is not None:
         torch.set_num_threads(requested)
     elif device.type == "cpu":
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))
+        # Under torchrun, the processes on this machine share its cores.
+        cores = (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+        torch.set_num_threads(max(1, cores - workers))

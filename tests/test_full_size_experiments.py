@@ -1,0 +1,53 @@
+"""Every full-size experiment of the original ensemble runs one (tiny) epoch on CPU.
+
+The networks, losses, transforms and sampling are the real ones (128 x 256 inputs,
+base 64, 80-class-sized heads replaced by the demo's 12 classes); only the epoch is
+cut to a few samples so the suite stays fast.
+"""
+import json
+
+import argus
+import pytest
+import torch
+
+import make_folds
+import train_folds
+from src.demo_data import generate_demo_dataset
+from src.experiments import EXPERIMENTS
+
+FULL_SIZE = ["auxiliary_016", "auxiliary_019", "corr_noisy_003", "corr_noisy_004", "corr_noisy_007",
+             "corrections_002", "corrections_003"]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("full") / "data"
+    generate_demo_dataset(root, seed=11, n_curated=15, n_noisy=10, n_test=3, progress=False)
+    make_folds.main(["--data-dir", str(root)])
+    return root
+
+
+def test_the_seven_ensemble_members_are_named():
+    assert set(FULL_SIZE) <= set(EXPERIMENTS)
+    for name in FULL_SIZE:
+        assert EXPERIMENTS[name]["crop_size"] == 256 and EXPERIMENTS[name]["batch_size"] == 128
+        assert EXPERIMENTS[name]["epoch_size"] == 32768 and EXPERIMENTS[name]["model"][1]["base_size"] == 64
+
+
+@pytest.mark.parametrize("name", FULL_SIZE)
+def test_full_size_experiment_runs_an_epoch_on_cpu(tiny_data, name):
+    threads = torch.get_num_threads()
+    try:
+        results = train_folds.main(["--experiment", name, "--data-dir", str(tiny_data), "--folds", "0",
+                                    "--epochs", "1", "--workers", "0", "--threads", "2", "--no-progress",
+                                    "--set", "epoch_size=4", "--set", "batch_size=2", "--set", "val_batch_size=4"])
+    finally:
+        torch.set_num_threads(threads)
+    assert results[0]["epochs_run"] == 1
+    fold_dir = tiny_data / "experiments" / name / "fold_0"
+    model = argus.load_model(next(fold_dir.glob("model-*.pth")), device="cpu")
+    config = json.loads((tiny_data / "experiments" / name / "config.json").read_text())
+    assert model.params["nn_module"][0] == EXPERIMENTS[name]["model"][0]
+    assert config["experiment"]["noisy_prob"] == EXPERIMENTS[name]["noisy_prob"]
+    probs = model.predict(torch.zeros(1, 3, 128, 256))
+    assert probs.shape == (1, 12) and torch.all((probs >= 0) & (probs <= 1))
