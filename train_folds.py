@@ -25,6 +25,7 @@ draws epoch_size / N samples in batches of batch_size / N); rank 0 alone writes
 the outputs. See src/distributed.py.
 """
 import argparse
+import gc
 import json
 import sys
 import time
@@ -146,6 +147,10 @@ def main(argv=None):
                            title=f"{args.experiment} fold {fold}", progress=not args.no_progress,
                            is_main=ddp.is_main)
         results[fold] = summary
+        # Shut this fold's persistent loader workers down here, in the parent: left to the garbage
+        # collector, their iterators would be inherited by the next fold's forked workers.
+        del train_loader, val_loader
+        gc.collect()
         if ddp.distributed:
             print(f"rank {ddp.rank}/{ddp.world_size} fold {fold}: {summary['epochs_run']} epochs of "
                   f"{len(train_dataset)} samples in {len(train_loader)} batches of {rank_batch}, seed {seed}, "

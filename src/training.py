@@ -53,8 +53,15 @@ class AtomicCheckpoint(MonitorCheckpoint):
     """MonitorCheckpoint whose files appear whole or not at all (temp file, then rename)."""
 
     def save_model(self, state, file_path):
-        with atomic_path(file_path, suffix=".pth") as tmp:
-            state.model.save(tmp, optimizer_state=self.optimizer_state)
+        logger = state.model.logger
+        level = logger.level
+        logger.setLevel(logging.WARNING)  # argus would log the temporary name
+        try:
+            with atomic_path(file_path, suffix=".pth") as tmp:
+                state.model.save(tmp, optimizer_state=self.optimizer_state)
+        finally:
+            logger.setLevel(level)
+        logger.info(f"Model saved to '{file_path}'")
 
 
 class CurvesPlot(Callback):

@@ -22,8 +22,10 @@ def test_cache_computes_then_loads_same_arrays(tmp_path, clips):
     first = load_features(clips, tmp_path, cache, name="train", workers=2)
     assert first.fnames == clips
     for name, spec in zip(clips, first.specs):
-        assert np.array_equal(spec, audio_to_log_mel(tmp_path / name))
-        assert spec.dtype == np.float32
+        # the cache's fast front end equals the librosa reference within 0.01 dB
+        reference = audio_to_log_mel(tmp_path / name)
+        assert spec.shape == reference.shape and spec.dtype == np.float32
+        assert np.abs(spec - reference).max() < 0.01
     folders = list(cache.iterdir())
     assert len(folders) == 1 and sorted(p.name for p in folders[0].iterdir()) == \
         ["frames.npy", "index.json", "offsets.npy"]
