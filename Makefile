@@ -34,7 +34,7 @@ demo: demo-data
 	$(PY) predict_folds.py --experiment demo --data-dir $(DEMO)
 	$(PY) train_folds.py --experiment demo_skip --data-dir $(DEMO) --resume --no-progress
 	$(PY) predict_folds.py --experiment demo_skip --data-dir $(DEMO)
-	$(PY) stacking_train.py --experiment stacking_demo --data-dir $(DEMO) --resume --no-progress
+	$(PY) stacking_train.py --experiment stacking_demo --data-dir $(DEMO) --resume --no-progress --threads 1
 	$(PY) blend.py --experiments demo demo_skip stacking_demo --data-dir $(DEMO)
 	$(PY) score.py $(DEMO)/predictions/blend/submission.csv $(DEMO)/test_labels.csv
 
