@@ -147,10 +147,6 @@ def main(argv=None):
                            title=f"{args.experiment} fold {fold}", progress=not args.no_progress,
                            is_main=ddp.is_main)
         results[fold] = summary
-        # Shut this fold's persistent loader workers down here, in the parent: left to the garbage
-        # collector, their iterators would be inherited by the next fold's forked workers.
-        del train_loader, val_loader
-        gc.collect()
         if ddp.distributed:
             print(f"rank {ddp.rank}/{ddp.world_size} fold {fold}: {summary['epochs_run']} epochs of "
                   f"{len(train_dataset)} samples in {len(train_loader)} batches of {rank_batch}, seed {seed}, "
@@ -158,6 +154,10 @@ def main(argv=None):
         if ddp.is_main:
             print(f"fold {fold}: best val_lwlrap {summary['best_val_lwlrap']:.4f} at epoch {summary['best_epoch']} "
                   f"({summary['epochs_run']} epochs, {summary['seconds']:.0f} s) -> {exp_dir / f'fold_{fold}'}")
+        # Shut this fold's persistent loader workers down here, in the parent: left to the garbage
+        # collector, their iterators would be inherited by the next fold's forked workers.
+        del train_loader, val_loader
+        gc.collect()
 
     if ddp.is_main:
         for fold, summary in results.items():
