@@ -55,7 +55,7 @@ import pandas as pd
 
 from src.blending import cv_scores, load_experiments, read_curated_labels
 from src.config import read_classes, resolve_data_dir
-from src.labels import REMOVE, check_labels, load_corrections, parse_labels
+from src.labels import REMOVE, check_labels, load_corrections, parse_labels, read_csv_columns
 from src.metrics import clip_lwlrap
 from src.predictions import PredictionSet
 from src.utils import write_csv_atomic, write_json_atomic
@@ -111,13 +111,7 @@ def read_decisions(path, classes) -> dict:
     order without repeats. Unknown labels are collected over the whole sheet and
     refused together, each with its CSV line number and clip.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: review sheet not found")
-    sheet = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [c for c in ("fname", "decision") if c not in sheet.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; found {list(sheet.columns)}")
+    sheet = read_csv_columns(path, ("fname", "decision"), what="review sheet")
     order = {c: i for i, c in enumerate(classes)}
     decisions, unknown, conflicts = {}, [], []
     for row, record in enumerate(sheet.to_dict("records")):

@@ -23,15 +23,21 @@ def parse_labels(value) -> list:
     return [label.strip() for label in value.split(",") if label.strip()]
 
 
-def read_train_csv(path) -> pd.DataFrame:
-    """Read a `fname,labels` CSV, refusing missing columns, empty labels and duplicate files."""
+def read_csv_columns(path, columns, what="CSV file") -> pd.DataFrame:
+    """Read a CSV as strings (empty cells stay ''), refusing a missing file or missing columns by name."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such CSV file")
+        raise FileNotFoundError(f"{path}: no such {what}")
     df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [c for c in ("fname", "labels") if c not in df.columns]
+    missing = [c for c in columns if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}; found {list(df.columns)}")
+    return df
+
+
+def read_train_csv(path) -> pd.DataFrame:
+    """Read a `fname,labels` CSV, refusing missing columns, empty labels and duplicate files."""
+    df = read_csv_columns(path, ("fname", "labels"))
     empty = df.loc[df["labels"].map(lambda v: not parse_labels(v)), "fname"].tolist()
     if empty:
         raise ValueError(f"{path}: {len(empty)} row(s) without labels, e.g. {empty[:5]}")
