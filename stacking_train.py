@@ -39,13 +39,13 @@ import numpy as np
 import torch
 
 from src.argus_models import FreesoundModel
+from src.cli import add_training_args, apply_training_args
 from src.config import read_classes, resolve_data_dir
 from src.data import CURATED_CORRECTIONS, read_folds
 from src.datasets import RandomSourceDataset, make_loader
 from src.experiments import argus_params
 from src.labels import apply_corrections, check_labels, load_corrections, targets_matrix
 from src.metrics import lwlrap, per_class_lwlrap
-from src.overrides import apply_overrides
 from src.plots import plot_per_class
 from src.predictions import PredictionSet, geometric_mean, predictions_dir, read_prediction_set, write_prediction_set
 from src.predictor import load_fold_models
@@ -57,36 +57,22 @@ from src.utils import pick_device, seed_everything, write_json_atomic
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--experiment", required=True, choices=sorted(STACKING_EXPERIMENTS), metavar="NAME",
-                        help=f"named stacking experiment: {', '.join(sorted(STACKING_EXPERIMENTS))}")
-    parser.add_argument("--folds", type=int, nargs="+", help="folds to train (default: every fold in "
-                        "train_folds.csv); predictions use every fold model found afterwards")
-    parser.add_argument("--data-dir", help="data root (default: $FSAT_DATA_DIR or ./data)")
-    parser.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1', ...")
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0: samples "
-                        "are cheap averages, drawn in the main process)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice); 1 is fastest for "
-                        "the small demo net, whose matrices are too small to split across cores")
-    parser.add_argument("--seed", type=int, default=42, help="seed of the run (fold K uses seed + K)")
-    parser.add_argument("--epochs", type=int, help="override the experiment's maximum number of epochs")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any setting, e.g. --set epoch_size=4096 --set model.dropout=0.2 "
-                             "--set \"inputs=['demo']\" (repeatable; see src/stacking/experiments.py for the keys)")
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--resume", action="store_true",
-                       help="continue an existing experiment folder: skip finished folds, retrain unfinished ones")
-    group.add_argument("--overwrite", action="store_true", help="delete the requested folds' old results first")
+    add_training_args(
+        parser, STACKING_EXPERIMENTS, kind="stacking experiment",
+        folds_help="; predictions use every fold model found afterwards",
+        workers_default=0, workers_help="DataLoader worker processes (default 0: samples are cheap averages, "
+                                        "drawn in the main process)",
+        threads_help="torch CPU threads (default: torch's choice); 1 is fastest for the small demo net, whose "
+                     "matrices are too small to split across cores",
+        set_example="--set epoch_size=4096 --set model.dropout=0.2 --set \"inputs=['demo']\"",
+        keys_file="src/stacking/experiments.py")
     parser.add_argument("--no-test", action="store_true", help="only out-of-fold predictions (the inputs then "
                         "need no test predictions)")
-    parser.add_argument("--no-progress", action="store_true", help="no per-batch progress bar (per-epoch lines only)")
     return parser.parse_args(argv)
 
 
 def resolve_experiment(args) -> dict:
-    experiment = get_stacking_experiment(args.experiment)
-    if args.epochs is not None:
-        experiment["epochs"] = args.epochs
-    experiment = apply_overrides(experiment, args.set)
+    experiment = apply_training_args(get_stacking_experiment(args.experiment), args)
     if experiment["epoch_size"] < experiment["batch_size"]:
         raise SystemExit(f"epoch_size {experiment['epoch_size']} is smaller than batch_size "
                          f"{experiment['batch_size']}: an epoch would have no full batch")

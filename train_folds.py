@@ -33,12 +33,12 @@ import time
 from src import distributed
 from src.argus_models import FreesoundModel
 from src.batch_augment import augment_mode
+from src.cli import add_training_args, apply_training_args
 from src.config import AUDIO, resolve_data_dir
-from src.data import load_training_data
+from src.data import load_training_data, specs_and_targets
 from src.datasets import ClipDataset, build_train_dataset, make_loader
 from src.experiments import EXPERIMENTS, argus_params, get_experiment
 from src.mixers import get_mixer
-from src.overrides import apply_overrides
 from src.training import experiments_dir, fit_fold, prepare_experiment_dir, set_cpu_threads, worker_count
 from src.transforms import get_transforms
 from src.utils import seed_everything, write_json_atomic
@@ -46,32 +46,17 @@ from src.utils import seed_everything, write_json_atomic
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--experiment", required=True, choices=sorted(EXPERIMENTS), metavar="NAME",
-                        help=f"named experiment: {', '.join(sorted(EXPERIMENTS))}")
-    parser.add_argument("--folds", type=int, nargs="+", help="folds to train (default: every fold in train_folds.csv)")
-    parser.add_argument("--data-dir", help="data root (default: $FSAT_DATA_DIR or ./data)")
-    parser.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1', ...")
-    parser.add_argument("--workers", type=int, help="DataLoader worker processes per process (default: cores - 1, "
-                        "at most 8)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default on CPU: the cores the workers leave)")
-    parser.add_argument("--seed", type=int, default=42, help="seed of the run (fold K uses seed + K)")
-    parser.add_argument("--epochs", type=int, help="override the experiment's maximum number of epochs")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any experiment setting, e.g. --set epoch_size=4096 --set model.base_size=32 "
-                             "(repeatable; see src/experiments.py for the keys)")
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--resume", action="store_true",
-                       help="continue an existing experiment folder: skip finished folds, retrain unfinished ones")
-    group.add_argument("--overwrite", action="store_true", help="delete the requested folds' old results first")
-    parser.add_argument("--no-progress", action="store_true", help="no per-batch progress bar (per-epoch lines only)")
+    add_training_args(
+        parser, EXPERIMENTS,
+        workers_help="DataLoader worker processes per process (default: cores - 1, at most 8)",
+        threads_help="torch CPU threads (default on CPU: the cores the workers leave; every core when the "
+                     "experiment has augment=device, whose workers only cut crops)",
+        set_example="--set epoch_size=4096 --set model.base_size=32", keys_file="src/experiments.py")
     return parser.parse_args(argv)
 
 
 def resolve_experiment(args) -> dict:
-    experiment = get_experiment(args.experiment)
-    if args.epochs is not None:
-        experiment["epochs"] = args.epochs
-    return apply_overrides(experiment, args.set)
+    return apply_training_args(get_experiment(args.experiment), args)
 
 
 def main(argv=None):
@@ -82,7 +67,8 @@ def main(argv=None):
     ddp = distributed.init_distributed(args.device)
     device = ddp.device
     workers = worker_count(args.workers)
-    set_cpu_threads(device, workers, args.threads)
+    # With augment="device" the workers only cut raw crops: torch may use every core.
+    set_cpu_threads(device, workers, args.threads, light_workers=augment_mode(experiment) == "device")
     # Per rank: the global batch and epoch are kept, split over the ranks.
     rank_batch = distributed.split_per_rank(experiment["batch_size"], ddp.world_size, "batch_size")
     rank_epoch = distributed.split_per_rank(experiment["epoch_size"], ddp.world_size, "epoch_size")
@@ -129,9 +115,9 @@ def main(argv=None):
         seed_everything(seed)
         train_part = data.curated.subset((data.folds != fold).nonzero()[0])
         val_part = data.curated.subset((data.folds == fold).nonzero()[0])
-        pair = lambda source: (source.specs, source.targets) if source is not None else None  # noqa: E731
         train_dataset = build_train_dataset(
-            curated=pair(train_part), noisy=pair(data.noisy), corrected=pair(data.corrected),
+            curated=specs_and_targets(train_part), noisy=specs_and_targets(data.noisy),
+            corrected=specs_and_targets(data.corrected),
             noisy_prob=experiment["noisy_prob"], corr_noisy_prob=experiment["corr_noisy_prob"],
             epoch_size=rank_epoch, **augmentation)
         val_dataset = ClipDataset(val_part.specs, val_part.targets, val_transform)

@@ -40,6 +40,11 @@ class Source:
         return Source([self.fnames[i] for i in index], [self.specs[i] for i in index], self.targets[index])
 
 
+def specs_and_targets(source: Optional[Source]):
+    """(specs, targets) of a source, None for no source: what build_train_dataset takes."""
+    return None if source is None else (source.specs, source.targets)
+
+
 @dataclass
 class TrainingData:
     classes: list
