@@ -438,6 +438,7 @@ def test_create_batch_augment_from_experiment():
 def test_augment_setting_selects_the_path():
     assert BASE["augment"] == "sample" and BASE["channels_last"] is False and BASE["compile"] is False
     experiment = get_experiment("demo")
+    experiment["augment"] = "sample"
     assert argus_params(experiment, 5, "cpu")["batch_augment"] is None
     experiment["augment"] = "device"
     params = argus_params(experiment, 5, "cpu")
@@ -467,7 +468,8 @@ def stripe_data(n_clips, seed=0):
 def tiny_experiment(**changes):
     experiment = get_experiment("demo")
     experiment.update(model=("SimpleKaggle", {"base_size": 4, "dropout": 0.0}),
-                      loss=("bce", {}), optimizer=("Adam", {"lr": 0.01}), crop_size=64, **changes)
+                      loss=("bce", {}), optimizer=("Adam", {"lr": 0.01}), crop_size=64, augment="sample")
+    experiment.update(changes)
     return experiment
 
 
