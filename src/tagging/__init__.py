@@ -1,0 +1,38 @@
+"""Use trained models on any audio: model loading (experiments, bundles, blends), file tagging, timelines.
+
+A `Tagger` is everything needed to go from audio to class probabilities:
+the class list, the audio front end the models were trained with, and one or
+more *members* (an experiment's fold models, with their tile size and step).
+Its prediction is the geometric mean over every fold model of every member,
+the way the original combined folds and experiments.
+
+Modules: `models` (Tagger, loading, bundles, blends), `files`, `timeline`, `live`.
+
+Models come from
+- an experiment folder written by train_folds.py (`load_experiment`), or
+- a single-file bundle written by export.py (`load_bundle`; plain dicts and
+  tensors, loadable with `torch.load(weights_only=True)`), or
+- several of either, blended (`blend`).
+
+Three ways to use them:
+- `tag_files`: whole files, trimmed like the training clips, sliding-window
+  tiles batched across files (`src.predictor.Predictor`);
+- `tag_timeline`: long recordings streamed in chunks (`src.streaming`), one
+  prediction per window of `window` seconds every `hop` seconds, segments
+  above a threshold and a picture, in flat memory;
+- `live_tags`: a rolling buffer over any chunk source (microphone or replayed file).
+"""
+from src.audio import AudioReadError
+from src.tagging.files import (AUDIO_EXTENSIONS, find_audio_files, format_table, out_prefixes, print_failures,
+                               tag_files, top_k, write_results)
+from src.tagging.live import format_live, live_tags
+from src.tagging.models import (Member, Tagger, add_model_args, blend, bundle_models, load_bundle, load_experiment,
+                                load_tagger, make_bundle, read_bundle)
+from src.tagging.timeline import (SegmentTracker, Timeline, format_segments, plot_timeline, sliding_windows,
+                                  tag_timeline)
+
+__all__ = ["Member", "Tagger", "load_experiment", "load_bundle", "make_bundle", "read_bundle", "bundle_models",
+           "blend", "add_model_args", "load_tagger", "AUDIO_EXTENSIONS", "find_audio_files", "tag_files", "top_k",
+           "format_table", "write_results", "print_failures", "out_prefixes", "sliding_windows", "SegmentTracker",
+           "Timeline", "tag_timeline", "plot_timeline", "format_segments", "live_tags", "format_live",
+           "AudioReadError"]

@@ -1,0 +1,130 @@
+"""Tagging whole files: finding audio, batched prediction, top-k tables, CSV/JSON results, failures."""
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from src.audio import log_mel, read_audio
+from src.tagging.models import Tagger
+from src.utils import atomic_path
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".w64", ".rf64", ".caf", ".au")
+
+
+def find_audio_files(paths):
+    """(files, missing): files given directly, plus audio files found recursively in folders.
+
+    A file named on the command line is always taken (its decoder decides);
+    in folders only known audio extensions are picked up. Sorted, no duplicates.
+    """
+    files, missing, seen = [], [], set()
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+        elif path.is_file():
+            found = [path]
+        else:
+            missing.append(path)
+            continue
+        for p in found:
+            key = p.resolve()
+            if key not in seen:
+                seen.add(key)
+                files.append(p)
+    return files, missing
+
+
+def _reason(path, exc) -> str:
+    text = str(exc)
+    return text if str(path) in text else f"{path}: {type(exc).__name__}: {text}"
+
+
+def tag_files(tagger: Tagger, paths, batch_size=128, group_size=32, progress=True):
+    """(results, failures): results = [(path, probs)], failures = [(path, reason)].
+
+    Files are decoded and trimmed like training clips, then predicted
+    `group_size` files at a time (their tiles share batches), so memory stays
+    bounded for any number of files. A file that fails to decode is recorded
+    and skipped.
+    """
+    config = tagger.audio_config
+    results, failures = [], []
+    bar = tqdm(total=len(paths), unit="file", desc="tagging", disable=not progress, dynamic_ncols=True)
+    for start in range(0, len(paths), group_size):
+        specs, ok = [], []
+        for path in paths[start:start + group_size]:
+            try:
+                specs.append(log_mel(read_audio(path, config), config))
+                ok.append(path)
+            except Exception as exc:  # one bad file must not stop the others; reported at the end
+                failures.append((path, _reason(path, exc)))
+            bar.update(1)
+        if specs:
+            results.extend(zip(ok, tagger.predict(specs, batch_size)))
+    bar.close()
+    return results, failures
+
+
+def top_k(probs, classes, k):
+    """[(label, prob)] of the k most probable classes, most probable first."""
+    order = np.argsort(-np.asarray(probs), kind="stable")[:k]
+    return [(classes[i], float(probs[i])) for i in order]
+
+
+def format_table(results, classes, k) -> str:
+    """Terminal table: file | rank | tag | probability, one block of k rows per file."""
+    rows = [(Path(path).name if i == 0 else "", str(i + 1), label, f"{prob:.3f}")
+            for path, probs in results for i, (label, prob) in enumerate(top_k(probs, classes, k))]
+    header = ("file", "#", "tag", "prob")
+    widths = [max(len(r[c]) for r in rows + [header]) for c in range(4)]
+    line = lambda r: f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]:>{widths[3]}}"  # noqa
+    out = [line(header), "  ".join("-" * w for w in widths)]
+    for row in rows:
+        if row[0] and len(out) > 2:
+            out.append("")
+        out.append(line(row))
+    return "\n".join(out)
+
+
+def write_results(results, classes, path, k=5):
+    """All class probabilities: CSV (fname, path, one column per class) or JSON (list of {path, top, probs})."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        import pandas as pd
+
+        frame = pd.DataFrame(np.array([p for _, p in results], np.float32).reshape(len(results), len(classes)),
+                             columns=classes)
+        frame.insert(0, "path", [str(p) for p, _ in results])
+        frame.insert(0, "fname", [Path(p).name for p, _ in results])
+        with atomic_path(path, suffix=".csv") as tmp:
+            frame.to_csv(tmp, index=False, float_format="%.7g")
+    elif suffix == ".json":
+        items = [{"path": str(p), "top": [{"label": label, "prob": prob} for label, prob in top_k(probs, classes, k)],
+                  "probs": {c: float(v) for c, v in zip(classes, probs)}} for p, probs in results]
+        with atomic_path(path, suffix=".json") as tmp:
+            tmp.write_text(json.dumps(items, indent=1) + "\n")
+    else:
+        raise ValueError(f"{path}: --out must end in .csv or .json")
+
+
+def print_failures(failures, stream=None):
+    """The failed files with their reasons (each reason names its file)."""
+    stream = stream or sys.stdout
+    if failures:
+        print(f"\n{len(failures)} file(s) failed:", file=stream)
+        for _, reason in failures:
+            print(f"  {reason}", file=stream)
+
+
+def out_prefixes(paths, out_dir) -> list:
+    """<out_dir>/<stem> for each file; a stem seen before gets _2, _3, ... appended."""
+    used, prefixes = {}, []
+    for path in paths:
+        stem = Path(path).stem
+        used[stem] = used.get(stem, 0) + 1
+        prefixes.append(Path(out_dir) / (stem if used[stem] == 1 else f"{stem}_{used[stem]}"))
+    return prefixes

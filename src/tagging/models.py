@@ -1,0 +1,204 @@
+"""Trained models for tagging: a `Tagger` from an experiment folder, an export bundle, or a blend of several."""
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from src.argus_models import FreesoundModel
+from src.config import AUDIO, AudioConfig, resolve_data_dir
+from src.predictions import geometric_mean
+from src.predictor import Predictor, load_fold_models
+from src.training import best_checkpoint, experiments_dir, trained_folds
+from src.utils import pick_device
+
+BUNDLE_FORMAT = "fsat2019-tagger-bundle"
+BUNDLE_VERSION = 1
+
+
+@dataclasses.dataclass
+class Member:
+    """The fold models of one experiment (or bundle) and how to tile spectrograms for them."""
+    name: str
+    models: list
+    tile_size: int
+    step: int
+
+
+class Tagger:
+    """Class probabilities of log-mels: geometric mean over all fold models of all members."""
+
+    def __init__(self, members, classes, audio_config: AudioConfig = AUDIO):
+        self.members, self.classes, self.audio_config = list(members), list(classes), audio_config
+        if not self.members:
+            raise ValueError("a Tagger needs at least one member")
+
+    @property
+    def n_models(self) -> int:
+        return sum(len(m.models) for m in self.members)
+
+    @property
+    def device(self):
+        return self.members[0].models[0].device
+
+    def predict(self, specs, batch_size: int = 128) -> np.ndarray:
+        """(len(specs), n_classes) float32 probabilities of a list of (n_mels, frames) log-mels."""
+        probs = []
+        for member in self.members:
+            _, _, clips = Predictor(member.models, member.tile_size, member.step, batch_size).predict(specs)
+            probs.extend(clips)
+        return probs[0] if len(probs) == 1 else geometric_mean(probs)
+
+    def describe(self) -> str:
+        parts = [f"{m.name} ({len(m.models)} fold model{'s' * (len(m.models) != 1)}, tiles {m.tile_size} "
+                 f"every {m.step} frames)" for m in self.members]
+        return " + ".join(parts) + f"; {len(self.classes)} classes; {self.device}"
+
+    def __repr__(self):
+        return f"Tagger({self.describe()})"
+
+
+def _audio_config(values: dict, source) -> AudioConfig:
+    try:
+        return AudioConfig(**values)
+    except TypeError as exc:
+        raise ValueError(f"{source}: audio settings {sorted(values)} do not match AudioConfig ({exc})") from exc
+
+
+def read_experiment_record(exp_dir) -> dict:
+    """config.json of an experiment folder (as written by train_folds.py)."""
+    path = Path(exp_dir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: train the experiment first (train_folds.py) "
+                                f"or pass a bundle with --model")
+    record = json.loads(path.read_text())
+    for key in ("experiment", "classes"):
+        if key not in record:
+            raise ValueError(f"{path}: missing key {key!r}")
+    return record
+
+
+def load_experiment(data_dir, name, device, step=None) -> Tagger:
+    """A Tagger from the fold checkpoints of <data_dir>/experiments/NAME."""
+    exp_dir = experiments_dir(data_dir, name)
+    record = read_experiment_record(exp_dir)
+    experiment = record["experiment"]
+    models = load_fold_models(exp_dir, device)
+    member = Member(name, [models[f] for f in sorted(models)], int(experiment["crop_size"]),
+                    int(step or experiment.get("tile_step", 64)))
+    config = _audio_config(record.get("audio_config", AUDIO.to_dict()), exp_dir / "config.json")
+    return Tagger([member], record["classes"], config)
+
+
+def _plain(obj):
+    """JSON-able copy (tuples -> lists), so the bundle holds only types torch's weights_only loader allows."""
+    return json.loads(json.dumps(obj))
+
+
+def make_bundle(data_dir, name) -> dict:
+    """Everything `tag.py --model` needs, as plain dicts/lists/str/numbers and tensors."""
+    exp_dir = experiments_dir(data_dir, name)
+    record = read_experiment_record(exp_dir)
+    folds = trained_folds(exp_dir)
+    if not folds:
+        raise FileNotFoundError(f"{exp_dir}: no trained fold (fold_K/model-*.pth)")
+    nn_module, state_dicts = None, []
+    for fold in folds:
+        path = best_checkpoint(exp_dir / f"fold_{fold}")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        fold_module = _plain(state["params"]["nn_module"])
+        if nn_module is not None and fold_module != nn_module:
+            raise ValueError(f"{path}: model {fold_module} differs from the other folds' {nn_module}")
+        nn_module = fold_module
+        state_dicts.append({key: value.detach().cpu().clone() for key, value in state["nn_state_dict"].items()})
+    model_name, model_kwargs = nn_module
+    experiment = record["experiment"]
+    return {
+        "format": BUNDLE_FORMAT,
+        "version": BUNDLE_VERSION,
+        "name": name,
+        "classes": list(record["classes"]),
+        "audio_config": _plain(record.get("audio_config", AUDIO.to_dict())),
+        "crop_size": int(experiment["crop_size"]),
+        "tile_step": int(experiment.get("tile_step", 64)),
+        "amp": str(experiment.get("amp", "bf16")),
+        "model": {"name": model_name, "kwargs": model_kwargs},
+        "folds": folds,
+        "state_dicts": state_dicts,
+    }
+
+
+def read_bundle(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such model bundle (write one with export.py)")
+    try:
+        bundle = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # not a torch file, truncated, or holding pickled code
+        raise ValueError(f"{path}: cannot read a model bundle ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(bundle, dict) or bundle.get("format") != BUNDLE_FORMAT:
+        raise ValueError(f"{path}: not a tagger bundle written by export.py")
+    if bundle.get("version") != BUNDLE_VERSION:
+        raise ValueError(f"{path}: bundle version {bundle.get('version')}, this code reads {BUNDLE_VERSION}")
+    return bundle
+
+
+def bundle_models(bundle: dict, device) -> list:
+    """One argus FreesoundModel per fold state dict of a bundle (inference only: no loss, no optimizer)."""
+    models = []
+    for state_dict in bundle["state_dicts"]:
+        model = FreesoundModel({"nn_module": (bundle["model"]["name"], dict(bundle["model"]["kwargs"])),
+                                "loss": None, "optimizer": None, "device": str(device), "amp": bundle["amp"]})
+        model.get_nn_module().load_state_dict(state_dict)
+        model.eval()
+        models.append(model)
+    return models
+
+
+def load_bundle(path, device, step=None) -> Tagger:
+    bundle = read_bundle(path)
+    member = Member(bundle["name"], bundle_models(bundle, device), bundle["crop_size"],
+                    int(step or bundle["tile_step"]))
+    return Tagger([member], bundle["classes"], _audio_config(bundle["audio_config"], path))
+
+
+def blend(taggers) -> Tagger:
+    """One Tagger over all members of several; they must share classes (in order) and audio settings."""
+    taggers = list(taggers)
+    first = taggers[0]
+    for other in taggers[1:]:
+        names = f"{first.members[0].name} and {other.members[0].name}"
+        if other.classes != first.classes:
+            raise ValueError(f"cannot blend {names}: their class lists differ")
+        if other.audio_config != first.audio_config:
+            raise ValueError(f"cannot blend {names}: they were trained on different audio settings")
+    return Tagger([m for t in taggers for m in t.members], first.classes, first.audio_config)
+
+
+def add_model_args(parser):
+    """--experiment/--model/--data-dir/--device/--step/--batch-size, shared by tag.py and demo.py."""
+    group = parser.add_argument_group("models (repeat --experiment/--model to blend them)")
+    group.add_argument("--experiment", action="append", default=[], metavar="NAME",
+                       help="experiment folder <data>/experiments/NAME (all its fold models)")
+    group.add_argument("--model", action="append", default=[], metavar="BUNDLE.pt",
+                       help="model bundle written by export.py (no experiment folder needed)")
+    group.add_argument("--data-dir", help="data root holding experiments/ (default: $FSAT_DATA_DIR or ./data)")
+    group.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu', 'cuda', ...")
+    group.add_argument("--step", type=int, help="tile step in frames (default: each model's tile_step)")
+    group.add_argument("--batch-size", type=int, default=128, help="tiles per forward pass (default 128)")
+
+
+def load_tagger(args) -> Tagger:
+    """The blended Tagger of the --experiment / --model arguments."""
+    if not args.experiment and not args.model:
+        raise SystemExit("give at least one --experiment NAME or --model BUNDLE.pt")
+    device = pick_device(args.device)
+    taggers = []
+    try:
+        data_dir = resolve_data_dir(args.data_dir)
+        taggers += [load_experiment(data_dir, name, device, args.step) for name in args.experiment]
+        taggers += [load_bundle(path, device, args.step) for path in args.model]
+        return blend(taggers)
+    except (FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from exc
