@@ -158,40 +158,40 @@ class PadToSize:
         return f"{self.__class__.__name__}(size={self.size}, mode={self.mode!r})"
 
 
-class RandomCrop:
-    """Random contiguous window of `size` frames along time (start uniform over all valid offsets)."""
+class _TimeCrop:
+    """A contiguous window of `size` frames along time; subclasses choose where it starts."""
 
     def __init__(self, size):
-        self.size = _check_positive_int(size, "RandomCrop size")
+        self.size = _check_positive_int(size, f"{self.__class__.__name__} size")
+
+    def _start(self, frames) -> int:
+        raise NotImplementedError
 
     def __call__(self, image):
         _check_image(image, self.__class__.__name__)
         frames = image.shape[1]
         if frames < self.size:
-            raise ValueError(f"RandomCrop: image has {frames} frames, fewer than size={self.size} (pad first)")
-        start = np.random.randint(0, frames - self.size + 1)
+            raise ValueError(f"{self.__class__.__name__}: image has {frames} frames, fewer than size={self.size} "
+                             f"(pad first)")
+        start = self._start(frames)
         return image[:, start:start + self.size]
 
     def __repr__(self):
         return f"{self.__class__.__name__}(size={self.size})"
 
 
-class CenterCrop:
+class RandomCrop(_TimeCrop):
+    """Random window of `size` frames along time (start uniform over all valid offsets)."""
+
+    def _start(self, frames):
+        return np.random.randint(0, frames - self.size + 1)
+
+
+class CenterCrop(_TimeCrop):
     """Centre window of `size` frames along time (start = (frames - size) // 2)."""
 
-    def __init__(self, size):
-        self.size = _check_positive_int(size, "CenterCrop size")
-
-    def __call__(self, image):
-        _check_image(image, self.__class__.__name__)
-        frames = image.shape[1]
-        if frames < self.size:
-            raise ValueError(f"CenterCrop: image has {frames} frames, fewer than size={self.size} (pad first)")
-        start = (frames - self.size) // 2
-        return image[:, start:start + self.size]
-
-    def __repr__(self):
-        return f"{self.__class__.__name__}(size={self.size})"
+    def _start(self, frames):
+        return (frames - self.size) // 2
 
 
 class RandomResizedCrop:
