@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -23,3 +24,13 @@ def write_wav(tmp_path):
         sf.write(path, audio, sr, subtype=subtype, format=format)
         return path
     return _write
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny tensors and models: on a busy 2-core machine one intra-op thread is several times faster
+    than two. Modules opt in with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

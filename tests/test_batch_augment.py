@@ -29,14 +29,7 @@ from src.transforms import ImageToTensor, PadToSize, RandomResizedCrop, SpecAugm
 H, W = 128, 256
 P_MIN = 1e-3  # two-sample tests: the paths must not be distinguishable at this level (fixed seeds)
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are small: on 2 shared cores, one intra-op thread is several times faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small tensors (tests/conftest.py)
 
 
 def images_batch(n, frames=W, seed=0):

@@ -13,7 +13,9 @@ import tag
 from src.deltas import stack_deltas
 from src.tagging import read_bundle
 from src.training import best_checkpoint
-from tests.test_tagging import CLASSES, SR, make_experiment, one_torch_thread, sound  # noqa: F401
+from tests.test_tagging import CLASSES, SR, make_experiment, sound
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models (tests/conftest.py)
 
 AUX = ("AuxSkipAttention", {"base_size": 4, "dropout": 0.4, "ratio": 2, "kernel_size": 7})
 

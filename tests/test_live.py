@@ -14,7 +14,9 @@ import demo
 from src.audio import decode_audio, log_mel
 from src.streaming import FileSource, MicrophoneSource
 from src.tagging import live_tags, load_experiment
-from tests.test_tagging import CLASSES, SR, make_experiment, one_torch_thread, sound  # noqa: F401
+from tests.test_tagging import CLASSES, SR, make_experiment, sound
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models (tests/conftest.py)
 
 LINE = re.compile(r"^\s*(\d+\.\d) s  (\S+) (\d\.\d\d)  (\S+) (\d\.\d\d)$")
 

@@ -31,18 +31,10 @@ CLASSES = ["Bark", "Chime", "Hum", "Rain", "Siren"]
 TINY = ("SkipAttention", {"base_size": 4, "dropout": 0.2, "ratio": 2, "kernel_size": 3})
 SR = AUDIO.sampling_rate
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models (tests/conftest.py)
 
-# --- fixtures shared with test_export.py / test_live.py ---------------------------------------------
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """The models here are tiny: one thread is several times faster than two on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+# --- helpers shared with test_export.py / test_live.py ----------------------------------------------
 
 
 def make_experiment(data_dir, name, model=TINY, classes=CLASSES, folds=2, crop_size=64, tile_step=32, seed=0):
