@@ -9,7 +9,7 @@ times, each --repeats times:
   (a) fast     the cached front end's compute path: load_features() into an
                empty cache (src.fast_frontend in a process pool, then written)
   (b) librosa  the plain single-process loop users write: librosa.load(sr=44100)
-               + effects.trim + feature.melspectrogram + power_to_db
+               + trim (feature.rms, AUDIO.pad_mode) + feature.melspectrogram + power_to_db
   (c) librosa in the same pool: compute_log_mels(frontend='librosa')
   (d) cache    load_features() a second time: the cache is memory-mapped
   (e) fast, one process (no pool): the speed-up from the maths alone
@@ -41,7 +41,7 @@ import pandas as pd  # noqa: E402
 import soundfile as sf  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from src.audio import extend_to_min_length  # noqa: E402
+from src.audio import extend_to_min_length, trim_bounds  # noqa: E402
 from src.config import AUDIO  # noqa: E402
 from src.features import compute_log_mels, load_features, warm_up  # noqa: E402
 
@@ -79,15 +79,16 @@ def ensure_demo_data(data_dir: Path):
 def plain_librosa(path, config=AUDIO):
     """The loop a user would write, librosa calls only (single process, default threads).
 
-    The original's 0.5 s minimum-length rule is applied to librosa's trim indices, so the
-    outputs are comparable clip by clip (it costs microseconds).
+    The trim is librosa's RMS framing with `config.pad_mode` (`src.audio.trim_bounds`; librosa's
+    own effects.trim has no pad_mode) and the 0.5 s rule of `config.short_clip` is applied to its
+    indices, so the outputs are comparable clip by clip (it costs microseconds).
     """
     y, _ = librosa.load(path, sr=config.sampling_rate, mono=True)
-    _, (start, end) = librosa.effects.trim(y, top_db=config.trim_top_db)
-    y = extend_to_min_length(y, int(start), int(end), config)
+    start, end = trim_bounds(y, config)
+    y = extend_to_min_length(y, start, end, config)
     mel = librosa.feature.melspectrogram(y=y, sr=config.sampling_rate, n_fft=config.n_fft,
                                          hop_length=config.hop_length, n_mels=config.n_mels,
-                                         fmin=config.fmin, fmax=config.fmax, power=2.0)
+                                         fmin=config.fmin, fmax=config.fmax, power=2.0, pad_mode=config.pad_mode)
     return librosa.power_to_db(mel, ref=config.ref, amin=config.amin, top_db=config.top_db).astype(np.float32)
 
 

@@ -7,16 +7,18 @@ functions mirror `src.audio`'s (`trim_to_min_length`, `read_audio`, `log_mel`,
 
 Where the time goes in the reference, and what this module does instead:
 
-- Silence trimming. `librosa.effects.trim` frames the signal (2048-sample
-  frames every 512 samples: every sample squared 4 times) and works in float32.
-  Here the frame energies are sums of four 512-sample block energies, in
-  float64 (one pass over the signal). librosa's float32 rounding can only
+- Silence trimming. The reference (`src.audio.trim_bounds`, librosa's RMS)
+  frames the signal (2048-sample frames every 512 samples: every sample squared
+  4 times) and works in float32. Here the frame energies are sums of four
+  512-sample block energies of the same edge-padded signal (`config.pad_mode`),
+  in float64 (one pass over the signal). librosa's float32 rounding can only
   change a decision for a frame within a hair of the threshold, so when the
   first or last non-silent frame is that close (a 1% band around it, about
-  0.04 dB) we call librosa itself: the trim indices are always librosa's.
+  0.04 dB) we call the reference itself: the trim indices are always its.
 - Mel filterbank and window. librosa rebuilds both on every call (about 3 ms);
   here they are built once per process with librosa's own functions.
-- STFT. The same centred, zero-padded, periodic-Hann frames, transformed with
+- STFT. The same centred, periodic-Hann frames, padded at the edges by
+  `config.pad_mode` (reflection or zeros) as librosa.stft pads them, transformed with
   scipy.fft in blocks of 64 frames that stay in cache. Like librosa, the
   windowed frames are transformed in float64 and the power rounded to float32.
   A float32 FFT is 1.7x faster and within 0.001 dB on ordinary sounds, but its
@@ -42,30 +44,30 @@ import numpy as np
 import scipy.fft
 import scipy.sparse
 
-from src.audio import decode_audio, extend_to_min_length
+from src import audio as reference
+from src.audio import TRIM_FRAME_LENGTH, TRIM_HOP_LENGTH, decode_audio, extend_to_min_length
 from src.config import AUDIO, AudioConfig
 
-# librosa.effects.trim's framing (its defaults; src.audio uses them too).
-TRIM_FRAME_LENGTH = 2048
-TRIM_HOP_LENGTH = 512
 # amplitude_to_db's default amin (1e-5) squared: trim compares powers floored at this.
 TRIM_AMIN = 1e-10
 # Relative band around the trim threshold inside which librosa's float32 rounding could decide
-# differently (its worst-case relative error is ~3e-4); frames that close send the clip to librosa.
+# differently (its worst-case relative error is ~3e-4); frames that close send the clip to the reference.
 TRIM_MARGIN = 1e-2
 STFT_BLOCK = 64  # frames per FFT call: ~1.3 MB of float64, stays in cache
 
 
-def trim_bounds(audio: np.ndarray, top_db: float = 60.0) -> tuple:
-    """(start, end) such that `librosa.effects.trim(audio, top_db=top_db)` keeps `audio[start:end]`."""
+def trim_bounds(audio: np.ndarray, config: AudioConfig = AUDIO) -> tuple:
+    """The same (start, end) as `src.audio.trim_bounds(audio, config)`, computed faster."""
     audio = np.asarray(audio)
+    top_db = config.trim_top_db
     n = len(audio)
     k = TRIM_FRAME_LENGTH // TRIM_HOP_LENGTH
     n_frames = 1 + n // TRIM_HOP_LENGTH  # librosa's centred framing
-    # Zero-pad like librosa (frame_length // 2 in front), then sum squares per hop-sized block:
-    # frame t covers blocks t .. t + k - 1.
-    padded = np.zeros(TRIM_HOP_LENGTH * (n_frames + k - 1), np.float64)
-    padded[TRIM_FRAME_LENGTH // 2:TRIM_FRAME_LENGTH // 2 + n] = audio
+    # Pad frame_length // 2 on both sides as librosa's RMS does (reflection or zeros), keep the
+    # whole blocks the frames need, then sum squares per hop-sized block: frame t covers blocks
+    # t .. t + k - 1. The last frame ends at hop * (n_frames + k - 1) <= n + frame_length.
+    padded = np.pad(audio.astype(np.float64), TRIM_FRAME_LENGTH // 2, mode=config.pad_mode)
+    padded = padded[:TRIM_HOP_LENGTH * (n_frames + k - 1)]
     blocks = np.square(padded).reshape(-1, TRIM_HOP_LENGTH).sum(axis=1)
     energy = np.convolve(blocks, np.ones(k), mode="valid")  # n_frames sliding sums
     power = np.maximum(energy / TRIM_FRAME_LENGTH, TRIM_AMIN)  # mean square = rms ** 2
@@ -74,17 +76,16 @@ def trim_bounds(audio: np.ndarray, top_db: float = 60.0) -> tuple:
     sure = np.flatnonzero(ratio > threshold * (1 + TRIM_MARGIN))
     maybe = np.flatnonzero(ratio > threshold * (1 - TRIM_MARGIN))
     if len(sure) == 0 or sure[0] != maybe[0] or sure[-1] != maybe[-1]:
-        # A boundary frame sits on the threshold: let librosa's own arithmetic decide.
-        _, (start, end) = librosa.effects.trim(audio, top_db=top_db)
-        return int(start), int(end)
+        # A boundary frame sits on the threshold: let the reference's float32 arithmetic decide.
+        return reference.trim_bounds(audio, config)
     start = int(sure[0]) * TRIM_HOP_LENGTH
     end = min(n, (int(sure[-1]) + 1) * TRIM_HOP_LENGTH)
     return start, end
 
 
 def trim_to_min_length(audio: np.ndarray, config: AudioConfig = AUDIO) -> np.ndarray:
-    """Same as `src.audio.trim_to_min_length` (librosa trim + the 0.5 s rules)."""
-    start, end = trim_bounds(audio, config.trim_top_db)
+    """Same as `src.audio.trim_to_min_length` (librosa-style trim + the 0.5 s rules)."""
+    start, end = trim_bounds(audio, config)
     return extend_to_min_length(audio, start, end, config)
 
 
@@ -116,9 +117,10 @@ def stft_window(n_fft: int) -> np.ndarray:
     return window
 
 
-def power_spectrogram(audio: np.ndarray, n_fft: int, hop_length: int, fft_dtype=np.float64) -> np.ndarray:
-    """|STFT|^2 as librosa computes it (centre=True, zero padding, periodic Hann), float32 (frames, bins)."""
-    padded = np.pad(np.asarray(audio, dtype=fft_dtype), n_fft // 2)
+def power_spectrogram(audio: np.ndarray, n_fft: int, hop_length: int, pad_mode: str = "reflect",
+                      fft_dtype=np.float64) -> np.ndarray:
+    """|STFT|^2 as librosa computes it (centre=True, `pad_mode` edges, periodic Hann), float32 (frames, bins)."""
+    padded = np.pad(np.asarray(audio, dtype=fft_dtype), n_fft // 2, mode=pad_mode)
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop_length]  # 1 + len // hop frames
     window = stft_window(n_fft).astype(fft_dtype, copy=False)
     power = np.empty((len(frames), n_fft // 2 + 1), np.float32)
@@ -131,7 +133,7 @@ def power_spectrogram(audio: np.ndarray, n_fft: int, hop_length: int, fft_dtype=
 
 def log_mel(audio: np.ndarray, config: AudioConfig = AUDIO, fft_dtype=np.float64) -> np.ndarray:
     """Same as `src.audio.log_mel`: power mel spectrogram in dB, float32 (n_mels, 1 + len(audio) // hop)."""
-    power = power_spectrogram(audio, config.n_fft, config.hop_length, fft_dtype)
+    power = power_spectrogram(audio, config.n_fft, config.hop_length, config.pad_mode, fft_dtype)
     # (n_mels, frames), float32 like librosa's. The sparse product skips the zeros, and unlike a
     # multi-threaded BLAS call it does not slow down when other processes keep the cores busy.
     mel = sparse_mel_basis(config) @ power.T

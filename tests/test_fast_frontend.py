@@ -8,12 +8,15 @@ import pytest
 
 from src import audio, fast_frontend
 from src.audio import AudioReadError
-from src.config import AUDIO
+from src.config import AUDIO, AudioConfig
 from src.features import compute_log_mels, load_features
 from tests.conftest import tone
+from tests.test_audio import reference_trim_bounds
 
 SR = AUDIO.sampling_rate
 TOLERANCE_DB = 0.01
+# The default (2019: reflection-padded frames, the original's short-clip rule) and the newer behaviour.
+CONFIGS = {"reflect": AUDIO, "constant": AudioConfig(pad_mode="constant", short_clip="centred")}
 
 
 def chirp(seconds, fmin=50.0, fmax=18000.0):
@@ -49,11 +52,16 @@ def signals():
 
 
 @pytest.mark.filterwarnings("ignore:n_fft=.*is too large")  # librosa, on the 441-sample clip
+@pytest.mark.parametrize("pad_mode", list(CONFIGS))
 @pytest.mark.parametrize("name", list(signals()))
-def test_log_mel_matches_librosa_reference(name):
+def test_log_mel_matches_librosa_reference(name, pad_mode):
     y = signals()[name]
-    ref = audio.log_mel(y)
-    ours = fast_frontend.log_mel(y)
+    config = CONFIGS[pad_mode]
+    ref = audio.log_mel(y, config)
+    assert np.abs(ref - librosa.power_to_db(librosa.feature.melspectrogram(
+        y=y, sr=SR, n_fft=2560, hop_length=690, n_mels=128, fmin=20, fmax=22050, pad_mode=pad_mode),
+        top_db=80)).max() < TOLERANCE_DB
+    ours = fast_frontend.log_mel(y, config)
     assert ours.dtype == np.float32
     assert ours.shape == ref.shape == (AUDIO.n_mels, 1 + len(y) // AUDIO.hop_length)
     assert np.abs(ours - ref).max() < TOLERANCE_DB
@@ -61,14 +69,17 @@ def test_log_mel_matches_librosa_reference(name):
     assert ours.max() - ours.min() <= AUDIO.top_db + 1e-3
 
 
-@pytest.mark.parametrize("name", ["tone", "chirp", "silence_padded", "short_0.3s", "long_20s", "digital_silence"])
-def test_trimmed_features_match_reference_pipeline(name):
-    y = signals()[name]
-    ref = audio.trim_to_min_length(y)
-    ours = fast_frontend.trim_to_min_length(y)
+@pytest.mark.parametrize("pad_mode", list(CONFIGS))
+@pytest.mark.parametrize("name", ["tone", "chirp", "silence_padded", "short_0.3s", "long_20s", "digital_silence",
+                                  "late_in_short_clip"])
+def test_trimmed_features_match_reference_pipeline(name, pad_mode):
+    config = CONFIGS[pad_mode]
+    y = signals()[name] if name in signals() else np.concatenate([np.zeros(13230, np.float32), tone(0.1)])
+    ref = audio.trim_to_min_length(y, config)
+    ours = fast_frontend.trim_to_min_length(y, config)
     assert np.array_equal(ours, ref)  # same indices, same 0.5 s rules
     assert len(ours) >= AUDIO.min_samples
-    assert np.abs(fast_frontend.log_mel(ours) - audio.log_mel(ref)).max() < TOLERANCE_DB
+    assert np.abs(fast_frontend.log_mel(ours, config) - audio.log_mel(ref, config)).max() < TOLERANCE_DB
 
 
 def _random_clip(rng):
@@ -85,33 +96,37 @@ def _random_clip(rng):
 
 
 def test_trim_bounds_equal_librosa_on_many_signals():
+    """Reflection: the reflect-padded RMS reference (librosa 0.6.3's trim); zeros: librosa 0.11's trim."""
     rng = np.random.default_rng(1)
     clips = [_random_clip(rng) for _ in range(300)]
     clips += [np.zeros(n, np.float32) for n in (1, 511, 512, 2047, 2048, 5000)]   # digital silence
     clips += [np.full(3000, 0.25, np.float32), np.full(10, 1e-7, np.float32)]   # constant, below amin
-    clips += [signals()["silence_padded"], signals()["one_frame"]]
+    clips += [signals()["silence_padded"], signals()["one_frame"], np.array([0.5, -0.1, 1e-6], np.float32)]
     for y in clips:
+        assert fast_frontend.trim_bounds(y, CONFIGS["reflect"]) == reference_trim_bounds(y), f"length {len(y)}"
         expected = tuple(int(i) for i in librosa.effects.trim(y, top_db=60)[1])
-        assert fast_frontend.trim_bounds(y, 60) == expected, f"length {len(y)}"
+        assert fast_frontend.trim_bounds(y, CONFIGS["constant"]) == expected, f"length {len(y)}"
 
 
-def test_frames_on_the_threshold_are_decided_by_librosa(monkeypatch):
+@pytest.mark.parametrize("pad_mode", list(CONFIGS))
+def test_frames_on_the_threshold_are_decided_by_librosa(monkeypatch, pad_mode):
     # A loud block, then a tail whose RMS is exactly 60 dB below: float32 rounding decides it.
+    config = CONFIGS[pad_mode]
     loud = np.ones(4096, np.float32)
     tail = np.full(8192, 1e-3, np.float32)
     y = np.concatenate([loud, tail])
     calls = []
-    original = librosa.effects.trim
+    original = audio.trim_bounds
 
     def counting_trim(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(librosa.effects, "trim", counting_trim)
-    assert fast_frontend.trim_bounds(y, 60) == tuple(int(i) for i in original(y, top_db=60)[1])
-    assert calls, "a frame on the threshold must be handed to librosa"
+    monkeypatch.setattr(audio, "trim_bounds", counting_trim)
+    assert fast_frontend.trim_bounds(y, config) == reference_trim_bounds(y, pad_mode)
+    assert calls, "a frame on the threshold must be handed to the librosa reference"
     calls.clear()
-    fast_frontend.trim_bounds(np.concatenate([loud, tail * 0.5]), 60)  # 66 dB below: clear-cut
+    fast_frontend.trim_bounds(np.concatenate([loud, tail * 0.5]), config)  # 66 dB below: clear-cut
     assert not calls
 
 
