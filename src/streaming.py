@@ -10,9 +10,10 @@ Three pieces, each holding only a few seconds of audio at a time:
 - `StreamingLogMel`: turns audio chunks into log-mel frames identical to
   `src.audio.log_mel` on the whole signal. It keeps the unconsumed tail of the
   audio (the samples the next STFT frames still need, fewer than n_fft) as
-  overlap, starts with n_fft/2 zeros and ends with n_fft/2 zeros exactly like
-  librosa's centred, zero-padded STFT, and so yields frame t centred on sample
-  t * hop whatever the chunking. The one thing it cannot know in advance is
+  overlap, and pads n_fft/2 samples at both ends exactly as the whole-file
+  STFT does (`AudioConfig.pad_mode`: the reflection of the first/last samples,
+  or zeros), so it yields frame t centred on sample t * hop whatever the
+  chunking. With reflection the first frames wait for n_fft/2 + 1 samples. The one thing it cannot know in advance is
   the loudest frame of the whole file, so it returns dB values *before* the
   `top_db` clipping; callers clip per window (`clip_top_db`), which is what a
   model trained on short clips saw anyway.
@@ -137,8 +138,12 @@ class StreamingLogMel:
         self.n_fft, self.hop = config.n_fft, config.hop_length
         self.mel_basis = librosa.filters.mel(sr=config.sampling_rate, n_fft=config.n_fft, n_mels=config.n_mels,
                                              fmin=config.fmin, fmax=config.fmax)
-        # librosa's centred STFT pads n_fft // 2 zeros on the left: frame t is centred on sample t * hop.
-        self._buffer = np.zeros(self.n_fft // 2, np.float32)
+        # The centred STFT pads n_fft // 2 samples on the left: frame t is centred on sample t * hop.
+        # Zeros can go in now; a reflection needs the first n_fft // 2 + 1 samples (see _pad_head).
+        self._reflect = config.pad_mode == "reflect"
+        self._head_padded = not self._reflect
+        self._buffer = np.zeros(0 if self._reflect else self.n_fft // 2, np.float32)
+        self._tail = np.zeros(0, np.float32)  # the last n_fft // 2 + 1 samples, to reflect at the end
         self.n_samples = 0     # audio samples pushed so far
         self.n_frames = 0      # frames returned so far
         self.finished = False
@@ -150,15 +155,34 @@ class StreamingLogMel:
         audio = np.asarray(audio, np.float32)
         self.n_samples += len(audio)
         self._buffer = np.concatenate([self._buffer, audio])
+        if self._reflect:
+            self._tail = np.concatenate([self._tail, audio])[-(self.n_fft // 2 + 1):]
+            self._pad_head()
+        if not self._head_padded:
+            return self._take_frames(0)
         return self._take_frames(self._complete_frames(len(self._buffer)))
 
+    def _pad_head(self):
+        """Once n_fft // 2 + 1 samples are in, put their reflection (np.pad 'reflect') in front."""
+        half = self.n_fft // 2
+        if not self._head_padded and len(self._buffer) > half:
+            self._buffer = np.concatenate([self._buffer[half:0:-1], self._buffer])
+            self._head_padded = True
+
     def finish(self) -> np.ndarray:
-        """The last frames (right edge zero-padded like librosa); total frames = 1 + n_samples // hop."""
+        """The last frames (right edge padded like the whole-file STFT); total frames = 1 + n_samples // hop."""
         self.finished = True
         remaining = 1 + self.n_samples // self.hop - self.n_frames
-        need = (remaining - 1) * self.hop + self.n_fft  # samples the remaining frames span
-        pad = max(self.n_fft // 2, need - len(self._buffer))
-        self._buffer = np.concatenate([self._buffer, np.zeros(pad, np.float32)])
+        half = self.n_fft // 2
+        if not self._head_padded:
+            # Fewer than n_fft // 2 + 1 samples in all: no frame was taken, pad the whole signal
+            # as np.pad does (for reflection of a very short signal, repeated back and forth).
+            self._buffer = np.pad(self._buffer, half, mode="reflect" if len(self._buffer) else "constant")
+            self._head_padded = True
+        elif self._reflect:
+            self._buffer = np.concatenate([self._buffer, self._tail[-2::-1][:half]])
+        else:
+            self._buffer = np.concatenate([self._buffer, np.zeros(half, np.float32)])
         return self._take_frames(remaining)
 
     def _complete_frames(self, length: int) -> int:

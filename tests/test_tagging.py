@@ -7,6 +7,7 @@ fake experiment folder (what train_folds.py writes), plus one deterministic
 import csv
 import json
 import tracemalloc
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -19,7 +20,7 @@ from torch import nn
 import tag
 from src.argus_models import FreesoundModel
 from src.audio import decode_audio, log_mel, read_audio
-from src.config import AUDIO
+from src.config import AUDIO, AudioConfig
 from src.experiments import argus_params, get_experiment
 from src.models import MODELS
 from src.predictions import geometric_mean
@@ -216,7 +217,7 @@ def test_streamed_log_mel_equals_whole_file(tmp_path, rate, channels, chunk):
     # the stream cannot know the file's loudest frame, so top_db clipping is applied afterwards here
     clipped = clip_top_db(streamed, AUDIO.top_db)
     assert np.max(np.abs(clipped[:, 2:-2] - whole[:, 2:-2])) < 0.01
-    assert np.max(np.abs(clipped - whole)) < 0.05  # edges too: same zero padding as librosa
+    assert np.max(np.abs(clipped - whole)) < 0.05  # edges too: same edge padding (AUDIO.pad_mode)
 
 
 def test_streaming_log_mel_of_odd_pushes():
@@ -227,6 +228,22 @@ def test_streaming_log_mel_of_odd_pushes():
     expected = log_mel(audio)
     assert streamed.shape == expected.shape
     assert np.allclose(clip_top_db(streamed), expected, atol=0.01)
+
+
+@pytest.mark.parametrize("pad_mode", ["reflect", "constant"])
+@pytest.mark.parametrize("seconds", [0.02, 0.0291, 0.03, 0.5, 0.31])  # 882, 1283, 1323, 22050, 13671 samples
+def test_streaming_log_mel_pads_edges_like_the_whole_file_stft(pad_mode, seconds):
+    """Reflection needs n_fft // 2 + 1 samples before the first frame: tiny pushes, tiny streams."""
+    config = AudioConfig(pad_mode=pad_mode)
+    audio = sound(seconds, seed=7)
+    state = StreamingLogMel(config)
+    pieces = [state.push(audio[a:a + 100]) for a in range(0, len(audio), 100)]
+    streamed = np.concatenate(pieces + [state.finish()], axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # librosa: n_fft too large for the shortest signals
+        expected = log_mel(audio, config)
+    assert streamed.shape == expected.shape
+    assert np.max(np.abs(clip_top_db(streamed, config.top_db) - expected)) < 0.01
 
 
 def test_max_pool_timeline_bounded_and_exact():

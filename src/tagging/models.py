@@ -61,8 +61,8 @@ class Tagger:
 
 def _audio_config(values: dict, source) -> AudioConfig:
     try:
-        return AudioConfig(**values)
-    except TypeError as exc:
+        return AudioConfig.from_dict(values)  # records older than pad_mode / short_clip: their settings
+    except (TypeError, ValueError) as exc:
         raise ValueError(f"{source}: audio settings {sorted(values)} do not match AudioConfig ({exc})") from exc
 
 
