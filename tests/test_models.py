@@ -93,15 +93,55 @@ def test_tiny_model_overfits_random_batch(name):
     assert all(p.grad is not None for p in model.parameters())
 
 
-def test_conv_init_and_bn_init():
-    model = create_model('AuxSkipAttention', num_classes=4, base_size=8)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            assert torch.all(m.weight == 1) and torch.all(m.bias == 0)
-    # Kaiming-normal (fan_in, ReLU gain): std ~ sqrt(2 / fan_in).
-    w = model.backbone.merge[0].weight  # 3x3 conv, 256 -> 64 channels
-    fan_in = w.shape[1] * w.shape[2] * w.shape[3]
-    assert w.std().item() == pytest.approx((2 / fan_in) ** 0.5, rel=0.05)
+def conv_layers(module: nn.Module):
+    return [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+
+
+def fan_in(conv: nn.Conv2d) -> int:
+    return conv.weight[0].numel()
+
+
+@pytest.mark.parametrize('name', ['AuxSkipAttention', 'SimpleKaggle'])
+def test_only_conv_block_convs_are_kaiming_normal(name):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=4, base_size=16)
+    blocks = [m for m in model.modules() if isinstance(m, ConvBlock)]
+    assert len(blocks) == 4
+    block_convs = {id(c) for b in blocks for c in conv_layers(b)}
+    for conv in (c for b in blocks for c in conv_layers(b)):
+        # Kaiming-normal (fan_in, ReLU gain): std sqrt(2 / fan_in), unbounded (beyond the default's
+        # uniform bound 1 / sqrt(fan_in)); biases (the baseline's) zero.
+        w, std = conv.weight, (2 / fan_in(conv)) ** 0.5
+        assert w.std().item() == pytest.approx(std, rel=0.1)
+        assert w.abs().max().item() > 1.5 / fan_in(conv) ** 0.5
+        assert conv.bias is None or torch.all(conv.bias == 0)
+    for b in blocks:
+        for bn in (m for m in b.modules() if isinstance(m, nn.BatchNorm2d)):
+            assert torch.all(bn.weight == 1) and torch.all(bn.bias == 0)
+    others = [c for c in conv_layers(model) if id(c) not in block_convs]
+    if name == 'AuxSkipAttention':
+        backbone = model.backbone
+        expected = (conv_layers(backbone.skip1) + conv_layers(backbone.skip2) + conv_layers(backbone.skip3)
+                    + conv_layers(backbone.merge) + conv_layers(backbone.attention))
+        assert {id(c) for c in others} == {id(c) for c in expected} and len(others) == 7
+    for conv in others:
+        # PyTorch's default: kaiming_uniform(a=sqrt(5)), i.e. uniform within +-1 / sqrt(fan_in).
+        bound = 1 / fan_in(conv) ** 0.5
+        assert conv.weight.abs().max().item() <= bound
+        if conv.weight.numel() >= 1000:
+            assert conv.weight.std().item() == pytest.approx(bound / 3 ** 0.5, rel=0.1)
+
+
+def test_simple_kaggle_pools_mean_over_time_then_max_over_frequency():
+    model = create_model('SimpleKaggle', num_classes=4, base_size=8).eval()
+    model.conv, model.head = nn.Identity(), nn.Identity()  # look at the pooling alone
+    # (B, C, F, T): rows are frequencies, columns time steps.
+    x = torch.tensor([[[[4.0, 0.0], [1.0, 1.0]],
+                       [[0.0, 3.0], [2.0, 2.0]]]])
+    pooled = model(x)
+    # mean over time -> [[2, 1], [1.5, 2]] -> max over frequency -> [2, 2]. The other orders give
+    # something else: max over frequency first -> [2.5, 2.5]; mean over frequency + max/mean over time -> [4, 3.5].
+    assert torch.equal(pooled, torch.tensor([[2.0, 2.0]]))
 
 
 def test_aux_heads_follow_skip_branches():

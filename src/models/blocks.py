@@ -15,25 +15,16 @@ counts, see tests/test_models.py):
 * ``ClassifierHead`` uses a single-parameter ``nn.PReLU`` and its second
   dropout is half of the first (0.4 -> 0.2 for Aux models, 0.2 -> 0.1 for
   SkipAttention and the baseline).
+
+Initialisation, as in the original: only the ``ConvBlock`` convolutions get
+Kaiming-normal weights (fan-in, ReLU gain: std sqrt(2 / fan_in); biases 0, its
+BatchNorms weight 1 / bias 0). Everything else -- skip and merge convs, the CBAM
+convs, heads, LSTM -- keeps PyTorch's default init (convs and linears:
+uniform within +-1 / sqrt(fan_in)).
 """
 
 import torch
 import torch.nn as nn
-
-
-def init_weights(module: nn.Module) -> None:
-    """Kaiming-normal init for every conv, BN weight 1 / bias 0 (conv biases 0).
-
-    Linear and LSTM layers keep PyTorch's default init. Apply with
-    ``model.apply(init_weights)``.
-    """
-    if isinstance(module, nn.Conv2d):
-        nn.init.kaiming_normal_(module.weight)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
 
 
 class ConvBnRelu(nn.Sequential):
@@ -57,6 +48,18 @@ class ConvBlock(nn.Module):
         self.conv1 = ConvBnRelu(in_channels, out_channels, bias=bias)
         self.conv2 = ConvBnRelu(out_channels, out_channels, bias=bias)
         self.pool = nn.AvgPool2d(2)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Kaiming-normal convs (biases 0), BatchNorm weight 1 / bias 0: this block only."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight)  # fan_in, gain sqrt(2)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.conv2(self.conv1(x)))

@@ -1,7 +1,8 @@
 """The plain 4-block CNN from a public FSAT 2019 Kaggle kernel (baseline).
 
 Four ConvBlocks (channels 3 -> b -> 2b -> 4b -> 8b, b = ``base_size``), then
-mean over frequency, max + mean over time, then a small head
+mean over time, then max over frequency (the kernel's pooling, which the
+original's baseline kept), then a small head
 Dropout(p) -> Linear(8b, 2b) -> PReLU -> BatchNorm1d -> Dropout(p/2) -> Linear.
 
 Matching the published 4,765,457 parameters (80 classes, base 64) pins down
@@ -14,7 +15,7 @@ skip-attention models do not), and the head's hidden layer is **512 -> 128**
 import torch
 import torch.nn as nn
 
-from .blocks import ClassifierHead, ConvBlock, init_weights
+from .blocks import ClassifierHead, ConvBlock
 
 
 class SimpleKaggle(nn.Module):
@@ -31,9 +32,8 @@ class SimpleKaggle(nn.Module):
             ConvBlock(b * 4, b * 8, bias=True),
         )
         self.head = ClassifierHead(b * 8, b * 2, num_classes, dropout)
-        self.apply(init_weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x).mean(dim=2)            # mean over frequency: (B, C, T)
-        x = x.amax(dim=2) + x.mean(dim=2)       # max + mean over time: (B, C)
+        x = self.conv(x).mean(dim=3)            # mean over time: (B, C, F)
+        x = x.amax(dim=2)                       # max over frequency: (B, C)
         return self.head(x)

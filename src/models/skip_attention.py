@@ -8,7 +8,9 @@ Shared trunk (``SkipAttentionBackbone``), with b = ``base_size`` (64 = full size
     conv4: ConvBlock(4b -> 8b)   H/16, W/16
     cat[conv4, skip1, skip2, skip3] (32b) -> CBAM -> 3x3 conv 32b -> 8b (merge)
 
-All convs in the trunk are bias-free (each is followed by BatchNorm). Input
+All convs in the trunk are bias-free (each is followed by BatchNorm). Only the
+ConvBlocks are Kaiming-initialised (see blocks.py); skip, merge and CBAM convs
+keep PyTorch's default init, as in the original. Input
 (B, 3, H, W) needs H and W divisible by 16 so all four branches end at the
 same (H/16, W/16) resolution.
 
@@ -24,7 +26,7 @@ and for the RNN variant a BiLSTM(512, 512) 4,202,496 + Linear(1024, 512) 524,800
 import torch
 import torch.nn as nn
 
-from .blocks import CBAM, ClassifierHead, ConvBlock, ConvBnRelu, init_weights
+from .blocks import CBAM, ClassifierHead, ConvBlock, ConvBnRelu
 
 
 class SkipAttentionBackbone(nn.Module):
@@ -79,7 +81,6 @@ class SkipAttention(nn.Module):
         self.backbone = SkipAttentionBackbone(base_size, ratio, kernel_size)
         c = self.backbone.out_channels
         self.head = ClassifierHead(c, base_size * 2, num_classes, dropout)
-        self.apply(init_weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, _ = self.backbone(x)
@@ -106,7 +107,6 @@ class AuxSkipAttention(nn.Module):
         self.aux1 = ClassifierHead(c, hidden, num_classes, dropout)
         self.aux2 = ClassifierHead(c, hidden, num_classes, dropout)
         self.aux3 = ClassifierHead(c, hidden, num_classes, dropout)
-        self.apply(init_weights)
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         """Merged feature map (B, C, H', W') -> main-head input (B, C)."""
