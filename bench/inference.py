@@ -21,7 +21,9 @@ average the tile sigmoids per clip:
 ~190x slower than fp32 here (0.03 vs 5.4 tiles/s), so try it with --clips 1.
 
 The script checks that both give the same clip probabilities, then prints
-clips/s and tiles/s of each and the ratio.
+clips/s and tiles/s of each and the ratio. --json PATH also writes the figures
+to a JSON file (bench/gpu_check.py reads it); --base-size shrinks the network
+for a smoke run.
 
 --compare-bf16: loads the fold models of a trained experiment (default
 <data>/experiments/demo), predicts every curated clip with the model of its
@@ -44,7 +46,7 @@ from src.argus_models import FreesoundModel  # noqa: E402
 from src.config import AUDIO  # noqa: E402
 from src.predictor import Predictor, count_tiles, make_tiles  # noqa: E402
 from src.transforms import get_transforms  # noqa: E402
-from src.utils import pick_device  # noqa: E402
+from src.utils import pick_device, write_json_atomic  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -56,6 +58,8 @@ def parse_args(argv=None):
     parser.add_argument("--step", type=int, default=64, help="tile step in frames (default 64)")
     parser.add_argument("--batch-size", type=int, default=128, help="tiles per batch of the batched path")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs of each method (after a warm-up)")
+    parser.add_argument("--base-size", type=int, default=64, help="network width (default 64, the full size)")
+    parser.add_argument("--json", help="also write the speed figures to this JSON file")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--compare-bf16", action="store_true",
                         help="fp32 vs bf16 out-of-fold lwlrap of a trained experiment instead of the speed test")
@@ -116,13 +120,13 @@ def speed(args):
     bf16 = args.amp == "bf16" or (args.amp == "auto" and device.type == "cuda")
     torch.manual_seed(args.seed)
     model = FreesoundModel({
-        "nn_module": ("AuxSkipAttention", {"num_classes": 80, "base_size": 64, "dropout": 0.4}),
+        "nn_module": ("AuxSkipAttention", {"num_classes": 80, "base_size": args.base_size, "dropout": 0.4}),
         "loss": ("bce", {}), "optimizer": ("Adam", {"lr": 1e-3}), "device": str(device), "amp": "bf16"})
     use_bf16(model, bf16)
     specs, audio_seconds = synthetic_log_mels(args.clips, args.seed)
     n_tiles = sum(count_tiles(s.shape[1], 256, args.step) for s in specs)
     threads = f", {torch.get_num_threads()} torch threads" if device.type == "cpu" else ""
-    print(f"AuxSkipAttention base 64, 80 classes, {sum(p.numel() for p in model.nn_module.parameters()):,} "
+    print(f"AuxSkipAttention base {args.base_size}, 80 classes, {sum(p.numel() for p in model.nn_module.parameters()):,} "
           f"parameters on {device}{threads}, {'bf16 autocast' if bf16 else 'fp32'}")
     print(f"{len(specs)} clips ({audio_seconds:.0f} s of audio, {min(s.shape[1] for s in specs)}-"
           f"{max(s.shape[1] for s in specs)} frames), {n_tiles} tiles of 256 frames every {args.step}")
@@ -141,12 +145,24 @@ def speed(args):
     tolerance = 2e-2 if bf16 else 1e-4  # bf16: different batch compositions round differently
     print(f"max |clip probability difference| batched vs per clip: {diff:.1e} "
           f"({'OK' if diff < tolerance else 'MISMATCH'})")
-    for name, times in (("batched (Predictor, batch %d)" % args.batch_size, batched_t),
-                        ("per clip (numpy transform, batch 16)", per_clip_t)):
-        rates = sorted(len(specs) / t for t in times)
-        print(f"  {name:38s} {statistics.median(rates):7.2f} clips/s  {statistics.median(rates) * n_tiles / len(specs):7.1f}"
-              f" tiles/s  (clips/s min {rates[0]:.2f}, max {rates[-1]:.2f} over {len(times)} run(s))")
-    print(f"  speed-up batched / per clip: {statistics.median(per_clip_t) / statistics.median(batched_t):.2f}x")
+    rates = {}
+    for key, name, times in (("batched", "batched (Predictor, batch %d)" % args.batch_size, batched_t),
+                             ("per_clip", "per clip (numpy transform, batch 16)", per_clip_t)):
+        clip_rates = sorted(len(specs) / t for t in times)
+        rates[key] = statistics.median(clip_rates)
+        print(f"  {name:38s} {rates[key]:7.2f} clips/s  {rates[key] * n_tiles / len(specs):7.1f}"
+              f" tiles/s  (clips/s min {clip_rates[0]:.2f}, max {clip_rates[-1]:.2f} over {len(times)} run(s))")
+    speedup = statistics.median(per_clip_t) / statistics.median(batched_t)
+    print(f"  speed-up batched / per clip: {speedup:.2f}x")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    figures = {"device": str(device), "device_name": name, "torch": torch.__version__, "base_size": args.base_size,
+               "amp": "bf16" if bf16 else "none", "clips": len(specs), "tiles": n_tiles, "step": args.step,
+               "batch_size": args.batch_size, "batched_clips_per_s": rates["batched"],
+               "per_clip_clips_per_s": rates["per_clip"], "speedup": speedup, "max_abs_difference": diff,
+               "tolerance": tolerance, "outputs_equal": diff < tolerance}
+    if args.json:
+        write_json_atomic(figures, args.json)
+    return figures
 
 
 def compare_bf16(args):
@@ -185,7 +201,7 @@ def compare_bf16(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    compare_bf16(args) if args.compare_bf16 else speed(args)
+    return compare_bf16(args) if args.compare_bf16 else speed(args)
 
 
 if __name__ == "__main__":

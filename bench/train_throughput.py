@@ -19,7 +19,9 @@ dataset is needed. It measures, in samples/s:
   model step                 forward + backward + Adam on device-resident inputs (bf16 autocast
                              and fused Adam on CUDA), achieved TFLOP/s from a FlopCounterMode count
   end to end                 (CUDA, or --end-to-end) the batch-path loader feeding train steps;
-                             epoch time for 32,768 samples
+                             epoch time for 32,768 samples, and the device's idle share: the
+                             time between one step's last kernel and the next step's first
+                             (CUDA events), i.e. waiting for the loader, over the whole span
 
 and the ratio batch path / per-sample path of the data pipelines, measured in
 the same run. On CPU the batch path's BatchAugment runs in the main process with
@@ -27,6 +29,10 @@ the same run. On CPU the batch path's BatchAugment runs in the main process with
 busy machine two OpenMP threads can be many times slower than one). On CPU the model step is far too slow for batch 128 (about a
 minute a step on 2 cores), so it runs --model-batch-size samples (default 8 on
 CPU) and reports per-sample figures. Timings on a shared machine are noisy.
+
+--set KEY=VALUE overrides experiment settings as in train_folds.py (e.g. a tiny
+network for a smoke run: --set model.base_size=4 --set crop_size=64); --json PATH
+writes every figure to a JSON file (bench/gpu_check.py reads it).
 """
 import argparse
 import sys
@@ -44,12 +50,20 @@ from src.batch_augment import create_batch_augment  # noqa: E402
 from src.datasets import build_train_dataset, make_loader  # noqa: E402
 from src.experiments import argus_params, get_experiment  # noqa: E402
 from src.mixers import get_mixer  # noqa: E402
+from src.overrides import apply_overrides  # noqa: E402
 from src.transforms import get_transforms  # noqa: E402
-from src.utils import pick_device, seed_everything  # noqa: E402
+from src.utils import pick_device, seed_everything, write_json_atomic  # noqa: E402
 
 FRAMES_PER_SECOND = 44100 / 690  # ~63.9
 EPOCH = 32768
 N_CLASSES = 80
+# Dense bf16 tensor-core peaks (vendor figures, TFLOP/s); an 8192^3 bf16 matmul reaches ~790 on an H200.
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
+
+
+def peak_bf16_tflops(device_name: str):
+    """The nominal dense bf16 peak of a known GPU (by name), else None."""
+    return next((peak for key, peak in PEAK_BF16_TFLOPS.items() if key in device_name), None)
 
 
 def parse_args(argv=None):
@@ -68,6 +82,10 @@ def parse_args(argv=None):
     parser.add_argument("--compile", action="store_true", help="torch.compile the network (model step, end to end)")
     parser.add_argument("--end-to-end", action="store_true", help="also time loader + train step on CPU")
     parser.add_argument("--skip-model", action="store_true", help="data pipelines only")
+    parser.add_argument("--skip-data", action="store_true", help="model step and end to end only")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override an experiment setting (as train_folds.py), e.g. --set model.base_size=4")
+    parser.add_argument("--json", help="also write every figure to this JSON file")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
@@ -178,6 +196,48 @@ def bench_model(experiment, args, device, batch_size):
     return rate, flops / batch_size
 
 
+def mark(device):
+    """A point on the device's timeline: a recorded CUDA event, or the host clock (CPU work is synchronous)."""
+    if device.type == "cuda":
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+    return time.perf_counter()
+
+
+def seconds_between(a, b) -> float:
+    return a.elapsed_time(b) / 1000.0 if isinstance(a, torch.cuda.Event) else b - a
+
+
+def time_steps_with_gaps(batches, iters, step, device, warm_up=1):
+    """(samples/s, device idle share, host loader-wait share) of `step(batch)` over `iters` loader batches.
+
+    Idle share: the gaps between one step's end and the next step's start on the device timeline, over
+    the span from the first start to the last end. On CUDA the host queues work ahead, so a step's start
+    event completes right after the previous step's end unless the host was still waiting for the batch:
+    the gaps are the time the GPU sat waiting for the loader.
+    """
+    iterator = iter(batches)
+    for _ in range(warm_up):
+        step(next(iterator))
+    sync(device)
+    starts, ends, waiting, samples = [], [], 0.0, 0
+    start = time.perf_counter()
+    for _ in range(iters):
+        before = time.perf_counter()
+        batch = next(iterator)
+        waiting += time.perf_counter() - before
+        starts.append(mark(device))
+        step(batch)
+        ends.append(mark(device))
+        samples += len(batch[0])
+    sync(device)
+    total = time.perf_counter() - start
+    span = seconds_between(starts[0], ends[-1])
+    idle = sum(seconds_between(end, next_start) for end, next_start in zip(ends[:-1], starts[1:]))
+    return samples / total, idle / span, waiting / total
+
+
 def bench_end_to_end(experiment, pool, args, device, batch_size):
     experiment = dict(experiment, channels_last=args.channels_last, compile=args.compile, augment="device")
     model = FreesoundModel(argus_params(experiment, N_CLASSES, device))
@@ -185,16 +245,17 @@ def bench_end_to_end(experiment, pool, args, device, batch_size):
     warm_up = max(3 if args.compile else 1, args.workers)
     loader = make_loader(train_dataset(experiment, pool, batch_size * (iters + warm_up), raw=True), batch_size,
                          shuffle=True, workers=args.workers, seed=args.seed, drop_last=True)
-    return time_batches(loader, iters, lambda b: model.train_step(b, None), device, warm_up)
+    return time_steps_with_gaps(loader, iters, lambda b: model.train_step(b, None), device, warm_up)
 
 
-def main(argv=None):
+def main(argv=None) -> dict:
+    """Run the benchmark, print the figures and return them (also written to --json)."""
     args = parse_args(argv)
     device = pick_device(args.device)
     cuda = device.type == "cuda"
     args.iters = args.iters or (50 if cuda else 10)
     args.model_iters = args.model_iters or (30 if cuda else 2)
-    experiment = get_experiment(args.experiment)
+    experiment = apply_overrides(get_experiment(args.experiment), args.set)
     batch_size = args.batch_size or experiment["batch_size"]
     model_batch = args.model_batch_size or (batch_size if cuda else 8)
     seed_everything(args.seed)
@@ -203,40 +264,61 @@ def main(argv=None):
 
     name = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} torch threads for the model"
     model_name, model_kwargs = experiment["model"]
+    crop = experiment["crop_size"]
     print(f"device: {device} ({name}); torch {torch.__version__}")
     print(f"experiment {args.experiment}: {model_name} base {model_kwargs['base_size']}, {N_CLASSES} classes, "
-          f"batch {batch_size}, input 3x128x{experiment['crop_size']}, amp {experiment['amp'] if cuda else 'none (fp32)'}"
+          f"batch {batch_size}, input 3x128x{crop}, amp {experiment['amp'] if cuda else 'none (fp32)'}"
           f", channels_last {args.channels_last}, compile {args.compile}; workers {args.workers}")
+    figures = {"device": str(device), "device_name": name, "torch": torch.__version__, "experiment": args.experiment,
+               "overrides": args.set, "model": model_name, "base_size": model_kwargs["base_size"],
+               "batch_size": batch_size, "model_batch_size": model_batch, "crop_size": crop,
+               "amp": experiment["amp"] if cuda else "none", "channels_last": args.channels_last,
+               "compile": args.compile, "workers": args.workers}
     pool = synthetic_sources(args.clips, args.seed)
     seconds = sum(s.shape[1] for s in pool[0]) / FRAMES_PER_SECOND
     print(f"synthetic data: {args.clips} clips, {seconds / args.clips:.1f} s mean length")
 
-    sample_rate, batch_rate, augment_rate, crop_rate = bench_data(experiment, pool, args, device, batch_size)
-    print(f"data pipeline, per-sample (numpy, {args.workers} workers): {sample_rate:9.1f} samples/s")
-    print(f"data pipeline, batch path (raw crops + BatchAugment on {device.type}): {batch_rate:9.1f} samples/s")
-    print(f"  device augment alone (batch resident on {device.type}): {augment_rate:9.1f} samples/s")
-    print(f"  raw-crop loader alone ({args.workers} workers): {crop_rate:9.1f} samples/s")
-    print(f"ratio batch path / per-sample path: {batch_rate / sample_rate:.1f}x")
-    print(f"ratio raw-crop loader / per-sample path (the CPU's share when BatchAugment runs on a GPU): "
-          f"{crop_rate / sample_rate:.1f}x")
+    if not args.skip_data:
+        sample_rate, batch_rate, augment_rate, crop_rate = bench_data(experiment, pool, args, device, batch_size)
+        figures.update(per_sample_samples_per_s=sample_rate, batch_path_samples_per_s=batch_rate,
+                       device_augment_samples_per_s=augment_rate, raw_crop_loader_samples_per_s=crop_rate)
+        print(f"data pipeline, per-sample (numpy, {args.workers} workers): {sample_rate:9.1f} samples/s")
+        print(f"data pipeline, batch path (raw crops + BatchAugment on {device.type}): {batch_rate:9.1f} samples/s")
+        print(f"  device augment alone (batch resident on {device.type}): {augment_rate:9.1f} samples/s")
+        print(f"  raw-crop loader alone ({args.workers} workers): {crop_rate:9.1f} samples/s")
+        print(f"ratio batch path / per-sample path: {batch_rate / sample_rate:.1f}x")
+        print(f"ratio raw-crop loader / per-sample path (the CPU's share when BatchAugment runs on a GPU): "
+              f"{crop_rate / sample_rate:.1f}x")
 
-    if args.skip_model:
-        return
-    model_rate, flops_per_sample = bench_model(experiment, args, device, model_batch)
-    tflops = model_rate * flops_per_sample / 1e12
-    print(f"model step (forward + backward + Adam, batch {model_batch}): {model_rate:9.1f} samples/s, "
-          f"{flops_per_sample / 1e9:.1f} GFLOP/sample, {tflops:.2f} TFLOP/s achieved")
-    print(f"  epoch of {EPOCH} samples, model step only: {EPOCH / model_rate:.0f} s")
-    if cuda or args.end_to_end:
-        e2e = bench_end_to_end(experiment, pool, args, device, batch_size)
-        print(f"end to end (batch-path loader + BatchAugment + train step, batch {batch_size}): {e2e:9.1f} samples/s;"
-              f" epoch of {EPOCH} samples: {EPOCH / e2e:.0f} s")
-    else:
-        # On CPU the pipeline and the network share the cores, so the costs add up.
-        serial = 1.0 / (1.0 / batch_rate + 1.0 / model_rate)
-        print(f"end to end estimate (batch path + model step, sharing the CPU): {serial:9.1f} samples/s; "
-              f"epoch of {EPOCH} samples: {EPOCH / serial:.0f} s "
-              f"(per-sample path: {EPOCH / (1.0 / (1.0 / sample_rate + 1.0 / model_rate)):.0f} s)")
+    if not args.skip_model:
+        model_rate, flops_per_sample = bench_model(experiment, args, device, model_batch)
+        tflops = model_rate * flops_per_sample / 1e12
+        peak = peak_bf16_tflops(name) if cuda and experiment["amp"] == "bf16" else None
+        figures.update(model_step_samples_per_s=model_rate, gflop_per_sample=flops_per_sample / 1e9,
+                       model_step_tflops=tflops, peak_bf16_tflops=peak,
+                       model_step_share_of_peak=tflops / peak if peak else None)
+        print(f"model step (forward + backward + Adam, batch {model_batch}): {model_rate:9.1f} samples/s, "
+              f"{flops_per_sample / 1e9:.1f} GFLOP/sample, {tflops:.2f} TFLOP/s achieved"
+              + (f" ({100 * tflops / peak:.1f}% of the {peak:.0f} TFLOP/s dense bf16 peak)" if peak else ""))
+        print(f"  epoch of {EPOCH} samples, model step only: {EPOCH / model_rate:.0f} s")
+        if cuda or args.end_to_end:
+            e2e, idle, waiting = bench_end_to_end(experiment, pool, args, device, batch_size)
+            figures.update(end_to_end_samples_per_s=e2e, end_to_end_epoch_s=EPOCH / e2e, device_idle_share=idle,
+                           loader_wait_share=waiting)
+            print(f"end to end (batch-path loader + BatchAugment + train step, batch {batch_size}): {e2e:9.1f} "
+                  f"samples/s; epoch of {EPOCH} samples: {EPOCH / e2e:.0f} s")
+            print(f"  device idle between steps (waiting for batches): {100 * idle:.1f}% of the span; "
+                  f"host waiting on the loader: {100 * waiting:.1f}% of the time")
+        elif not args.skip_data:
+            # On CPU the pipeline and the network share the cores, so the costs add up.
+            serial = 1.0 / (1.0 / batch_rate + 1.0 / model_rate)
+            figures.update(end_to_end_estimate_samples_per_s=serial)
+            print(f"end to end estimate (batch path + model step, sharing the CPU): {serial:9.1f} samples/s; "
+                  f"epoch of {EPOCH} samples: {EPOCH / serial:.0f} s "
+                  f"(per-sample path: {EPOCH / (1.0 / (1.0 / sample_rate + 1.0 / model_rate)):.0f} s)")
+    if args.json:
+        write_json_atomic(figures, args.json)
+    return figures
 
 
 if __name__ == "__main__":

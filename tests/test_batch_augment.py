@@ -31,6 +31,11 @@ P_MIN = 1e-3  # two-sample tests: the paths must not be distinguishable at this 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small tensors (tests/conftest.py)
 
+# The distribution tests draw on each device: on CUDA, torch's GPU generator must give the same
+# distributions as the CPU one (run by `pytest -m cuda`, e.g. from bench/gpu_check.sh).
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU")])]
+
 
 def images_batch(n, frames=W, seed=0):
     return -100.0 * torch.rand(n, H, frames, generator=torch.Generator().manual_seed(seed))
@@ -60,11 +65,13 @@ def assert_same_continuous(a, b):
     assert stats.ks_2samp(a, b).pvalue > P_MIN
 
 
-def batch_params(augment, n_draws, batch=2000, noisy=None, seed=0):
-    """Concatenated BatchAugment.sample draws (n_draws batches of `batch`)."""
+def batch_params(augment, n_draws, batch=2000, noisy=None, seed=0, device="cpu"):
+    """Concatenated BatchAugment.sample draws (n_draws batches of `batch`) made on `device`, on the CPU."""
     torch.manual_seed(seed)
-    draws = [augment.sample(torch.zeros(batch) if noisy is None else noisy, H, W) for _ in range(n_draws)]
-    return {key: torch.cat([d[key] for d in draws]) for key in draws[0]}
+    noisy = torch.zeros(batch) if noisy is None else noisy
+    draws = [augment.sample(noisy.to(device), H, W) for _ in range(n_draws)]
+    assert all(d["resize"].device.type == torch.device(device).type for d in draws)
+    return {key: torch.cat([d[key] for d in draws]).cpu() for key in draws[0]}
 
 
 @pytest.fixture
@@ -198,14 +205,16 @@ def test_resized_crop_equals_reference_for_same_box(monkeypatch):
         np.testing.assert_allclose(out[i].numpy(), reference, rtol=0, atol=5e-3)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("scale, ratio", [((0.8, 1.0), (1.7, 2.3)), ((0.5, 1.0), (1.5, 3.0))])
-def test_crop_boxes_distributed_like_torchvision_sampler(scale, ratio):
+def test_crop_boxes_distributed_like_torchvision_sampler(scale, ratio, device):
     # The second setting rejects many attempts, so it also checks the "first fitting attempt" rule.
     np.random.seed(0)
     reference = RandomResizedCrop(scale=scale, ratio=ratio)
     ref = np.array([reference.get_params(H, W) for _ in range(4000)], dtype=float)  # top, left, h, w
-    top, left, h, w = (t.double().numpy() for t in sample_crop_boxes(20000, H, W, scale, ratio,
-                                                             generator=torch.Generator().manual_seed(0)))
+    generator = torch.Generator(device).manual_seed(0)
+    top, left, h, w = (t.double().cpu().numpy() for t in sample_crop_boxes(20000, H, W, scale, ratio, device,
+                                                                     generator=generator))
     assert (top >= 0).all() and (left >= 0).all() and (top + h <= H).all() and (left + w <= W).all()
     area, aspect = h * w / (H * W), w / h
     ref_area, ref_aspect = ref[:, 2] * ref[:, 3] / (H * W), ref[:, 3] / ref[:, 2]
@@ -232,7 +241,8 @@ def test_crop_box_fallback_is_reference_centre_crop():
 
 # ---------------------------------------------------------------- SpecAugment
 
-def test_spec_augment_band_widths_and_rounds_match(recorder):
+@pytest.mark.parametrize("device", DEVICES)
+def test_spec_augment_band_widths_and_rounds_match(recorder, device):
     np.random.seed(0)
     reference = SpecAugment(num_masks=2, freq_masking=0.15, time_masking=0.20)
     image = np.zeros((H, W), np.float32)
@@ -242,7 +252,8 @@ def test_spec_augment_band_widths_and_rounds_match(recorder):
     freq, time = bands[bands[:, 1] == H], bands[bands[:, 1] == W]
     ref_rounds = np.bincount(freq[:, 0].astype(int))[1:]
 
-    params = batch_params(BatchAugment(spec_num_mask=2, spec_freq_masking=0.15, spec_time_masking=0.20), 5)
+    params = batch_params(BatchAugment(spec_num_mask=2, spec_freq_masking=0.15, spec_time_masking=0.20), 5,
+                          device=device)
     active = params["spec_active"].numpy()
     assert_same_discrete(params["spec_rounds"].numpy(), ref_rounds)
     freq_width, time_width = params["freq_width"].numpy()[active], params["time_width"].numpy()[active]
@@ -277,14 +288,15 @@ def test_spec_augment_masks_bands_with_image_minimum():
 
 # ---------------------------------------------------------------- pipeline-level rates
 
-def test_application_rates_match_per_sample_pipeline(recorder):
+@pytest.mark.parametrize("device", DEVICES)
+def test_application_rates_match_per_sample_pipeline(recorder, device):
     np.random.seed(0)
     transform = get_transforms(train=True, size=64)  # the same steps; a narrow crop keeps it fast
     short_clip = -100 * np.random.rand(H, 40).astype(np.float32)
     n = 3000
     for _ in range(n):
         transform(short_clip)
-    params = batch_params(BatchAugment(), 5)
+    params = batch_params(BatchAugment(), 5, device=device)
     m = len(params["resize"])
     assert_same_rate(len(recorder["boxes"]), n, int(params["resize"].sum()), m)   # RandomResizedCrop, p 0.33
     assert_same_rate(recorder["spec_calls"], n, int(params["spec"].sum()), m)      # SpecAugment, p 0.5
@@ -324,7 +336,8 @@ def test_raw_crops_pad_modes_and_windows(recorder, wrap_pad_prob):
 
 # ---------------------------------------------------------------- mixers
 
-def test_mixer_rates_choice_radius_and_alpha_match(recorder):
+@pytest.mark.parametrize("device", DEVICES)
+def test_mixer_rates_choice_radius_and_alpha_match(recorder, device):
     np.random.seed(0)
     mixer = get_mixer(0.8, (3, 12), (0.0, 0.5), (0.6, 0.4))
     stub = PartnerStub(torch.zeros(1, 1, 8), torch.zeros(3))
@@ -333,7 +346,7 @@ def test_mixer_rates_choice_radius_and_alpha_match(recorder):
         mixer(stub, torch.zeros(1, 1, 8), torch.zeros(3))
     n_sigmoid, n_add = len(recorder["radius"]), len(recorder["alpha"])
 
-    params = batch_params(BatchAugment(mixer_prob=0.8, mixer_choice=(0.6, 0.4)), 5)
+    params = batch_params(BatchAugment(mixer_prob=0.8, mixer_choice=(0.6, 0.4)), 5, device=device)
     mixed, sigmoid = params["mixed"], params["use_sigmoid"]
     m = len(mixed)
     assert params["has_partner"].all()
@@ -378,15 +391,16 @@ def test_mixing_equals_reference_mixers():
     torch.testing.assert_close(out_targets[3], targets[3])
 
 
-def test_partners_stay_within_noisy_group_and_are_uniform():
-    noisy = torch.tensor([0, 1, 0, 0, 1, 0, 0, 0, 1, 0], dtype=torch.float32)
-    generator = torch.Generator().manual_seed(0)
+@pytest.mark.parametrize("device", DEVICES)
+def test_partners_stay_within_noisy_group_and_are_uniform(device):
+    noisy = torch.tensor([0, 1, 0, 0, 1, 0, 0, 0, 1, 0], dtype=torch.float32, device=device)
+    generator = torch.Generator(device).manual_seed(0)
     counts = np.zeros(10, int)
     for _ in range(2000):
         partner, has_partner = sample_partners(noisy, generator)
         assert has_partner.all()
         assert torch.equal(noisy[partner], noisy)  # never across the curated/noisy groups
-        assert (partner != torch.arange(10)).all()
+        assert (partner.cpu() != torch.arange(10)).all()
         counts[int(partner[0])] += 1
     # Element 0's partner: uniform over the 6 other curated elements.
     others = [2, 3, 5, 6, 7, 9]
