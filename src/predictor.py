@@ -2,8 +2,8 @@
 
 Each clip's log-mel is cut into `tile_size`-frame tiles every `step` frames
 (padded with its minimum so the tiles cover it: a short clip is centred as the
-validation transform does, a long one is padded on the right up to the last
-tile). Every tile goes through the validation transform (3 channels:
+validation transform does, a long one evenly on both sides up to the tile
+grid). Every tile goes through the validation transform (3 channels:
 log-mel, delta, delta-delta, /100) and the model; the sigmoid of the main head
 gives per-tile probabilities, and their mean the clip's probabilities.
 
@@ -23,14 +23,17 @@ from src.training import best_checkpoint, trained_folds
 
 
 def pad_for_tiles(spec: np.ndarray, tile_size: int, step: int) -> np.ndarray:
-    """Pad with the minimum so that tiles of `tile_size` every `step` frames cover the clip."""
+    """Pad with the minimum, evenly on both sides, so that tiles of `tile_size` every `step` frames cover the clip.
+
+    A clip of at most `tile_size` frames is padded to one tile (centred, as the
+    validation transform does); a longer one up to the tile grid
+    `(count_tiles - 1) * step + tile_size`. An odd padding puts the extra
+    frame on the right.
+    """
     frames = spec.shape[1]
-    if frames <= tile_size:
-        pad = tile_size - frames
-        left = pad // 2
-        return np.pad(spec, ((0, 0), (left, pad - left)), constant_values=spec.min())
-    n_tiles = -(-(frames - tile_size) // step) + 1
-    return np.pad(spec, ((0, 0), (0, (n_tiles - 1) * step + tile_size - frames)), constant_values=spec.min())
+    pad = (count_tiles(frames, tile_size, step) - 1) * step + tile_size - frames
+    left = pad // 2
+    return np.pad(spec, ((0, 0), (left, pad - left)), constant_values=spec.min())
 
 
 def make_tiles(spec: np.ndarray, tile_size: int, step: int) -> np.ndarray:

@@ -25,11 +25,19 @@ def test_tiles_cover_the_clip(frames):
         expected = get_transforms(train=False, size=256).transforms[0](spec)
         assert np.array_equal(tiles[0], expected)
     else:
+        # long clip: padded with its minimum evenly on both sides up to the tile grid (odd frame on the right)
+        grid = (len(tiles) - 1) * 64 + 256
+        assert grid >= frames > grid - 64
+        left = (grid - frames) // 2
         for k, tile in enumerate(tiles):
-            window = spec[:, k * 64:k * 64 + 256]
-            assert np.array_equal(tile[:, :window.shape[1]], window)
-            assert np.all(tile[:, window.shape[1]:] == spec.min())
-        assert (len(tiles) - 1) * 64 + 256 >= frames > (len(tiles) - 2) * 64 + 256
+            start = k * 64 - left  # where the tile starts in the unpadded clip
+            for column in range(256):
+                frame = start + column
+                expected = spec[:, frame] if 0 <= frame < frames else np.full(16, spec.min(), np.float32)
+                assert np.array_equal(tile[:, column], expected)
+        # the pad is split evenly: the first tile has `left` padded frames, the last one the rest
+        assert np.all(tiles[0][:, :left] == spec.min()) and np.array_equal(tiles[0][:, left], spec[:, 0])
+        assert np.array_equal(tiles[-1][:, 255 - (grid - frames - left)], spec[:, -1])
 
 
 def test_stack_deltas_equals_image_to_tensor():
