@@ -8,11 +8,14 @@ Needs, for every input experiment NAME of the stacking experiment (src/stacking/
 the per-tile predictions written by `predict_folds.py --experiment NAME`:
 
   <data>/predictions/NAME/oof/    out-of-fold tiles of every curated clip (the training inputs)
-  <data>/predictions/NAME/test/   test tiles, geometric mean over NAME's fold models
+  <data>/predictions/NAME/test/   test clip probabilities: per fold model the mean over tiles,
+                                  then the geometric mean over NAME's fold models
 
-A clip's features are its tile probabilities of all input experiments side by
-side, averaged over tiles (training: over a random contiguous run or random
-subset of tiles). FCNet is trained with the first level's machinery (argus
+A curated clip's features are its out-of-fold tile probabilities of all input
+experiments side by side, averaged over tiles (validation: all tiles; training:
+maybe a random contiguous run, then maybe a random subset of it, two independent
+coin flips). A test clip's features are the input experiments' test clip
+probabilities side by side, as in the original. FCNet is trained with the first level's machinery (argus
 FreesoundModel, BCE, Adam, reduce-on-plateau, early stopping and best checkpoint
 on val_lwlrap) on the same folds (train_folds.csv), one model per fold:
 
@@ -39,6 +42,7 @@ import numpy as np
 import torch
 
 from src.argus_models import FreesoundModel
+from src.blending import aligned_probs, load_experiments
 from src.cli import add_training_args, apply_training_args
 from src.config import read_classes, resolve_data_dir
 from src.data import CURATED_CORRECTIONS, read_folds
@@ -118,6 +122,24 @@ def load_inputs(data_dir, names, split, classes, fnames=None) -> StackedTiles:
     return StackedTiles.from_predictions(sets)
 
 
+def load_test_inputs(data_dir, names, classes) -> tuple:
+    """(fnames, features (n_clips, n_inputs * C) float32): the inputs' test clip probabilities side by side.
+
+    An input's test/probs.csv is what the original fed its stacking models at test
+    time: each fold model's mean over a clip's tiles, then the geometric mean over
+    the fold models (not the tile mean of fold-combined tiles, which differs).
+    Rows follow the first input's clip order; every input must cover the same clips.
+    """
+    try:
+        sets = load_experiments(data_dir, names, "test")
+        probs = aligned_probs(sets, classes=classes, what="test predictions (stacking inputs)",
+                              reference=f"{data_dir}'s class list")
+    except (FileNotFoundError, ValueError) as exc:
+        raise SystemExit(str(exc)) from exc
+    fnames = sets[names[0]].fnames
+    return list(fnames), np.concatenate([probs[name] for name in names], axis=1).astype(np.float32)
+
+
 def predict_probs(model, features: np.ndarray, batch_size: int) -> np.ndarray:
     """Sigmoid probabilities (n, C) of an argus model for (n, F) features, in batches."""
     out = [model.predict(torch.from_numpy(features[i:i + batch_size])).float().cpu().numpy()
@@ -138,7 +160,7 @@ def main(argv=None):
     # Inputs first, so a missing prediction set stops the run before anything is written.
     names = list(experiment["inputs"])
     stacked = load_inputs(data_dir, names, "oof", classes, fnames)
-    stacked_test = None if args.no_test else load_inputs(data_dir, names, "test", classes)
+    test_inputs = None if args.no_test else load_test_inputs(data_dir, names, classes)
     means, n_classes = stacked.clip_means(), len(classes)  # an input's clip mean = its own OOF prediction
     input_scores = {name: lwlrap(targets, means[:, k * n_classes:(k + 1) * n_classes]) for k, name in enumerate(names)}
 
@@ -161,7 +183,7 @@ def main(argv=None):
     model_name, model_kwargs = experiment["model"]
     params = argus_params({**experiment, "model": (model_name, {**model_kwargs, "in_features": stacked.n_features})},
                           len(classes), device)
-    augment = TileSubsetMean(experiment["contiguous_prob"])
+    augment = TileSubsetMean(experiment["run_prob"], experiment["subset_prob"])
     for fold in todo:
         seed_everything(args.seed + fold)
         train_part = StackingDataset(stacked, targets, np.flatnonzero(clip_folds != fold), augment)
@@ -180,11 +202,11 @@ def main(argv=None):
               f"({summary['epochs_run']} epochs, {summary['seconds']:.0f} s) -> {exp_dir / f'fold_{fold}'}")
 
     return predict(args, experiment, data_dir, device, exp_dir, classes, fnames, targets, clip_folds, stacked,
-                   stacked_test, input_scores)
+                   test_inputs, input_scores)
 
 
 def predict(args, experiment, data_dir, device, exp_dir, classes, fnames, targets, clip_folds, stacked,
-            stacked_test, input_scores) -> dict:
+            test_inputs, input_scores) -> dict:
     """Out-of-fold and test predictions of every fold model found; writes the prediction tree."""
     models = load_fold_models(exp_dir, device)
     folds = sorted(models)
@@ -216,19 +238,19 @@ def predict(args, experiment, data_dir, device, exp_dir, classes, fnames, target
     print(f"{args.experiment}: stacking out-of-fold lwlrap {overall:.4f} over {len(covered)} clips (folds {folds}; "
           f"best input {max(input_scores.values()):.4f}) -> {out_dir / 'oof'}")
 
-    if stacked_test is not None:
-        test_features = stacked_test.clip_means()
+    if test_inputs is not None:
+        test_fnames, test_features = test_inputs
         fold_probs = []
         for fold in folds:
             probs = predict_probs(models[fold], test_features, batch)
-            write_prediction_set(out_dir / "test" / f"fold_{fold}", PredictionSet(stacked_test.fnames, classes, probs))
+            write_prediction_set(out_dir / "test" / f"fold_{fold}", PredictionSet(test_fnames, classes, probs))
             fold_probs.append(probs)
         for stale in (out_dir / "test").glob("fold_*"):  # left by an earlier run with other fold models
             suffix = stale.name.split("_", 1)[1]
             if stale.is_dir() and suffix.isdigit() and int(suffix) not in folds:
                 shutil.rmtree(stale)
-        write_prediction_set(out_dir / "test", PredictionSet(stacked_test.fnames, classes, geometric_mean(fold_probs)))
-        print(f"{args.experiment}: test predictions for {len(stacked_test)} clips, geometric mean of folds {folds} "
+        write_prediction_set(out_dir / "test", PredictionSet(test_fnames, classes, geometric_mean(fold_probs)))
+        print(f"{args.experiment}: test predictions for {len(test_fnames)} clips, geometric mean of folds {folds} "
               f"-> {out_dir / 'test' / 'probs.csv'}")
     return report
 

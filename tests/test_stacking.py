@@ -9,7 +9,9 @@ import torch
 import stacking_train
 from src.metrics import lwlrap
 from src.models import MODELS, create_model
-from src.predictions import PredictionSet, read_prediction_set, write_prediction_set
+from src.predictions import PredictionSet, geometric_mean, read_prediction_set, write_prediction_set
+from src.predictor import clip_means
+from src.stacking import datasets as stacking_datasets
 from src.stacking.datasets import StackedTiles, StackingDataset, TileSubsetMean, select_clips
 from src.stacking.experiments import FIRST_LEVEL, STACKING_EXPERIMENTS
 from src.stacking.fcnet import FCNet
@@ -68,28 +70,63 @@ def kept_tiles(augment, n, draws=300):
     return results
 
 
-def test_contiguous_runs_are_contiguous_and_cover_all_lengths():
+def is_run(kept) -> bool:
+    return np.array_equal(kept, np.arange(kept[0], kept[-1] + 1))
+
+
+def test_run_step_alone_keeps_contiguous_runs_of_every_length_and_start():
     np.random.seed(0)
-    runs = kept_tiles(TileSubsetMean(contiguous_prob=1.0), n=6)
-    for kept in runs:
-        assert np.array_equal(kept, np.arange(kept[0], kept[-1] + 1))
+    runs = kept_tiles(TileSubsetMean(run_prob=1.0, subset_prob=0.0), n=6)
+    assert all(is_run(kept) for kept in runs)
     assert {len(k) for k in runs} == set(range(1, 7))
     assert {k[0] for k in runs} == set(range(6))  # every start position occurs
 
 
-def test_random_subsets_are_subsets_and_not_only_runs():
+def test_subset_step_alone_keeps_subsets_that_are_not_only_runs():
     np.random.seed(1)
-    subsets = kept_tiles(TileSubsetMean(contiguous_prob=0.0), n=6)
+    subsets = kept_tiles(TileSubsetMean(run_prob=0.0, subset_prob=1.0), n=6)
     assert all(len(set(k)) == len(k) and set(k) <= set(range(6)) for k in subsets)
     assert {len(k) for k in subsets} == set(range(1, 7))
-    assert any(not np.array_equal(k, np.arange(k[0], k[-1] + 1)) for k in subsets)
+    assert any(not is_run(k) for k in subsets)
 
 
-def test_both_kinds_are_drawn_with_default_probability():
+def test_no_step_keeps_every_tile():
     np.random.seed(2)
-    gaps = [not np.array_equal(k, np.arange(k[0], k[-1] + 1)) for k in kept_tiles(TileSubsetMean(), n=8, draws=400)]
-    # Non-contiguous results can only come from the subset branch; it is taken about half the time.
-    assert 0.15 < np.mean(gaps) < 0.5
+    assert all(len(k) == 5 for k in kept_tiles(TileSubsetMean(run_prob=0.0, subset_prob=0.0), n=5, draws=20))
+
+
+def test_the_two_steps_are_independent_coin_flips(monkeypatch):
+    """Each of the four outcomes (neither, run only, subset only, both) is a quarter of the samples.
+
+    The steps are wrapped to record which ran (and to check that the subset step
+    only draws from the tiles the run step left); 20,000 seeded draws put each
+    frequency within 0.02 of 0.25, about 6.5 standard deviations.
+    """
+    calls = []
+
+    def recording(step, name):
+        def wrapped(tiles, rng):
+            out = step(tiles, rng)
+            assert set(out) <= set(tiles)
+            calls.append(name)
+            return out
+        return wrapped
+
+    monkeypatch.setattr(stacking_datasets, "random_run", recording(stacking_datasets.random_run, "run"))
+    monkeypatch.setattr(stacking_datasets, "random_subset", recording(stacking_datasets.random_subset, "subset"))
+    augment, rng, n, draws = TileSubsetMean(), np.random.RandomState(0), 40, 20_000
+    counts, full = {}, 0
+    for _ in range(draws):
+        calls.clear()
+        kept = augment.keep(n, rng)
+        counts[tuple(calls)] = counts.get(tuple(calls), 0) + 1
+        full += len(kept) == n
+    assert set(counts) == {(), ("run",), ("subset",), ("run", "subset")}  # the run step always comes first
+    for outcome, count in counts.items():
+        assert abs(count / draws - 0.25) < 0.02, (outcome, count)
+    # The plain mean over all tiles: the quarter with no step, plus the draws whose single run or
+    # subset happened to keep everything (1 / n each).
+    assert counts[()] <= full and abs(full / draws - (0.25 + 0.5 / n)) < 0.02, full
 
 
 def test_augmented_features_are_the_mean_of_the_kept_tiles():
@@ -277,6 +314,47 @@ def test_stacking_train_end_to_end(tmp_path, capsys):
     # --resume with every fold done: trains nothing, predicts again.
     again = stacking_train.main(run_args(tmp_path, "--resume"))
     assert again["lwlrap"] == pytest.approx(scores["lwlrap"])
+
+
+def write_fold_test_sets(folder, fnames, fold_tiles, offsets):
+    """A test tree as predict_folds.py writes it: test/fold_K/ per fold model, test/ combined over folds."""
+    fold_clips = [clip_means(tiles, offsets) for tiles in fold_tiles]
+    for k, (tiles, clips) in enumerate(zip(fold_tiles, fold_clips)):
+        write_prediction_set(folder / f"fold_{k}", PredictionSet(fnames, CLASSES, clips, tiles, offsets))
+    write_prediction_set(folder, PredictionSet(fnames, CLASSES, geometric_mean(fold_clips),
+                                               geometric_mean(fold_tiles), offsets))
+
+
+def test_test_features_are_the_geometric_mean_over_folds_of_per_fold_tile_means(tmp_path):
+    """Per input and clip: mean over the clip's tiles for each fold model, then the geometric mean over folds."""
+    rng = np.random.default_rng(4)
+    fnames = ["t0.wav", "t1.wav", "t2.wav"]
+    counts = [1, 3, 2]
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    hand = {}
+    for name in INPUTS:
+        # spread-out probabilities, so that mean-then-geometric-mean and its reverse differ clearly
+        fold_tiles = [rng.uniform(0.01, 0.99, (offsets[-1], len(CLASSES))).astype(np.float32) for _ in range(5)]
+        write_fold_test_sets(tmp_path / "predictions" / name / "test", fnames, fold_tiles, offsets)
+        hand[name] = np.array([[np.prod([np.mean([fold_tiles[k][offsets[i] + t, c] for t in range(counts[i])])
+                                         for k in range(5)]) ** (1 / 5)
+                                for c in range(len(CLASSES))] for i in range(len(fnames))])
+    got_fnames, features = stacking_train.load_test_inputs(tmp_path, INPUTS, CLASSES)
+    assert got_fnames == fnames and features.shape == (3, 2 * len(CLASSES)) and features.dtype == np.float32
+    np.testing.assert_allclose(features, np.concatenate([hand[n] for n in INPUTS], axis=1), rtol=1e-5)
+    # not the clip mean of the fold-combined tiles (what a tile-level combination would give)
+    combined = read_prediction_set(tmp_path / "predictions" / INPUTS[0] / "test")
+    assert not np.allclose(clip_means(combined.tiles, combined.offsets)[1], hand[INPUTS[0]][1], rtol=1e-3)
+
+
+def test_test_inputs_must_cover_the_same_clips(tmp_path):
+    rng = np.random.default_rng(5)
+    offsets = np.arange(3, dtype=np.int64)
+    for name, fnames in zip(INPUTS, (["a.wav", "b.wav"], ["a.wav", "c.wav"])):
+        tiles = [rng.random((2, len(CLASSES))).astype(np.float32) for _ in range(2)]
+        write_fold_test_sets(tmp_path / "predictions" / name / "test", fnames, tiles, offsets)
+    with pytest.raises(SystemExit, match=r"'demo_skip'.*c\.wav"):
+        stacking_train.load_test_inputs(tmp_path, INPUTS, CLASSES)
 
 
 def test_missing_input_predictions_name_the_path(tmp_path):

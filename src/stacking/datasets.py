@@ -5,9 +5,10 @@ clip (`PredictionSet.tiles`, `offsets`). For stacking, the tiles of all input
 experiments are put side by side, so a clip becomes an (n_tiles, n_exp * C)
 array (`StackedTiles`). A sample is that array averaged over tiles:
 
-- training: `TileSubsetMean` averages only some of the tiles (a contiguous run
-  or a random subset), so the second level sees the kind of partial evidence a
-  shorter or differently cut clip would give - its only augmentation;
+- training: `TileSubsetMean` averages only some of the tiles (maybe a contiguous
+  run, maybe a random subset of it), so the second level sees the kind of
+  partial evidence a shorter or differently cut clip would give - its only
+  augmentation;
 - validation / test: the mean of all tiles, the same numbers the first level
   averaged into its clip probabilities.
 
@@ -27,35 +28,54 @@ from src.predictor import clip_means
 SHOW = 5  # how many offending file names an error lists
 
 
+def random_run(tiles: np.ndarray, rng) -> np.ndarray:
+    """A contiguous run of the tile indices `tiles`: length uniform in 1..n, start uniform among valid ones."""
+    size = rng.randint(1, len(tiles) + 1)
+    start = rng.randint(0, len(tiles) - size + 1)
+    return tiles[start:start + size]
+
+
+def random_subset(tiles: np.ndarray, rng) -> np.ndarray:
+    """A random subset of the tile indices `tiles`: size uniform in 1..n, drawn without replacement, in order."""
+    size = rng.randint(1, len(tiles) + 1)
+    return tiles[np.sort(rng.choice(len(tiles), size, replace=False))]
+
+
 class TileSubsetMean:
     """Mean over a random part of a clip's tiles: (n_tiles, F) -> (F,) float32.
 
-    With probability `contiguous_prob` a contiguous run of tiles is kept (length
-    uniform in 1..n, start uniform among the valid positions), otherwise a random
-    subset (size uniform in 1..n, tiles drawn without replacement). A one-tile clip
-    always gives its single tile. Uses numpy's global RNG (seeded per worker).
+    Two independent steps, as in the original: with probability `run_prob` keep
+    a random contiguous run of the tiles (`random_run`); then, independently,
+    with probability `subset_prob` keep a random subset of the tiles left
+    (`random_subset`). With both at 0.5 a quarter of the samples are the plain
+    mean over all tiles, like the validation features. A one-tile clip always
+    gives its single tile. Draws from numpy's global RNG (seeded per worker)
+    unless `keep` is given an `np.random.RandomState`.
     """
 
-    def __init__(self, contiguous_prob: float = 0.5):
-        if not 0.0 <= contiguous_prob <= 1.0:
-            raise ValueError(f"TileSubsetMean: contiguous_prob must be in [0, 1], got {contiguous_prob}")
-        self.contiguous_prob = float(contiguous_prob)
+    def __init__(self, run_prob: float = 0.5, subset_prob: float = 0.5):
+        for name, value in (("run_prob", run_prob), ("subset_prob", subset_prob)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"TileSubsetMean: {name} must be in [0, 1], got {value}")
+        self.run_prob, self.subset_prob = float(run_prob), float(subset_prob)
 
-    def keep(self, n_tiles: int) -> np.ndarray:
+    def keep(self, n_tiles: int, rng=None) -> np.ndarray:
         """Sorted indices of the tiles to keep."""
         if n_tiles < 1:
             raise ValueError(f"TileSubsetMean: a clip needs at least one tile, got {n_tiles}")
-        size = np.random.randint(1, n_tiles + 1)
-        if np.random.random() < self.contiguous_prob:
-            start = np.random.randint(0, n_tiles - size + 1)
-            return np.arange(start, start + size)
-        return np.sort(np.random.choice(n_tiles, size, replace=False))
+        rng = np.random if rng is None else rng
+        tiles = np.arange(n_tiles)
+        if rng.random_sample() < self.run_prob:
+            tiles = random_run(tiles, rng)
+        if rng.random_sample() < self.subset_prob:
+            tiles = random_subset(tiles, rng)
+        return tiles
 
     def __call__(self, tiles: np.ndarray) -> np.ndarray:
         return tiles[self.keep(len(tiles))].mean(axis=0, dtype=np.float64).astype(np.float32)
 
     def __repr__(self):
-        return f"{self.__class__.__name__}(contiguous_prob={self.contiguous_prob})"
+        return f"{self.__class__.__name__}(run_prob={self.run_prob}, subset_prob={self.subset_prob})"
 
 
 @dataclass

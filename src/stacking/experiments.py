@@ -4,15 +4,16 @@
 first level also has mean the same thing (and `src.experiments.argus_params`
 turns model/loss/optimizer/amp into the argus params of both levels):
 
-  inputs           first-level experiments whose out-of-fold / test tile predictions
-                   (<data>/predictions/NAME/{oof,test}) are stacked; order = feature order
+  inputs           first-level experiments whose out-of-fold tile predictions and test clip
+                   predictions (<data>/predictions/NAME/{oof,test}) are stacked; order = feature order
   model            ('FCNet', kwargs) - in_features and num_classes are filled in at run time
   loss             ('bce', {}) - every stacking sample is curated (flag 0)
   optimizer        (torch.optim name, kwargs)
   batch_size, val_batch_size
   epoch_size       random clips per training epoch
   epochs           maximum number of epochs
-  contiguous_prob  TileSubsetMean: share of contiguous runs (vs random subsets) of tiles
+  run_prob, subset_prob  TileSubsetMean: probabilities of its two independent steps (keep a
+                   contiguous run of tiles; then keep a random subset of those left)
   plateau          ReduceLROnPlateau(patience, factor, min_lr) on val_lwlrap
   early_stopping   patience in epochs, on val_lwlrap
   corrections      score against the curated labels with corrections.json applied (as the inputs were trained)
@@ -40,7 +41,8 @@ def _fcnet(reduction, dropout, lr, patience, factor) -> dict:
         "epoch_size": 32768,
         # The original allowed up to 700 epochs; early stopping (patience 30) ends runs long before.
         "epochs": 700,
-        "contiguous_prob": 0.5,
+        "run_prob": 0.5,
+        "subset_prob": 0.5,
         "plateau": {"patience": patience, "factor": factor, "min_lr": 1e-8},
         "early_stopping": 30,
         "corrections": True,
