@@ -4,8 +4,9 @@
     python export.py --experiment demo --data-dir data/demo --out demo.pt --torchscript demo_fold0.ts.pt --fold 0
 
 --out writes a bundle for `tag.py --model` / `demo.py --model`: audio settings,
-class list, tile settings (crop_size, tile_step), model name + kwargs and the
-weights of every fold, as plain dicts/lists/strings/numbers and tensors, so
+class list, tile settings (crop_size; tile_step = the experiment's test step),
+model name + kwargs and the weights of every fold, as plain
+dicts/lists/strings/numbers and tensors, so
 `torch.load(path, weights_only=True)` reads it (no pickled code) and the
 experiment folder is no longer needed.
 

@@ -1,15 +1,19 @@
 """Predict with every trained fold model of an experiment: out-of-fold and test.
 
     python predict_folds.py --experiment corr_noisy_007
-    python predict_folds.py --experiment demo --data-dir data/demo --step 32
+    python predict_folds.py --experiment demo --data-dir data/demo
 
 For each fold model found in <data>/experiments/NAME/fold_K/ (any subset of
 folds; the script says which it found):
   - out-of-fold: the model predicts the curated clips of its own validation fold;
   - test: the model predicts every test clip (sample_submission.csv order).
-Clips are cut into 128 x 256 tiles every --step frames; the tile probabilities
-are kept (for stacking) and averaged into clip probabilities. Fold test
-predictions are combined by geometric mean. Output tree (src/predictions.py):
+Clips are cut into 128 x 256 tiles (padded evenly on both sides to the tile
+grid); the tile probabilities are kept (for stacking) and averaged into clip
+probabilities. The tile step comes from the experiment: `tile_step` for
+out-of-fold and `test_tile_step` for test predictions (the 2019 members: 64 and
+128 frames, as the final submission ran); both are recorded in val_lwlrap.json.
+Fold test predictions are combined by geometric mean. Output tree
+(src/predictions.py):
 
   <data>/predictions/NAME/oof/             probs.csv, tiles.npy, offsets.npy
   <data>/predictions/NAME/test/            geometric mean over folds (+ tiles)
@@ -28,7 +32,7 @@ from src.features import load_features
 from src.metrics import lwlrap, per_class_lwlrap
 from src.plots import plot_per_class
 from src.predictions import PredictionSet, geometric_mean, predictions_dir, write_prediction_set
-from src.predictor import Predictor, clip_means, load_fold_models
+from src.predictor import Predictor, clip_means, load_fold_models, tile_steps
 from src.test_set import test_fnames
 from src.training import experiments_dir, set_cpu_threads
 from src.utils import pick_device, write_json_atomic
@@ -40,8 +44,11 @@ def parse_args(argv=None):
                         "<data>/experiments/ (as given to train_folds.py)")
     parser.add_argument("--data-dir", help="data root (default: $FSAT_DATA_DIR or ./data)")
     parser.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu', 'cuda', ...")
-    parser.add_argument("--step", type=int, help="tile step in frames (default: the experiment's tile_step; "
-                        "the original used 64 for single experiments, 128 for the ensemble)")
+    parser.add_argument("--step", type=int, help="tile step in frames for both out-of-fold and test predictions "
+                        "(default: the experiment's tile_step for out-of-fold, test_tile_step for test; 64 and "
+                        "128 for the 2019 members)")
+    parser.add_argument("--test-step", type=int, help="tile step in frames for test predictions only (overrides "
+                        "--step and test_tile_step)")
     parser.add_argument("--batch-size", type=int, default=128, help="tiles per forward pass (default 128)")
     parser.add_argument("--workers", type=int, help="processes for computing uncached features (default: all cores)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -59,12 +66,15 @@ def main(argv=None):
                          f"{args.experiment} --data-dir {data_dir})")
     record = json.loads(config_path.read_text())
     experiment, classes = record["experiment"], record["classes"]
+    try:
+        step, test_step = tile_steps(experiment, args.step, args.test_step)
+    except ValueError as exc:
+        raise SystemExit(f"{args.experiment}: {exc}") from exc
     device = pick_device(args.device)
     set_cpu_threads(device, 0, args.threads)
     models = load_fold_models(exp_dir, device)
     folds = sorted(models)
     print(f"{args.experiment}: found fold models {folds} in {exp_dir}; predicting on {device}")
-    step = args.step or experiment.get("tile_step", 64)
     tile_size = experiment["crop_size"]
     out_dir = predictions_dir(data_dir, args.experiment)
 
@@ -86,7 +96,8 @@ def main(argv=None):
 
     overall = lwlrap(truth, oof.probs)
     per_class, weights = per_class_lwlrap(truth, oof.probs)
-    report = {"experiment": args.experiment, "folds": folds, "step": step, "lwlrap": overall,
+    report = {"experiment": args.experiment, "folds": folds, "oof_step": step,
+              "test_step": None if args.no_test else test_step, "lwlrap": overall,
               "fold_lwlrap": {str(f): s for f, s in fold_scores.items()},
               "per_class_lwlrap": dict(zip(classes, per_class.tolist())),
               "class_weight": dict(zip(classes, weights.tolist()))}
@@ -94,13 +105,13 @@ def main(argv=None):
     plot_per_class(report["per_class_lwlrap"], out_dir / "per_class_lwlrap.png",
                    title=f"{args.experiment}: out-of-fold lwlrap {overall:.4f}")
     print(f"{args.experiment}: out-of-fold lwlrap {overall:.4f} over {len(oof.fnames)} clips "
-          f"(folds {folds}) -> {out_dir / 'oof'}")
+          f"(folds {folds}, tile step {step}) -> {out_dir / 'oof'}")
 
     if not args.no_test:
         fnames = test_fnames(data_dir)
         features = load_features(fnames, data_dir / "test", data_dir / "features", name="test",
                                  workers=args.workers)
-        predictor = Predictor([models[f] for f in folds], tile_size, step, args.batch_size)
+        predictor = Predictor([models[f] for f in folds], tile_size, test_step, args.batch_size)
         tiles, offsets, clips = predictor.predict(features.specs)
         for fold, fold_tiles, fold_clips in zip(folds, tiles, clips):
             write_prediction_set(out_dir / "test" / f"fold_{fold}",
@@ -108,8 +119,8 @@ def main(argv=None):
         mean_tiles = geometric_mean(tiles)
         write_prediction_set(out_dir / "test", PredictionSet(fnames, classes, geometric_mean(clips),
                                                              mean_tiles, offsets))
-        print(f"{args.experiment}: test predictions for {len(fnames)} clips, geometric mean of folds {folds} "
-              f"-> {out_dir / 'test' / 'probs.csv'}")
+        print(f"{args.experiment}: test predictions for {len(fnames)} clips (tile step {test_step}), geometric "
+              f"mean of folds {folds} -> {out_dir / 'test' / 'probs.csv'}")
     return report
 
 

@@ -22,7 +22,9 @@ Keys:
                    'device': workers serve raw crops, src.batch_augment augments whole batches on the device
   channels_last    NHWC memory format for the network and its inputs (faster convs on recent GPUs)
   compile          torch.compile the network for the training step
-  val_batch_size, tile_step (prediction time step in frames)
+  val_batch_size
+  tile_step        sliding-window step in frames of out-of-fold predictions (predict_folds.py)
+  test_tile_step   the step of test predictions and of tagging (tag.py, export.py bundles)
 """
 import copy
 
@@ -65,6 +67,7 @@ BASE = {
     "channels_last": False,  # NHWC network + inputs
     "compile": False,        # torch.compile the network (first steps are slow while it compiles)
     "tile_step": 64,
+    "test_tile_step": 128,   # the final submission's test predictions (out-of-fold stays at 64)
 }
 
 
@@ -110,7 +113,7 @@ DEMO = _variant(
     augment="device",
     batch_size=32, val_batch_size=64, crop_size=64, epoch_size=768, epochs=14,
     noisy_prob=0.1, corr_noisy_prob=0.2, mixer_prob=0.5,
-    plateau={"patience": 2, "factor": 0.5}, early_stopping=5, tile_step=32,
+    plateau={"patience": 2, "factor": 0.5}, early_stopping=5, tile_step=32, test_tile_step=32,
 )
 EXPERIMENTS["demo"] = DEMO
 EXPERIMENTS["demo_skip"] = _variant(

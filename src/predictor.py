@@ -47,6 +47,21 @@ def count_tiles(frames: int, tile_size: int, step: int) -> int:
     return 1 if frames <= tile_size else -(-(frames - tile_size) // step) + 1
 
 
+def tile_steps(experiment: dict, step=None, test_step=None) -> tuple:
+    """(out-of-fold step, test step) in frames for an experiment's sliding-window predictions.
+
+    The experiment's `tile_step` is the out-of-fold step and its `test_tile_step`
+    the step of test predictions and of tagging (the 2019 members: 64 and 128, as
+    the final submission ran; an experiment saved without `test_tile_step` uses
+    `tile_step` for both). `step` overrides both, then `test_step` the test one.
+    """
+    oof = int(step if step is not None else experiment.get("tile_step", 64))
+    test = int(next(s for s in (test_step, step, experiment.get("test_tile_step"), oof) if s is not None))
+    if oof < 1 or test < 1:
+        raise ValueError(f"tile steps must be >= 1 frame, got {oof} (out-of-fold) and {test} (test)")
+    return oof, test
+
+
 def _tile_batches(specs, tile_size, step, batch_size):
     """Yield float32 arrays of up to `batch_size` tiles, in clip order, crossing clip boundaries."""
     buffer, filled = np.empty((batch_size, specs[0].shape[0], tile_size), np.float32), 0

@@ -17,8 +17,12 @@ import score
 import stacking_train
 import train_folds
 from src.demo_data import generate_demo_dataset
+from src.features import load_features
 from src.labels import read_train_csv, targets_matrix
 from src.metrics import lwlrap
+from src.predictions import read_prediction_set
+from src.predictor import count_tiles
+from src.test_set import test_fnames
 
 TINY = ["--workers", "0", "--no-progress", "--set", "epoch_size=96", "--set", "batch_size=16"]
 
@@ -34,14 +38,31 @@ def demo_dir(tmp_path_factory):
 
 def test_chain_writes_every_output(demo_dir):
     d = str(demo_dir)
-    for name in ("demo", "demo_skip"):
+    # demo: the experiment's own steps (tile_step = test_tile_step = 32); demo_skip: test tiles every 64
+    # frames (stacking's test input is clip probabilities, so the inputs' test steps may differ).
+    for name, extra in (("demo", []), ("demo_skip", ["--test-step", "64"])):
         results = train_folds.main(["--experiment", name, "--data-dir", d, "--epochs", "2", *TINY])
         assert sorted(results) == [0, 1, 2, 3, 4]
-        report = predict_folds.main(["--experiment", name, "--data-dir", d, "--step", "32"])
+        report = predict_folds.main(["--experiment", name, "--data-dir", d, *extra])
         assert report["folds"] == [0, 1, 2, 3, 4] and 0 < report["lwlrap"] <= 1
+        assert json.loads((demo_dir / "predictions" / name / "val_lwlrap.json").read_text())["oof_step"] == 32
     stacking_train.main(["--experiment", "stacking_demo", "--data-dir", d, "--threads", "1", "--workers", "0",
                          "--no-progress", "--set", "epochs=2", "--set", "epoch_size=256"])
     blend.main(["--experiments", "demo", "demo_skip", "stacking_demo", "--data-dir", d])
+
+    # Test predictions: tiles every test step; clip probabilities = per fold model the mean over tiles,
+    # then the geometric mean over the fold models.
+    test_specs = load_features(test_fnames(demo_dir), demo_dir / "test", demo_dir / "features", name="test",
+                               workers=0).specs
+    assert any(count_tiles(s.shape[1], 64, 32) != count_tiles(s.shape[1], 64, 64) for s in test_specs)
+    for name, test_step in (("demo", 32), ("demo_skip", 64)):
+        out = demo_dir / "predictions" / name
+        assert json.loads((out / "val_lwlrap.json").read_text())["test_step"] == test_step
+        folds = [read_prediction_set(out / "test" / f"fold_{k}") for k in range(5)]
+        assert np.diff(folds[0].offsets).tolist() == [count_tiles(s.shape[1], 64, test_step) for s in test_specs]
+        fold_means = [[f.clip_tiles(i).mean(0) for i in range(len(test_specs))] for f in folds]
+        expected = np.exp(np.mean(np.log(np.clip(fold_means, 1e-7, 1)), axis=0))
+        np.testing.assert_allclose(read_prediction_set(out / "test").probs, expected, rtol=1e-5)
 
     exp = demo_dir / "experiments" / "demo"
     config = json.loads((exp / "config.json").read_text())

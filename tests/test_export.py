@@ -35,7 +35,7 @@ def _plain_types_only(obj, where="bundle"):
 
 @pytest.fixture
 def experiment(tmp_path):
-    make_experiment(tmp_path, "tiny", model=AUX, folds=2, crop_size=32, tile_step=16)
+    make_experiment(tmp_path, "tiny", model=AUX, folds=2, crop_size=32, tile_step=16, test_tile_step=8)
     return tmp_path
 
 
@@ -45,7 +45,7 @@ def test_bundle_is_weights_only_and_complete(experiment, tmp_path):
     bundle = torch.load(out, map_location="cpu", weights_only=True)
     _plain_types_only(bundle)
     assert bundle["classes"] == CLASSES and bundle["folds"] == [0, 1]
-    assert bundle["crop_size"] == 32 and bundle["tile_step"] == 16
+    assert bundle["crop_size"] == 32 and bundle["tile_step"] == 8  # the test step: a bundle only tags
     assert bundle["model"] == {"name": "AuxSkipAttention", "kwargs": {**AUX[1], "num_classes": len(CLASSES)}}
     assert bundle["audio_config"]["hop_length"] == 690 and bundle["audio_config"]["n_mels"] == 128
     for fold, state_dict in zip(bundle["folds"], bundle["state_dicts"]):

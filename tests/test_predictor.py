@@ -4,7 +4,9 @@ import torch
 
 from src.argus_models import FreesoundModel
 from src.deltas import stack_deltas
-from src.predictor import Predictor, clip_means, count_tiles, make_tiles
+from src.experiments import get_experiment
+from src.predictor import Predictor, clip_means, count_tiles, make_tiles, tile_steps
+from src.stacking.experiments import FIRST_LEVEL
 from src.transforms import ImageToTensor, get_transforms
 
 
@@ -65,3 +67,21 @@ def test_batched_prediction_equals_one_clip_at_a_time():
 def test_clip_means():
     tiles = np.arange(12, dtype=np.float32).reshape(6, 2)
     assert clip_means(tiles, np.array([0, 1, 4, 6])).tolist() == [[0, 1], [4, 5], [9, 10]]
+
+
+def test_tile_steps_of_the_2019_members_and_the_demo():
+    # the final submission: out-of-fold predictions every 64 frames, test predictions every 128
+    for name in FIRST_LEVEL:
+        assert tile_steps(get_experiment(name)) == (64, 128), name
+    assert tile_steps(get_experiment("demo")) == tile_steps(get_experiment("demo_skip")) == (32, 32)
+
+
+def test_tile_step_overrides_and_old_configs():
+    experiment = get_experiment("corr_noisy_007")
+    assert tile_steps(experiment, step=32) == (32, 32)                  # --step: both
+    assert tile_steps(experiment, test_step=256) == (64, 256)           # --test-step: test only
+    assert tile_steps(experiment, step=32, test_step=96) == (32, 96)
+    del experiment["test_tile_step"]                                    # saved before the key existed
+    assert tile_steps(experiment) == (64, 64)
+    with pytest.raises(ValueError, match="tile steps"):
+        tile_steps(experiment, step=0)

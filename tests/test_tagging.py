@@ -38,10 +38,12 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models (tests/c
 # --- helpers shared with test_export.py / test_live.py ----------------------------------------------
 
 
-def make_experiment(data_dir, name, model=TINY, classes=CLASSES, folds=2, crop_size=64, tile_step=32, seed=0):
+def make_experiment(data_dir, name, model=TINY, classes=CLASSES, folds=2, crop_size=64, tile_step=32,
+                    test_tile_step=None, seed=0):
     """A fake trained experiment: config.json like train_folds.py's and one argus checkpoint per fold."""
     experiment = get_experiment("demo")
-    experiment.update(model=model, crop_size=crop_size, tile_step=tile_step, amp="none")
+    experiment.update(model=model, crop_size=crop_size, tile_step=tile_step,
+                      test_tile_step=test_tile_step or tile_step, amp="none")
     experiment = json.loads(json.dumps(experiment))  # as read back from config.json (tuples -> lists)
     exp_dir = data_dir / "experiments" / name
     for fold in range(folds):
@@ -97,7 +99,7 @@ def expected_probs(data_dir, name, paths):
     models = load_fold_models(data_dir / "experiments" / name, "cpu")
     specs = [log_mel(read_audio(path)) for path in paths]
     predictor = Predictor([models[f] for f in sorted(models)], record["experiment"]["crop_size"],
-                          record["experiment"]["tile_step"])
+                          record["experiment"]["test_tile_step"])  # tagging is test-time prediction
     return geometric_mean(predictor.predict(specs)[2])
 
 
@@ -167,6 +169,25 @@ def test_blend_is_geometric_mean_over_all_fold_models(tmp_path, mixed_folder):
         outs["+".join(names)] = np.array(list(json.loads(out.read_text())[0]["probs"].values()))
     # both have 2 folds, so the 4-model geometric mean is the geometric mean of the two experiments
     assert np.allclose(outs["one+two"], np.sqrt(outs["one"] * outs["two"]), atol=1e-5)
+
+
+def test_tagging_an_experiment_uses_its_test_step(tmp_path, mixed_folder):
+    """tag.py --experiment tiles with the experiment's test_tile_step (128 for the 2019 members), not tile_step."""
+    make_experiment(tmp_path, "steps", tile_step=32, test_tile_step=8)
+    assert load_experiment(tmp_path, "steps", "cpu").members[0].step == 8
+    assert load_experiment(tmp_path, "steps", "cpu", step=16).members[0].step == 16  # --step overrides
+    out = tmp_path / "steps.json"
+    path = mixed_folder / "sub" / "b.flac"  # 2 s: several tiles
+    assert tag.main([str(path), "--experiment", "steps", "--data-dir", str(tmp_path), "--no-progress",
+                     "--out", str(out)]) == 0
+    probs = np.array(list(json.loads(out.read_text())[0]["probs"].values()))
+    np.testing.assert_allclose(probs, expected_probs(tmp_path, "steps", [path])[0], atol=1e-5)
+    # an experiment saved before test_tile_step existed tags with its tile_step
+    config = tmp_path / "experiments" / "steps" / "config.json"
+    record = json.loads(config.read_text())
+    del record["experiment"]["test_tile_step"]
+    config.write_text(json.dumps(record))
+    assert load_experiment(tmp_path, "steps", "cpu").members[0].step == 32
 
 
 def test_blend_refuses_different_class_lists(tmp_path, mixed_folder):

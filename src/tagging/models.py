@@ -9,7 +9,7 @@ import torch
 from src.argus_models import FreesoundModel
 from src.config import AUDIO, AudioConfig, resolve_data_dir
 from src.predictions import geometric_mean
-from src.predictor import Predictor, load_fold_models
+from src.predictor import Predictor, load_fold_models, tile_steps
 from src.training import best_checkpoint, experiments_dir, trained_folds
 from src.utils import pick_device
 
@@ -85,8 +85,9 @@ def load_experiment(data_dir, name, device, step=None) -> Tagger:
     record = read_experiment_record(exp_dir)
     experiment = record["experiment"]
     models = load_fold_models(exp_dir, device)
+    # Tagging is test-time prediction: the experiment's test step (128 frames for the 2019 members).
     member = Member(name, [models[f] for f in sorted(models)], int(experiment["crop_size"]),
-                    int(step or experiment.get("tile_step", 64)))
+                    tile_steps(experiment, step)[1])
     config = _audio_config(record.get("audio_config", AUDIO.to_dict()), exp_dir / "config.json")
     return Tagger([member], record["classes"], config)
 
@@ -121,7 +122,7 @@ def make_bundle(data_dir, name) -> dict:
         "classes": list(record["classes"]),
         "audio_config": _plain(record.get("audio_config", AUDIO.to_dict())),
         "crop_size": int(experiment["crop_size"]),
-        "tile_step": int(experiment.get("tile_step", 64)),
+        "tile_step": tile_steps(experiment)[1],  # the test-time step: a bundle only tags
         "amp": str(experiment.get("amp", "bf16")),
         "model": {"name": model_name, "kwargs": model_kwargs},
         "folds": folds,
@@ -185,7 +186,8 @@ def add_model_args(parser):
                        help="model bundle written by export.py (no experiment folder needed)")
     group.add_argument("--data-dir", help="data root holding experiments/ (default: $FSAT_DATA_DIR or ./data)")
     group.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu', 'cuda', ...")
-    group.add_argument("--step", type=int, help="tile step in frames (default: each model's tile_step)")
+    group.add_argument("--step", type=int, help="tile step in frames (default: each model's test step: an "
+                       "experiment's test_tile_step, a bundle's tile_step)")
     group.add_argument("--batch-size", type=int, default=128, help="tiles per forward pass (default 128)")
 
 
