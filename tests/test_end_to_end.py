@@ -22,7 +22,7 @@ from src.labels import read_train_csv, targets_matrix
 from src.metrics import lwlrap
 from src.predictions import read_prediction_set
 from src.predictor import count_tiles
-from src.test_set import test_fnames
+from src.test_set import test_fnames as read_test_fnames  # (a test_* name would be collected)
 
 TINY = ["--workers", "0", "--no-progress", "--set", "epoch_size=96", "--set", "batch_size=16"]
 
@@ -52,7 +52,7 @@ def test_chain_writes_every_output(demo_dir):
 
     # Test predictions: tiles every test step; clip probabilities = per fold model the mean over tiles,
     # then the geometric mean over the fold models.
-    test_specs = load_features(test_fnames(demo_dir), demo_dir / "test", demo_dir / "features", name="test",
+    test_specs = load_features(read_test_fnames(demo_dir), demo_dir / "test", demo_dir / "features", name="test",
                                workers=0).specs
     assert any(count_tiles(s.shape[1], 64, 32) != count_tiles(s.shape[1], 64, 64) for s in test_specs)
     for name, test_step in (("demo", 32), ("demo_skip", 64)):
