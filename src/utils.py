@@ -1,5 +1,6 @@
 """Small helpers shared by the scripts: devices, seeding, atomic writes."""
 import contextlib
+import errno
 import json
 import os
 import random
@@ -40,22 +41,29 @@ def seed_worker(worker_id: int):
     random.seed(seed)
 
 
+def _temp_beside(path: Path, suffix: str) -> Path:
+    """An unused hidden name in `path`'s folder (nothing is created there)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    os.unlink(tmp)
+    return Path(tmp)
+
+
 @contextlib.contextmanager
 def atomic_path(path, suffix=None):
     """Yield a temporary path beside `path`; rename it onto `path` only on success.
 
     An interrupted write leaves no half-written file under the final name.
-    Works for files and for directories (the caller creates either).
+    Works for files and for directories (the caller creates either). A directory
+    replaces an existing one; for folders that others may be reading, use
+    `atomic_new_dir`, which never replaces.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=path.parent)
-    os.close(fd)
-    os.unlink(tmp)
-    tmp = Path(tmp)
+    tmp = _temp_beside(path, suffix or path.suffix)
     try:
         yield tmp
-        if tmp.is_dir() and path.exists():
+        if tmp.is_dir():
             _replace_dir(tmp, path)
         else:
             os.replace(tmp, path)
@@ -64,13 +72,57 @@ def atomic_path(path, suffix=None):
             _remove(tmp)
 
 
+# rename(2) of a folder onto a non-empty folder fails with one of these (Linux says ENOTEMPTY).
+_DIR_TAKEN = (errno.ENOTEMPTY, errno.EEXIST)
+
+
 def _replace_dir(tmp: Path, path: Path):
-    old = path.with_name(f".{path.name}.old")
-    if old.exists():
+    """Rename folder `tmp` to `path`, moving any existing `path` aside first and then deleting it.
+
+    Safe against another process doing the same at the same time (each moves the
+    old folder to its own unique name, and a folder that appears in between is
+    moved aside too), but a reader may briefly find no `path`.
+    """
+    while True:
+        try:
+            os.rename(tmp, path)  # succeeds when `path` is absent (or an empty folder)
+            return
+        except OSError as exc:
+            if exc.errno not in _DIR_TAKEN:
+                raise
+        old = _temp_beside(path, ".old")
+        try:
+            os.rename(path, old)
+        except FileNotFoundError:  # someone else moved it aside meanwhile: try again
+            continue
         _remove(old)
-    os.replace(path, old)
-    os.replace(tmp, path)
-    _remove(old)
+
+
+@contextlib.contextmanager
+def atomic_new_dir(path):
+    """Yield a new empty temporary folder beside `path`; rename it to `path` only on success.
+
+    Unlike `atomic_path`, an existing `path` is never replaced, so a published
+    folder stays exactly as its readers found it. If `path` exists by the end
+    (e.g. another process published it first), the new folder is deleted and
+    FileExistsError is raised: the caller decides whether that counts as success.
+    """
+    path = Path(path)
+    tmp = _temp_beside(path, "")
+    tmp.mkdir()
+    try:
+        yield tmp
+        if path.exists():
+            raise FileExistsError(errno.EEXIST, "already exists", str(path))
+        try:
+            os.rename(tmp, path)  # atomic; fails if a non-empty `path` appeared since the check
+        except OSError as exc:
+            if exc.errno in _DIR_TAKEN:
+                raise FileExistsError(errno.EEXIST, "already exists", str(path)) from None
+            raise
+    finally:
+        if tmp.exists():
+            _remove(tmp)
 
 
 def _remove(p: Path):
