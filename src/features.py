@@ -12,7 +12,23 @@ a change to any of them computes a new cache instead of reusing a stale one.
 
 The folder is written under a temporary name and renamed when complete: an
 interrupted run never leaves a cache that looks finished. The second load maps
-`frames.npy` into memory (no copy, no parse), which is instant.
+`frames.npy` into memory (no copy, no parse).
+
+Safe to share between processes (the README runs one process per fold, in
+parallel, on the same cache):
+- a published cache folder is never modified or replaced, so a process reading
+  it can never see it change underneath;
+- builders of the same cache take a lock file (`.<folder>.lock` beside it,
+  removed when done): one computes, the others wait and then read its result.
+  Without the lock (no fcntl) two builders both compute, and whoever publishes
+  second finds the folder complete and uses it;
+- every read validates the cache (`read_feature_cache`): the structure against
+  the .npy headers, `offsets.npy` and `index.json`, and the bytes of both arrays
+  against CRC-32 checksums recorded at build time (about 3-4 GB/s once the file
+  is in the page cache: ~0.06 s for 200 MB, ~2.5 s for the 8 GB Kaggle noisy
+  set, small beside training on it). A corrupt cache raises FeatureCacheError
+  naming the folder, the problem and how to rebuild it; it is never repaired
+  or replaced automatically.
 
 Two front ends compute the same features: 'fast' (`src.fast_frontend`, the
 default; 2-6x less CPU per clip) and 'librosa' (`src.audio`, the reference). The
@@ -21,9 +37,13 @@ indices and log-mels equal within 0.01 dB (measured max ~2e-5 dB; tested in
 tests/test_fast_frontend.py), far below anything training can see, so a cache
 made by either is valid for both. `index.json` records which one made it.
 """
+import contextlib
 import json
 import multiprocessing
 import os
+import shlex
+import sys
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,11 +54,29 @@ from tqdm import tqdm
 from src import audio, fast_frontend
 from src.audio import AudioReadError
 from src.config import AUDIO, AudioConfig, stable_hash
-from src.utils import atomic_path
+from src.utils import atomic_new_dir
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: builders then race, which is still safe (see above)
+    fcntl = None
 
 # Modules with audio_to_log_mel(path, config) -> float32 (n_mels, frames), raising AudioReadError
 # naming the file, and trim_to_min_length / log_mel on arrays.
 FRONTENDS = {"fast": fast_frontend, "librosa": audio}
+
+# Written to index.json; caches of other formats are refused with a rebuild hint.
+CACHE_FORMAT = 2
+CACHE_FILES = ("frames.npy", "offsets.npy", "index.json")
+
+
+class FeatureCacheError(ValueError):
+    """A feature-cache folder is missing files, inconsistent or corrupt."""
+
+    def __init__(self, folder, problem: str):
+        self.folder = Path(folder)
+        super().__init__(f"{folder}: corrupt feature cache: {problem}. It is never repaired automatically: "
+                         f"delete the folder (rm -r {shlex.quote(str(folder))}) and rerun to rebuild it")
 
 
 @dataclass
@@ -121,36 +159,154 @@ def load_features(fnames, audio_dir, cache_root, name: str, config: AudioConfig 
     """Log-mels of `audio_dir/fname` for each fname, from the cache or computed and cached.
 
     `frontend` only chooses how missing features are computed; a cache made by either
-    front end is reused (see the module docstring).
+    front end is reused (see the module docstring). Several processes may call this
+    at once for the same cache: one computes it, the others wait for it.
     """
     fnames = list(fnames)
     check_frontend(frontend)
     folder = Path(cache_root) / f"{name}-{cache_key(fnames, config, corrections)}"
-    if not (folder / "index.json").is_file():
-        specs = compute_log_mels([Path(audio_dir) / f for f in fnames], config, workers, desc=name,
-                                 frontend=frontend, progress=progress)
-        write_feature_cache(folder, fnames, specs, config, corrections, frontend)
-    return read_feature_cache(folder)
+    if not folder.exists():
+        with _build_lock(folder):
+            if not folder.exists():  # else another process built it while we waited
+                specs = compute_log_mels([Path(audio_dir) / f for f in fnames], config, workers, desc=name,
+                                         frontend=frontend, progress=progress)
+                write_feature_cache(folder, fnames, specs, config, corrections, frontend)
+    return read_feature_cache(folder, fnames=fnames, config=config)
+
+
+@contextlib.contextmanager
+def _build_lock(folder: Path):
+    """Hold an exclusive lock on `.<folder>.lock` beside the cache folder, saying so if we must wait.
+
+    The lock file is removed afterwards. That is safe here because the holder's only
+    work is "build the folder if it does not exist": a process that locks a removed
+    lock file (or a new one) finds the folder published and builds nothing.
+    """
+    if fcntl is None:
+        yield
+        return
+    lock_path = folder.with_name(f".{folder.name}.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"{folder}: another process is building this feature cache; waiting for it "
+                  f"(lock file {lock_path})", file=sys.stderr, flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(lock_path).st_ino == os.fstat(handle.fileno()).st_ino:
+                    os.unlink(lock_path)
+            # Unlock explicitly: processes forked meanwhile share this open file, and closing our copy
+            # alone would leave it locked for as long as any of them lives.
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def checksum(array: np.ndarray, chunk_bytes: int = 1 << 24) -> int:
+    """CRC-32 of an array's bytes, read in chunks (a memory-mapped array is never copied whole).
+
+    zlib.crc32 runs at ~3-4 GB/s here, several times faster than any hashlib digest,
+    and catches any burst of garbage up to 32 bits and nearly everything else;
+    it guards against accidents (truncation, overwrites, bit rot), not against tampering.
+    """
+    data = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+    crc = 0
+    for start in range(0, len(data), chunk_bytes):
+        crc = zlib.crc32(memoryview(data[start:start + chunk_bytes]), crc)
+    return crc
 
 
 def write_feature_cache(folder, fnames, specs, config: AudioConfig, corrections=None, frontend="fast"):
+    """Publish a new cache folder. If a complete one appears first (another process), that one is kept."""
+    folder = Path(folder)
+    fnames = list(fnames)
+    if len(fnames) != len(specs):
+        raise ValueError(f"{folder}: {len(fnames)} file names but {len(specs)} spectrograms")
+    for fname, spec in zip(fnames, specs):
+        if spec.ndim != 2 or spec.shape[0] != config.n_mels or not np.isfinite(spec).all():
+            raise ValueError(f"{fname}: log-mel of shape {spec.shape} is not ({config.n_mels}, frames) "
+                             "and finite; nothing was cached")
     offsets = np.cumsum([0] + [s.shape[1] for s in specs]).astype(np.int64)
     frames = np.concatenate(specs, axis=1) if specs else np.zeros((config.n_mels, 0), np.float32)
-    index = {"fnames": list(fnames), "audio_config": config.to_dict(), "audio_hash": config.short_hash(),
-             "corrections_hash": stable_hash(corrections or {}, 8), "frontend": frontend}
-    with atomic_path(folder, suffix="") as tmp:
-        tmp.mkdir()
-        np.save(tmp / "frames.npy", frames.astype(np.float32, copy=False))
-        np.save(tmp / "offsets.npy", offsets)
-        (tmp / "index.json").write_text(json.dumps(index))  # written last: marks the cache complete
+    frames = np.ascontiguousarray(frames, dtype=np.float32)
+    index = {"format": CACHE_FORMAT, "fnames": fnames, "audio_config": config.to_dict(),
+             "audio_hash": config.short_hash(), "corrections_hash": stable_hash(corrections or {}, 8),
+             "frontend": frontend, "frames_shape": list(frames.shape),
+             "frames_crc32": checksum(frames), "offsets_crc32": checksum(offsets)}
+    try:
+        with atomic_new_dir(folder) as tmp:
+            np.save(tmp / "frames.npy", frames)
+            np.save(tmp / "offsets.npy", offsets)
+            (tmp / "index.json").write_text(json.dumps(index))
+    except FileExistsError:
+        # Someone published this cache first. Same key, same content: use theirs, never rename over it.
+        if not (folder / "index.json").is_file():
+            raise FeatureCacheError(folder, "the folder exists but has no index.json") from None
 
 
-def read_feature_cache(folder) -> FeatureSet:
+def read_feature_cache(folder, fnames=None, config: AudioConfig = None) -> FeatureSet:
+    """Map a cache folder into memory, after checking it (see the module docstring).
+
+    `fnames` / `config`, when given, must match the ones the cache was built for.
+    Raises FeatureCacheError (a ValueError) naming the folder for any problem.
+    """
     folder = Path(folder)
-    index = json.loads((folder / "index.json").read_text())
-    frames = np.load(folder / "frames.npy", mmap_mode="r", allow_pickle=False)
-    offsets = np.load(folder / "offsets.npy", allow_pickle=False)
-    if len(offsets) != len(index["fnames"]) + 1 or offsets[-1] != frames.shape[1]:
-        raise ValueError(f"{folder}: feature cache is inconsistent; delete the folder to rebuild it")
-    specs = [frames[:, offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
+    if not folder.is_dir():
+        raise FeatureCacheError(folder, "no such folder")
+    missing = [name for name in CACHE_FILES if not (folder / name).is_file()]
+    if missing:
+        raise FeatureCacheError(folder, f"missing {', '.join(missing)}")
+    index = _read_index(folder)
+    n_mels = index["audio_config"].get("n_mels")
+    if config is not None and (n_mels != config.n_mels or index["audio_hash"] != config.short_hash()):
+        raise FeatureCacheError(folder, f"made with audio settings {index['audio_hash']} ({n_mels} mel bands), "
+                                        f"expected {config.short_hash()} ({config.n_mels} mel bands)")
+    if fnames is not None and list(fnames) != index["fnames"]:
+        raise FeatureCacheError(folder, f"index.json lists {len(index['fnames'])} other file names than the "
+                                        f"{len(list(fnames))} asked for")
+
+    frames = _load_npy(folder, "frames.npy", mmap_mode="r")
+    offsets = _load_npy(folder, "offsets.npy")
+    expected_shape = (n_mels, index["frames_shape"][1])
+    if frames.dtype != np.float32 or frames.shape != expected_shape:
+        raise FeatureCacheError(folder, f"frames.npy holds {frames.dtype} {frames.shape}, "
+                                        f"index.json says float32 {expected_shape}")
+    n_clips = len(index["fnames"])
+    if offsets.dtype != np.int64 or offsets.shape != (n_clips + 1,):
+        raise FeatureCacheError(folder, f"offsets.npy holds {offsets.dtype} {offsets.shape}, "
+                                        f"expected int64 ({n_clips + 1},) for {n_clips} clips")
+    if offsets[0] != 0 or offsets[-1] != frames.shape[1] or (np.diff(offsets) < 0).any():
+        raise FeatureCacheError(folder, f"offsets.npy must rise from 0 to the {frames.shape[1]} frames "
+                                        "without decreasing")
+    for name, array in (("offsets.npy", offsets), ("frames.npy", frames)):
+        if checksum(array) != index[f"{name[:-4]}_crc32"]:
+            raise FeatureCacheError(folder, f"{name} does not match its checksum in index.json "
+                                            "(changed or damaged since it was built)")
+    specs = [frames[:, offsets[i]:offsets[i + 1]] for i in range(n_clips)]
     return FeatureSet(index["fnames"], specs)
+
+
+def _read_index(folder: Path) -> dict:
+    try:
+        index = json.loads((folder / "index.json").read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FeatureCacheError(folder, f"index.json is not valid JSON ({exc})") from None
+    if not isinstance(index, dict) or index.get("format") != CACHE_FORMAT:
+        found = index.get("format", "none") if isinstance(index, dict) else "none"
+        raise FeatureCacheError(folder, f"index.json has cache format {found}, this code reads {CACHE_FORMAT} "
+                                        "(an older version made it, or it is damaged)")
+    keys = ("fnames", "audio_config", "audio_hash", "frames_shape", "frames_crc32", "offsets_crc32")
+    absent = [key for key in keys if key not in index]
+    if absent:
+        raise FeatureCacheError(folder, f"index.json lacks {', '.join(absent)}")
+    return index
+
+
+def _load_npy(folder: Path, name: str, mmap_mode=None) -> np.ndarray:
+    try:
+        return np.load(folder / name, mmap_mode=mmap_mode, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:  # truncated, garbage header, pickled object...
+        raise FeatureCacheError(folder, f"{name} cannot be read ({exc})") from None
