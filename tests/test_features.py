@@ -215,10 +215,13 @@ CORRUPTIONS = {
                   lambda d: _overwrite(d / "frames.npy", _data_start(d / "frames.npy") + 800,
                                        np.full(8, np.nan, np.float32).tobytes())),
     "shifted offsets": ("offsets.npy does not match its checksum", _shifted),
-    "offsets not from 0": ("rise from 0", lambda d: _rewrite_offsets(d, np.load(d / "offsets.npy") + 0 * 1
-                                                                       + np.r_[3, np.zeros(4, np.int64)])),
+    "frames of 64 bands": (r"frames.npy holds float32 \(64, ", lambda d: np.save(d / "frames.npy",
+                                                                           np.load(d / "frames.npy")[:64])),
+    "frames as float64": ("frames.npy holds float64", lambda d: np.save(d / "frames.npy",
+                                                                      np.load(d / "frames.npy").astype(np.float64))),
+    "offsets not from 0": ("rise from 0", lambda d: _rewrite_offsets(d, np.r_[3, np.load(d / "offsets.npy")[1:]])),
     "offsets decreasing": ("without decreasing", lambda d: _rewrite_offsets(d, np.load(d / "offsets.npy")[[0, 2, 1, 3, 4]])),
-    "offsets too short": ("expected int64 \\(5,\\)", lambda d: _rewrite_offsets(d, np.load(d / "offsets.npy")[:-1])),
+    "offsets too short": (r"expected int64 \(5,\)", lambda d: _rewrite_offsets(d, np.load(d / "offsets.npy")[:-1])),
     "offsets as float": ("offsets.npy holds float64", lambda d: _rewrite_offsets(d, np.load(d / "offsets.npy") * 1.0)),
     "missing frames": ("missing frames.npy", lambda d: (d / "frames.npy").unlink()),
     "missing index": ("missing index.json", lambda d: (d / "index.json").unlink()),
@@ -258,5 +261,5 @@ def test_cache_of_other_file_names_is_refused(tmp_path, clips):
     load_features(clips, tmp_path, cache, name="train", workers=1, progress=False)
     folder = next(cache.iterdir())
     assert read_feature_cache(folder).fnames == clips  # fnames and config are optional
-    with pytest.raises(FeatureCacheError, match="other file names"):
+    with pytest.raises(FeatureCacheError, match="not the 4 asked for"):
         read_feature_cache(folder, fnames=clips[::-1], config=AUDIO)
