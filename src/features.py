@@ -183,9 +183,12 @@ def load_features(fnames, audio_dir, cache_root, name: str, config: AudioConfig 
 def _build_lock(folder: Path):
     """Hold an exclusive lock on `.<folder>.lock` beside the cache folder, saying so if we must wait.
 
-    The lock file is removed afterwards. That is safe here because the holder's only
-    work is "build the folder if it does not exist": a process that locks a removed
-    lock file (or a new one) finds the folder published and builds nothing.
+    The lock file is removed afterwards (and the kernel drops the lock of a killed
+    process). Removing it is safe here because the holder's only work is "build the
+    folder if it does not exist": a process that then locks the removed file, or a
+    new one, finds the folder published and builds nothing. Only after a failed
+    build can two processes both retry, and publishing never replaces, so that
+    costs time, not correctness.
     """
     if fcntl is None:
         yield
