@@ -363,14 +363,15 @@ class BatchAugment:
     def features(self, images, params, out=None):
         """Resized crop -> SpecAugment -> [log-mel, delta, delta-delta] / scale, for the rows of `params`."""
         resize = params["resize"]
-        if _on_host(images):
+        # resize_prob 0 (corrections_002/003, trained before the step existed): no resampling at all.
+        if self.resize_prob > 0 and _on_host(images):
             # On the host, reading the choice back is free: resample only the chosen third of the rows.
             rows = resize.nonzero()[:, 0]
             if len(rows):
                 resized = resized_crop(images[rows], params["top"][rows], params["left"][rows], params["h"][rows],
                                        params["w"][rows])
                 images = images.index_copy(0, rows, resized)
-        else:  # on an accelerator, resample every row and select: no host sync
+        elif self.resize_prob > 0:  # on an accelerator, resample every row and select: no host sync
             resized = resized_crop(images, params["top"], params["left"], params["h"], params["w"])
             images = torch.where(resize[:, None, None], resized, images)
         active = params["spec_active"] & params["spec"][:, None]

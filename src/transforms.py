@@ -337,11 +337,14 @@ def get_transforms(train, size=256, wrap_pad_prob=0.5, resize_scale=(0.8, 1.0), 
     """Build the training (train=True) or validation/test (train=False) spectrogram pipeline."""
     if train:
         wrap_pad_prob = _check_prob(wrap_pad_prob, "wrap_pad_prob")
+        # resize_prob 0 leaves the step out, as in the pipelines that predate it (corrections_002/003).
+        resized_crop = [] if _check_prob(resize_prob, "resize_prob") == 0 else [
+            UseWithProb(RandomResizedCrop(scale=resize_scale, ratio=resize_ratio), prob=resize_prob)]
         return Compose([
             OneOf([PadToSize(size, mode="wrap"), PadToSize(size, mode="constant")],
                   p=[wrap_pad_prob, 1.0 - wrap_pad_prob]),
             RandomCrop(size),
-            UseWithProb(RandomResizedCrop(scale=resize_scale, ratio=resize_ratio), prob=resize_prob),
+            *resized_crop,
             UseWithProb(SpecAugment(num_masks=spec_num_mask, freq_masking=spec_freq_masking,
                                     time_masking=spec_time_masking), prob=spec_prob),
             ImageToTensor(),

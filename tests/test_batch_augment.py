@@ -193,6 +193,37 @@ def test_cpu_and_accelerator_code_paths_agree(monkeypatch):
 
 # ---------------------------------------------------------------- resized crop
 
+@pytest.mark.parametrize("name, resizes", [("corrections_002", False), ("corrections_003", False),
+                                           ("auxiliary_016", True)])
+def test_no_resized_crop_in_corrections_002_and_003(monkeypatch, name, resizes):
+    # Both were trained before the resized crop existed: pad -> crop -> SpecAugment -> tensor.
+    experiment = get_experiment(name)
+    transforms = dict(experiment["transforms"], spec_prob=0.0)  # leave only pad, crop and resized crop
+    image = images_batch(1)[0].numpy()                          # 256 frames: pad and crop change nothing
+    # Per-sample path: no resized-crop step in the pipeline, so every output is the plain tensor.
+    pipeline = get_transforms(train=True, size=experiment["crop_size"], **transforms)
+    assert any(isinstance(getattr(t, "transform", t), RandomResizedCrop) for t in pipeline.transforms) == resizes
+    np.random.seed(0)
+    plain = ImageToTensor()(image)
+    unchanged = [torch.equal(pipeline(image), plain) for _ in range(60)]
+    assert all(unchanged) != resizes
+    # Device path, on both its host and accelerator branches: never resamples, output = plain tensor.
+    calls = []
+    real = batch_augment_module.resized_crop
+    monkeypatch.setattr(batch_augment_module, "resized_crop", lambda *args: calls.append(1) or real(*args))
+    augment = BatchAugment(**{k: v for k, v in transforms.items() if k in batch_augment_module.TRANSFORM_KEYS},
+                           mixer_prob=0.0)
+    x = images_batch(64)
+    expected = torch.stack([ImageToTensor()(row.numpy()) for row in x])
+    for on_host in (True, False):
+        monkeypatch.setattr(batch_augment_module, "_on_host", lambda tensor, on_host=on_host: on_host)
+        out, _, _ = augment(x, torch.zeros(64, 5), torch.zeros(64))
+        assert torch.allclose(out, expected, atol=1e-5) != resizes
+    assert bool(calls) == resizes
+    # The experiment's own batch augmentation draws no resized crop either.
+    assert bool(batch_params(create_batch_augment(experiment), 2)["resize"].any()) == resizes
+
+
 def test_resized_crop_equals_reference_for_same_box(monkeypatch):
     x = images_batch(4)
     boxes = [(0, 0, 128, 256), (3, 7, 110, 240), (20, 2, 96, 200), (10, 30, 105, 226)]
