@@ -5,7 +5,8 @@
 
 For each fold model found in <data>/experiments/NAME/fold_K/ (any subset of
 folds; the script says which it found):
-  - out-of-fold: the model predicts the curated clips of its own validation fold;
+  - out-of-fold: the model predicts the curated clips of its own validation fold (every clip of
+    train_folds.csv; the CV lwlrap is scored on the experiment's corrected labels);
   - test: the model predicts every test clip (sample_submission.csv order).
 Clips are cut into 128 x 256 tiles (padded evenly on both sides to the tile
 grid); the tile probabilities are kept (for stacking) and averaged into clip
@@ -27,8 +28,10 @@ import json
 import numpy as np
 
 from src.config import resolve_data_dir
-from src.data import load_training_data
+from src.data import load_training_data, read_corrected_folds
+from src.experiments import data_settings
 from src.features import load_features
+from src.labels import targets_matrix
 from src.metrics import lwlrap, per_class_lwlrap
 from src.plots import plot_per_class
 from src.predictions import PredictionSet, geometric_mean, predictions_dir, write_prediction_set
@@ -78,24 +81,35 @@ def main(argv=None):
     tile_size = experiment["crop_size"]
     out_dir = predictions_dir(data_dir, args.experiment)
 
-    # Out-of-fold: each curated clip predicted by the model that did not train on it.
-    data = load_training_data(data_dir, use_corrections=experiment["corrections"], workers=args.workers)
+    # Out-of-fold: each curated clip predicted by the model that did not train on it. Every clip of
+    # train_folds.csv gets a prediction, also those this experiment's curated corrections removed:
+    # the stacking's labels (another corrections version) may keep them. The CV lwlrap is scored
+    # against the experiment's own corrected labels.
+    data = load_training_data(data_dir, curated_corrections=None, workers=args.workers)
     if data.classes != classes:
         raise SystemExit(f"class list of {data_dir} differs from the one {args.experiment} was trained on")
+    labelled, _ = read_corrected_folds(data_dir, classes, data_settings(experiment)["curated_corrections"])
+    truth_of = dict(zip(labelled["fname"], targets_matrix(labelled["labels"].tolist(), classes)))
+
+    def scored(fnames, probs):
+        """(truth, probs) of the clips the experiment's labels keep."""
+        rows = [i for i, f in enumerate(fnames) if f in truth_of]
+        return np.stack([truth_of[fnames[i]] for i in rows]), probs[rows]
+
     parts, fold_scores = [], {}
     for fold in folds:
         index = np.flatnonzero(data.folds == fold)
         part = data.curated.subset(index)
         tiles, offsets, clips = Predictor(models[fold], tile_size, step, args.batch_size).predict(part.specs)
-        fold_scores[fold] = lwlrap(part.targets, clips[0])
+        fold_scores[fold] = lwlrap(*scored(part.fnames, clips[0]))
         print(f"  fold {fold}: {len(index)} clips, val lwlrap {fold_scores[fold]:.4f}")
         parts.append((index, tiles[0], offsets))
     oof = _concat_parts(parts, data.curated.fnames, classes)
-    truth = data.curated.targets[np.concatenate([p[0] for p in parts])]
     write_prediction_set(out_dir / "oof", oof)
 
-    overall = lwlrap(truth, oof.probs)
-    per_class, weights = per_class_lwlrap(truth, oof.probs)
+    truth, probs = scored(oof.fnames, oof.probs)
+    overall = lwlrap(truth, probs)
+    per_class, weights = per_class_lwlrap(truth, probs)
     report = {"experiment": args.experiment, "folds": folds, "oof_step": step,
               "test_step": None if args.no_test else test_step, "lwlrap": overall,
               "fold_lwlrap": {str(f): s for f, s in fold_scores.items()},
@@ -104,7 +118,7 @@ def main(argv=None):
     write_json_atomic(report, out_dir / "val_lwlrap.json")
     plot_per_class(report["per_class_lwlrap"], out_dir / "per_class_lwlrap.png",
                    title=f"{args.experiment}: out-of-fold lwlrap {overall:.4f}")
-    print(f"{args.experiment}: out-of-fold lwlrap {overall:.4f} over {len(oof.fnames)} clips "
+    print(f"{args.experiment}: out-of-fold lwlrap {overall:.4f} over {len(truth)} clips "
           f"(folds {folds}, tile step {step}) -> {out_dir / 'oof'}")
 
     if not args.no_test:

@@ -45,10 +45,11 @@ from src.argus_models import FreesoundModel
 from src.blending import aligned_probs, load_experiments
 from src.cli import add_training_args, apply_training_args
 from src.config import read_classes, resolve_data_dir
-from src.data import CURATED_CORRECTIONS, read_folds
+from src.corrections import describe as describe_corrections
+from src.data import read_corrected_folds
 from src.datasets import RandomSourceDataset, make_loader
-from src.experiments import argus_params
-from src.labels import apply_corrections, check_labels, load_corrections, targets_matrix
+from src.experiments import argus_params, data_settings
+from src.labels import targets_matrix
 from src.metrics import lwlrap, per_class_lwlrap
 from src.plots import plot_per_class
 from src.predictions import PredictionSet, geometric_mean, predictions_dir, read_prediction_set, write_prediction_set
@@ -85,14 +86,11 @@ def resolve_experiment(args) -> dict:
     return experiment
 
 
-def curated_labels(data_dir, classes, use_corrections):
-    """(fnames, targets, folds) of the curated clips, with the label corrections the first level used."""
-    folds = read_folds(data_dir)
-    check_labels(folds, classes, source=str(data_dir / "train_folds.csv"))
-    corrections_path = data_dir / CURATED_CORRECTIONS
-    if use_corrections and corrections_path.is_file():
-        folds = apply_corrections(folds, load_corrections(corrections_path), classes)
-    return folds["fname"].tolist(), targets_matrix(folds["labels"].tolist(), classes), folds["fold"].to_numpy()
+def curated_labels(data_dir, classes, corrections_setting):
+    """(fnames, targets, folds, corrections record) of the curated clips, with the label corrections
+    the first level used (the experiment's `curated_corrections`, src/corrections.py)."""
+    kept, record = read_corrected_folds(data_dir, classes, corrections_setting)
+    return kept["fname"].tolist(), targets_matrix(kept["labels"].tolist(), classes), kept["fold"].to_numpy(), record
 
 
 def load_input(data_dir, name, split, classes) -> PredictionSet:
@@ -155,7 +153,8 @@ def main(argv=None):
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     classes = read_classes(data_dir)
-    fnames, targets, clip_folds = curated_labels(data_dir, classes, experiment["corrections"])
+    fnames, targets, clip_folds, corrections = curated_labels(data_dir, classes,
+                                                              data_settings(experiment)["curated_corrections"])
 
     # Inputs first, so a missing prediction set stops the run before anything is written.
     names = list(experiment["inputs"])
@@ -172,12 +171,14 @@ def main(argv=None):
 
     exp_dir = experiments_dir(data_dir, args.experiment)
     record = {"name": args.experiment, "level": 2, "experiment": experiment, "classes": classes,
-              "seed": args.seed, "overrides": args.set, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+              "seed": args.seed, "overrides": args.set, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "corrections": {"curated": corrections}}
     todo = prepare_experiment_dir(exp_dir, json.loads(json.dumps(record)), folds, args.resume, args.overwrite)
     write_json_atomic(record, exp_dir / "config.json")
     print(f"stacking {args.experiment} on {device}: {len(fnames)} curated clips, {len(stacked.tiles)} tiles, "
           f"{stacked.n_features} features = {len(names)} experiments x {len(classes)} classes; folds {todo}; "
           f"output {exp_dir}")
+    print("  " + describe_corrections(corrections, "curated", "train_folds.csv"))
     print("  inputs' out-of-fold lwlrap: " + ", ".join(f"{n} {s:.4f}" for n, s in input_scores.items()))
 
     model_name, model_kwargs = experiment["model"]

@@ -35,9 +35,10 @@ from src.argus_models import FreesoundModel
 from src.batch_augment import augment_mode
 from src.cli import add_training_args, apply_training_args
 from src.config import AUDIO, resolve_data_dir
+from src.corrections import describe as describe_corrections
 from src.data import load_training_data, specs_and_targets
 from src.datasets import ClipDataset, build_train_dataset, make_loader
-from src.experiments import EXPERIMENTS, argus_params, get_experiment
+from src.experiments import EXPERIMENTS, argus_params, data_settings, get_experiment
 from src.mixers import get_mixer
 from src.training import experiments_dir, fit_fold, prepare_experiment_dir, set_cpu_threads, worker_count
 from src.transforms import get_transforms
@@ -74,9 +75,8 @@ def main(argv=None):
     rank_epoch = distributed.split_per_rank(experiment["epoch_size"], ddp.world_size, "epoch_size")
 
     # Rank 0 computes any missing feature cache first; the other ranks then read it.
-    data = distributed.main_first(lambda: load_training_data(
-        data_dir, use_corrections=experiment["corrections"], need_noisy=experiment["noisy_prob"] > 0,
-        need_corrected=experiment["corr_noisy_prob"] > 0, workers=args.workers))
+    data = distributed.main_first(lambda: load_training_data(data_dir, **data_settings(experiment),
+                                                             workers=args.workers))
     all_folds = sorted(set(data.folds.tolist()))
     folds = args.folds if args.folds is not None else all_folds
     unknown = sorted(set(folds) - set(all_folds))
@@ -86,7 +86,8 @@ def main(argv=None):
     exp_dir = experiments_dir(data_dir, args.experiment)
     record = {"name": args.experiment, "experiment": experiment, "classes": data.classes,
               "audio_config": AUDIO.to_dict(), "seed": args.seed, "overrides": args.set,
-              "world_size": ddp.world_size, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+              "world_size": ddp.world_size, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "corrections": data.corrections}  # the files applied: name, path, sha256, matching entries
 
     def prepare():
         todo = prepare_experiment_dir(exp_dir, json.loads(json.dumps(record)), folds, args.resume, args.overwrite)
@@ -100,6 +101,9 @@ def main(argv=None):
               + (f", {len(data.noisy)} noisy" if data.noisy else "")
               + (f", {len(data.corrected)} corrected-noisy" if data.corrected else "")
               + f"; {len(data.classes)} classes; folds {todo}; output {exp_dir}")
+        print("  " + describe_corrections(data.corrections["curated"], "curated", "train_folds.csv"))
+        if data.noisy or data.corrected:
+            print("  " + describe_corrections(data.corrections["noisy"], "noisy", "train_noisy.csv"))
 
     train_transform = get_transforms(train=True, size=experiment["crop_size"], **experiment["transforms"])
     val_transform = get_transforms(train=False, size=experiment["crop_size"])

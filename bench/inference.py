@@ -167,6 +167,7 @@ def speed(args):
 
 def compare_bf16(args):
     from src.data import load_training_data
+    from src.experiments import data_settings
     from src.metrics import lwlrap
     from src.predictor import load_fold_models
     from src.training import experiments_dir
@@ -179,7 +180,7 @@ def compare_bf16(args):
     device = pick_device(args.device)
     experiment = json.loads((exp_dir / "config.json").read_text())["experiment"]
     models = load_fold_models(exp_dir, device)
-    data = load_training_data(data_dir, use_corrections=experiment["corrections"])
+    data = load_training_data(data_dir, curated_corrections=data_settings(experiment)["curated_corrections"])
     tile_size, step = experiment["crop_size"], experiment.get("tile_step", 64)
     print(f"{args.experiment}: folds {sorted(models)} on {device}, tiles {tile_size} every {step} frames")
 

@@ -1,15 +1,25 @@
 """Load what training needs from a Kaggle-layout data folder.
 
-    <data>/train_folds.csv            curated clips with a fold column (make_folds.py)
-    <data>/train_noisy.csv            noisy clips (only read when an experiment samples them)
-    <data>/corrections.json           optional curated label corrections (fname -> "A,B" | "remove")
-    <data>/noisy_corrections.json     hand-corrected noisy labels: the corrected-noisy source
+    <data>/train_folds.csv     curated clips with a fold column (make_folds.py)
+    <data>/train_noisy.csv     noisy clips (only read when an experiment samples them)
+    label corrections          the experiment's `curated_corrections` / `noisy_corrections`:
+                               files shipped in corrections/ or in the data dir (src/corrections.py)
 
-Noisy clips that have a correction form the corrected-noisy source (flag 0, the
-corrected labels) and are left out of the noisy source (flag 1), so no clip is
-seen under both its web label and its corrected one.
+Curated corrections relabel curated clips or drop them ("remove") from training
+and validation. Noisy corrections define the two noisy streams by the
+experiment's `noisy_source` rule (src/experiments.py names the rule each 2019
+experiment used):
+
+    corrected-noisy source (flag 0)   the relabelled noisy clips, corrected labels
+    noisy source (flag 1)    "all"         every noisy clip, web labels
+                             "relabelled"  only the relabelled clips, corrected labels
+                             "kept"        every clip not marked "remove"; relabelled
+                                           ones carry their corrected labels
+
+Features are cached for every clip of a CSV, before corrections (labels do not
+change a spectrogram), so experiments with different corrections share one cache.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -17,12 +27,11 @@ import numpy as np
 import pandas as pd
 
 from src.config import AUDIO, read_classes
+from src.corrections import AUTO, Corrections, load_experiment_corrections
 from src.features import load_features
-from src.labels import (REMOVE, apply_corrections, check_files, check_labels, load_corrections, read_train_csv,
-                        targets_matrix)
+from src.labels import check_files, check_labels, read_train_csv, targets_matrix
 
-CURATED_CORRECTIONS = "corrections.json"
-NOISY_CORRECTIONS = "noisy_corrections.json"
+NOISY_SOURCES = ("all", "relabelled", "kept")
 
 
 @dataclass
@@ -52,6 +61,8 @@ class TrainingData:
     folds: np.ndarray                 # fold number of each curated clip
     noisy: Optional[Source] = None
     corrected: Optional[Source] = None
+    # {"curated": record, "noisy": record}: the corrections files applied (src/corrections.py), for config.json
+    corrections: dict = field(default_factory=dict)
 
 
 def read_folds(data_dir) -> pd.DataFrame:
@@ -65,50 +76,88 @@ def read_folds(data_dir) -> pd.DataFrame:
     return df
 
 
-def _load_source(df, audio_dir, data_dir, name, classes, corrections, workers) -> Source:
+def read_corrected_folds(data_dir, classes, curated_corrections=AUTO):
+    """train_folds.csv with an experiment's curated corrections applied, and the record of the file
+    (src/corrections.py; None without one): the labels training and scoring use."""
+    folds = read_folds(data_dir)
+    check_labels(folds, classes, source=str(Path(data_dir) / "train_folds.csv"))
+    corrections = load_experiment_corrections(curated_corrections, "curated", data_dir)
+    return corrections.apply(folds, classes), corrections.record(folds["fname"])
+
+
+def noisy_sources(noisy_df: pd.DataFrame, corrections: Corrections, rule: str, classes=None):
+    """(noisy, corrected) rows (fname, labels) of train_noisy for a `noisy_source` rule (module docstring)."""
+    if rule not in NOISY_SOURCES:
+        raise ValueError(f"experiment setting noisy_source must be one of {NOISY_SOURCES}, got {rule!r}")
+    relabelled = noisy_df[noisy_df["fname"].isin(corrections.relabels(noisy_df["fname"]))]
+    corrected = corrections.apply(relabelled, classes)
+    if rule == "all":
+        noisy = noisy_df.copy()
+    elif rule == "relabelled":
+        noisy = corrected.copy()
+    else:  # kept
+        noisy = corrections.apply(noisy_df, classes)
+    return noisy.reset_index(drop=True), corrected.reset_index(drop=True)
+
+
+def _features(df, audio_dir, data_dir, name, workers) -> dict:
+    """fname -> log-mel of every clip of `df`, from the feature cache (computed on a miss)."""
     features = load_features(df["fname"], audio_dir, Path(data_dir) / "features", name=name, config=AUDIO,
-                             corrections=corrections, workers=workers)
-    return Source(list(df["fname"]), features.specs, targets_matrix(df["labels"].tolist(), classes))
+                             workers=workers)
+    return dict(zip(features.fnames, features.specs))
 
 
-def load_training_data(data_dir, use_corrections=True, need_noisy=False, need_corrected=False,
-                       workers=None) -> TrainingData:
-    """Curated folds (+ noisy and corrected-noisy sources when asked), features from the cache."""
+def _source(df, specs: dict, classes) -> Source:
+    return Source(list(df["fname"]), [specs[f] for f in df["fname"]], targets_matrix(df["labels"].tolist(), classes))
+
+
+def load_training_data(data_dir, curated_corrections=AUTO, noisy_corrections=AUTO, noisy_source="all",
+                       need_noisy=False, need_corrected=False, workers=None) -> TrainingData:
+    """Curated folds (+ noisy and corrected-noisy sources when asked), features from the cache.
+
+    The corrections and noisy_source arguments are the experiment settings of the same names
+    (src/experiments.py `data_settings` gives them all).
+    """
+    if noisy_source not in NOISY_SOURCES:
+        raise ValueError(f"experiment setting noisy_source must be one of {NOISY_SOURCES}, got {noisy_source!r}")
     data_dir = Path(data_dir)
     classes = read_classes(data_dir)
+    folds_csv = data_dir / "train_folds.csv"
     folds = read_folds(data_dir)
-    check_labels(folds, classes, source=str(data_dir / "train_folds.csv"))
-    check_files(folds, data_dir / "train_curated", source=str(data_dir / "train_folds.csv"))
-    curated_corr = load_corrections(data_dir / CURATED_CORRECTIONS) \
-        if use_corrections and (data_dir / CURATED_CORRECTIONS).is_file() else {}
-    folds = apply_corrections(folds, curated_corr, classes)
-    curated = _load_source(folds, data_dir / "train_curated", data_dir, "train_curated", classes, curated_corr,
-                           workers)
-    data = TrainingData(classes, curated, folds["fold"].to_numpy())
+    check_labels(folds, classes, source=str(folds_csv))
+    check_files(folds, data_dir / "train_curated", source=str(folds_csv))
+    curated_corr = load_experiment_corrections(curated_corrections, "curated", data_dir)
+    specs = _features(folds, data_dir / "train_curated", data_dir, "train_curated", workers)
+    kept = curated_corr.apply(folds, classes)
+    data = TrainingData(classes, _source(kept, specs, classes), kept["fold"].to_numpy(),
+                        corrections={"curated": curated_corr.record(folds["fname"]), "noisy": None})
     if not (need_noisy or need_corrected):
         return data
 
     noisy_csv = data_dir / "train_noisy.csv"
     noisy_df = read_train_csv(noisy_csv)
     check_labels(noisy_df, classes, source=str(noisy_csv))
-    noisy_corr = {}
-    if need_corrected:
-        path = data_dir / NOISY_CORRECTIONS
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{path} not found: this experiment samples corrected-noisy clips (corr_noisy_prob > 0), which "
-                f"needs hand-corrected noisy labels. Make one with review_labels.py (see README), or train with "
-                f"--set corr_noisy_prob=0")
-        noisy_corr = load_corrections(path)
     check_files(noisy_df, data_dir / "train_noisy", source=str(noisy_csv))
-    noisy_df = apply_corrections(noisy_df, noisy_corr, classes)
-    all_noisy = _load_source(noisy_df, data_dir / "train_noisy", data_dir, "train_noisy", classes, noisy_corr,
-                             workers)
-    is_corrected = noisy_df["fname"].isin([f for f, v in noisy_corr.items() if v != REMOVE]).to_numpy()
+    uses_corrections = need_corrected or (need_noisy and noisy_source != "all")
+    noisy_corr = Corrections("noisy")
+    if uses_corrections:
+        noisy_corr = load_experiment_corrections(noisy_corrections, "noisy", data_dir)
+        why = "corrected-noisy clips (corr_noisy_prob > 0)" if need_corrected else f"noisy_source={noisy_source!r}"
+        if noisy_corr.path is None:
+            raise FileNotFoundError(
+                f"this experiment samples {why}, which needs noisy label corrections, but noisy_corrections="
+                f"{noisy_corrections!r} names none (with 'auto': no {data_dir / 'noisy_corrections.json'}). Name a "
+                f"shipped version (corrections/README.md), make one with review_labels.py (see README), or train "
+                f"with --set corr_noisy_prob=0 --set noisy_source=all")
+        needs_relabels = need_corrected or noisy_source == "relabelled"
+        if needs_relabels and not noisy_corr.relabels(noisy_df["fname"]):
+            raise ValueError(f"{noisy_corr.path}: relabels no clip of {noisy_csv} ({len(noisy_corr.entries)} "
+                             f"entries), so the source of {why} would be empty")
+    noisy, corrected = noisy_sources(noisy_df, noisy_corr, noisy_source, classes)
+    specs = _features(noisy_df, data_dir / "train_noisy", data_dir, "train_noisy", workers)
+    data.corrections["noisy"] = noisy_corr.record(noisy_df["fname"])
     if need_noisy:
-        data.noisy = all_noisy.subset(np.flatnonzero(~is_corrected))
+        data.noisy = _source(noisy, specs, classes)
     if need_corrected:
-        data.corrected = all_noisy.subset(np.flatnonzero(is_corrected))
-        if len(data.corrected) == 0:
-            raise ValueError(f"{data_dir / NOISY_CORRECTIONS}: no noisy clip of train_noisy.csv is corrected")
+        data.corrected = _source(corrected, specs, classes)
     return data

@@ -16,7 +16,18 @@ Keys:
   transforms       kwargs of src.transforms.get_transforms(train=True, ...)
   plateau          ReduceLROnPlateau(patience, factor, min_lr) on val_lwlrap
   early_stopping   patience in epochs, on val_lwlrap
-  corrections      use the label corrections JSONs of the data dir
+  curated_corrections, noisy_corrections
+                   label-corrections files (fname -> "A,B" | "remove"): None, "auto" (the data dir's
+                   corrections.json / noisy_corrections.json if present), the name of a version shipped in
+                   corrections/ (e.g. "curated_final"), or a JSON file in the data dir; see src/corrections.py.
+                   Anything but None/"auto" that is missing stops the run.
+  noisy_source     which noisy clips form the noisy source (flag 1, L-soft); the corrected-noisy source
+                   (flag 0, BCE) is always the clips that noisy_corrections relabels, with those labels:
+                     "all"         every noisy clip, web labels
+                     "relabelled"  only the relabelled clips, corrected labels (the same clips as the
+                                   corrected-noisy source)
+                     "kept"        every clip not marked "remove"; relabelled ones with corrected labels
+                                   (so they are in both sources)
   amp              'bf16' | 'fp16' | 'none' (CUDA only; CPU always runs fp32)
   augment          'sample': per-sample numpy augmentation in the DataLoader workers (the reference);
                    'device': workers serve raw crops, src.batch_augment augments whole batches on the device
@@ -61,7 +72,10 @@ BASE = {
     },
     "plateau": {"patience": 6, "factor": 0.6, "min_lr": 1e-8},
     "early_stopping": 18,
-    "corrections": True,
+    # A user's experiment built from BASE reads the data dir's corrections files, if any.
+    "curated_corrections": "auto",
+    "noisy_corrections": "auto",
+    "noisy_source": "all",
     "amp": "bf16",
     "augment": "sample",     # or "device" (src/batch_augment.py): same distributions, far fewer CPU cycles
     "channels_last": False,  # NHWC network + inputs
@@ -87,18 +101,30 @@ def _skip_attention(kernel_size):
 
 
 EXPERIMENTS = {
-    # The seven first-level members of the final ensemble (ORIGINAL.md table).
-    "auxiliary_016": _variant(noisy_prob=0.2),
-    "auxiliary_019": _variant(noisy_prob=0.2, transforms={"resize_scale": (0.75, 1.0), "resize_ratio": (1.6, 2.4)}),
+    # The seven first-level members of the final ensemble (README). Each trained with its own version of
+    # the label corrections (corrections/README.md) and its own rule for the noisy source.
+    "auxiliary_016": _variant(noisy_prob=0.2, curated_corrections="curated_auxiliary_016",
+                              noisy_corrections=None, noisy_source="all"),
+    "auxiliary_019": _variant(noisy_prob=0.2, transforms={"resize_scale": (0.75, 1.0), "resize_ratio": (1.6, 2.4)},
+                              curated_corrections="curated_auxiliary_019", noisy_corrections=None,
+                              noisy_source="all"),
     "corr_noisy_003": _variant(model=("RnnAuxSkipAttention", {"base_size": 64, "dropout": 0.4, "ratio": 16,
                                                               "kernel_size": 7}),
-                               noisy_prob=0.1, corr_noisy_prob=0.2),
-    "corr_noisy_004": _variant(noisy_prob=0.07, corr_noisy_prob=0.33),
-    "corr_noisy_007": _variant(noisy_prob=0.01, corr_noisy_prob=0.42),
+                               noisy_prob=0.1, corr_noisy_prob=0.2, curated_corrections="curated_final",
+                               noisy_corrections="noisy_corr_noisy_003", noisy_source="all"),
+    "corr_noisy_004": _variant(noisy_prob=0.07, corr_noisy_prob=0.33, curated_corrections="curated_final",
+                               noisy_corrections="noisy_final", noisy_source="relabelled"),
+    "corr_noisy_007": _variant(noisy_prob=0.01, corr_noisy_prob=0.42, curated_corrections="curated_final",
+                               noisy_corrections="noisy_final", noisy_source="kept"),
+    # Trained before the random resized crop existed: pad -> crop -> SpecAugment -> tensor.
     "corrections_002": _variant(model=_skip_attention(7), loss=("noisy_curated", NOISY_CURATED_LOSS),
-                                noisy_prob=0.33, mixer_prob=0.66),
+                                noisy_prob=0.33, mixer_prob=0.66, transforms={"resize_prob": 0.0},
+                                curated_corrections="curated_corrections_002_003", noisy_corrections=None,
+                                noisy_source="all"),
     "corrections_003": _variant(model=_skip_attention(3), loss=("noisy_curated", NOISY_CURATED_LOSS),
-                                noisy_prob=0.33, mixer_prob=0.66),
+                                noisy_prob=0.33, mixer_prob=0.66, transforms={"resize_prob": 0.0},
+                                curated_corrections="curated_corrections_002_003", noisy_corrections=None,
+                                noisy_source="all"),
 }
 
 # CPU-sized versions for the generated demo data: the same recipe (aux heads, L-soft on noisy,
@@ -107,6 +133,12 @@ EXPERIMENTS = {
 # augment="device": the workers only cut crops, so the network gets both cores (~1.8x faster
 # than the per-sample path here); that buys 14 epochs at a higher lr, which every fold needs to
 # pass 0.85 val lwlrap (10 epochs at lr 0.003 left folds at 0.73-0.93, still climbing).
+# Corrections: the generated data's own files ("auto": noisy_corrections.json is a simulated review
+# that gives 106 of the 300 noisy clips their true labels, with no "remove"). noisy_source="kept", the
+# final recipe's rule (corr_noisy_007): all 300 noisy clips stay in the noisy stream, the reviewed
+# ones with their true labels, so 22% of its labels are wrong (web labels: 30%; the unreviewed clips
+# alone, this repo's earlier rule: 34% of 194 clips); "relabelled" would leave only the 106 clips
+# that the corrected-noisy stream already serves.
 DEMO = _variant(
     model=("AuxSkipAttention", {"base_size": 4, "dropout": 0.2, "ratio": 2, "kernel_size": 7}),
     optimizer=("Adam", {"lr": 0.006}),
@@ -114,6 +146,7 @@ DEMO = _variant(
     batch_size=32, val_batch_size=64, crop_size=64, epoch_size=768, epochs=14,
     noisy_prob=0.1, corr_noisy_prob=0.2, mixer_prob=0.5,
     plateau={"patience": 2, "factor": 0.5}, early_stopping=5, tile_step=32, test_tile_step=32,
+    curated_corrections="auto", noisy_corrections="auto", noisy_source="kept",
 )
 EXPERIMENTS["demo"] = DEMO
 EXPERIMENTS["demo_skip"] = _variant(
@@ -129,6 +162,20 @@ def get_experiment(name: str) -> dict:
     if name not in EXPERIMENTS:
         raise KeyError(f"Unknown experiment {name!r}; known: {', '.join(sorted(EXPERIMENTS))}")
     return copy.deepcopy(EXPERIMENTS[name])
+
+
+def data_settings(experiment: dict) -> dict:
+    """The keyword arguments of src.data.load_training_data for an experiment.
+
+    A config.json saved before the corrections settings existed has `corrections: true/false`
+    instead (the data dir's files, or none); it still loads.
+    """
+    legacy = "auto" if experiment.get("corrections", True) else None
+    return {"curated_corrections": experiment.get("curated_corrections", legacy),
+            "noisy_corrections": experiment.get("noisy_corrections", legacy),
+            "noisy_source": experiment.get("noisy_source", "all"),
+            "need_noisy": experiment.get("noisy_prob", 0) > 0,
+            "need_corrected": experiment.get("corr_noisy_prob", 0) > 0}
 
 
 def argus_params(experiment: dict, num_classes: int, device) -> dict:

@@ -3,6 +3,7 @@
 Shortened settings (tiny networks, a few short epochs) so it runs in CI; `make demo`
 runs the same chain with the full demo settings.
 """
+import hashlib
 import json
 
 import numpy as np
@@ -67,6 +68,12 @@ def test_chain_writes_every_output(demo_dir):
     exp = demo_dir / "experiments" / "demo"
     config = json.loads((exp / "config.json").read_text())
     assert config["experiment"]["epoch_size"] == 96 and config["classes"][0] == "Sine_tone"
+    # The demo data's own corrections: no curated file, the simulated review of the noisy clips.
+    noisy_fix = (demo_dir / "noisy_corrections.json").read_bytes()
+    assert config["corrections"]["curated"] is None
+    assert config["corrections"]["noisy"]["sha256"] == hashlib.sha256(noisy_fix).hexdigest()
+    stacking = json.loads((demo_dir / "experiments" / "stacking_demo" / "config.json").read_text())
+    assert stacking["corrections"] == {"curated": None}
     for fold in range(5):
         assert len(list((exp / f"fold_{fold}").glob("model-*.pth"))) == 1
         assert (exp / f"fold_{fold}" / "curves.png").stat().st_size > 0

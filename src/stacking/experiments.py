@@ -16,7 +16,8 @@ turns model/loss/optimizer/amp into the argus params of both levels):
                    contiguous run of tiles; then keep a random subset of those left)
   plateau          ReduceLROnPlateau(patience, factor, min_lr) on val_lwlrap
   early_stopping   patience in epochs, on val_lwlrap
-  corrections      score against the curated labels with corrections.json applied (as the inputs were trained)
+  curated_corrections  the curated labels' corrections, as in src/experiments.py: the inputs' training
+                   labels (the 2019 stacking used curated_final, the last version)
   amp              'bf16' | 'fp16' | 'none' (CUDA only)
 
 The three configurations of the original (ORIGINAL.md, "Second level") differ in
@@ -45,7 +46,7 @@ def _fcnet(reduction, dropout, lr, patience, factor) -> dict:
         "subset_prob": 0.5,
         "plateau": {"patience": patience, "factor": factor, "min_lr": 1e-8},
         "early_stopping": 30,
-        "corrections": True,
+        "curated_corrections": "curated_final",
         "amp": "none",  # a small MLP: fp32 costs nothing and keeps the probabilities' small differences
     }
 
@@ -68,6 +69,7 @@ STACKING_EXPERIMENTS["stacking_demo"] = {
     "epoch_size": 2048,
     "epochs": 12,
     "early_stopping": 4,
+    "curated_corrections": "auto",  # the demo data's own corrections.json, if the user made one
 }
 
 
