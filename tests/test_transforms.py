@@ -287,4 +287,6 @@ def test_get_transforms_train_structure():
     out = t(image)[0].numpy() * 100
     wrapped = PadToSize(128, mode="wrap")(image)
     np.testing.assert_allclose(out, wrapped, rtol=1e-6)
-    assert "RandomResizedCrop" in repr(t) and "SpecAugment" in repr(t)
+    assert "SpecAugment" in repr(t)
+    # resize_prob 0 leaves the resized-crop step out (corrections_002/003's pipeline); the default has it.
+    assert "RandomResizedCrop" not in repr(t) and "RandomResizedCrop" in repr(get_transforms(train=True))
