@@ -38,7 +38,7 @@ from src.config import AUDIO, resolve_data_dir
 from src.corrections import describe as describe_corrections
 from src.data import load_training_data, specs_and_targets
 from src.datasets import ClipDataset, build_train_dataset, make_loader
-from src.experiments import EXPERIMENTS, argus_params, data_settings, get_experiment
+from src.experiments import EXPERIMENTS, argus_params, data_settings, get_experiment, use_available_sources
 from src.mixers import get_mixer
 from src.training import experiments_dir, fit_fold, prepare_experiment_dir, set_cpu_threads, worker_count
 from src.transforms import get_transforms
@@ -62,8 +62,8 @@ def resolve_experiment(args) -> dict:
 
 def main(argv=None):
     args = parse_args(argv)
-    experiment = resolve_experiment(args)
     data_dir = resolve_data_dir(args.data_dir)
+    experiment = use_available_sources(resolve_experiment(args), data_dir)
     # One process, or one rank of a torchrun launch (device cuda:LOCAL_RANK, process group joined).
     ddp = distributed.init_distributed(args.device)
     device = ddp.device

@@ -36,8 +36,10 @@ Keys:
   val_batch_size
   tile_step        sliding-window step in frames of out-of-fold predictions (predict_folds.py)
   test_tile_step   the step of test predictions and of tagging (tag.py, export.py bundles)
+  optional_sources  use train_noisy / noisy_corrections.json only when present (use_available_sources)
 """
 import copy
+from pathlib import Path
 
 from src.batch_augment import augment_mode, batch_augment_params
 
@@ -155,6 +157,42 @@ EXPERIMENTS["demo_skip"] = _variant(
     model=("SkipAttention", {"base_size": 4, "dropout": 0.2, "ratio": 2, "kernel_size": 7}),
     loss=("noisy_curated", NOISY_CURATED_LOSS),
 )
+
+# CPU-sized recipe for users' own recordings (README "Training on your own tagged audio"): the full
+# recipe (aux heads, mixers, SpecAugment, L-soft on noisy clips, tile prediction) on an 8x thinner
+# network than the 2019 one and 1 s crops. Settings chosen on the real-recordings dev set of bench/realdev/ (the
+# trials and their scores are listed in bench/realdev/README.md). "optional_sources": the noisy and
+# corrected-noisy streams are used only when the data dir has train_noisy.csv / noisy_corrections.json
+# (see use_available_sources); their shares otherwise go back to the curated clips.
+SMALL = _variant(
+    model=("AuxSkipAttention", {"base_size": 8, "dropout": 0.2, "ratio": 4, "kernel_size": 7}),
+    optimizer=("Adam", {"lr": 0.006}),
+    augment="device",
+    batch_size=32, val_batch_size=64, crop_size=64, epoch_size=768, epochs=40,
+    noisy_prob=0.1, corr_noisy_prob=0.1, mixer_prob=0.5,
+    plateau={"patience": 4, "factor": 0.5}, early_stopping=10, tile_step=32,
+    optional_sources=True,
+)
+EXPERIMENTS["small"] = SMALL
+
+
+def use_available_sources(experiment: dict, data_dir) -> dict:
+    """For an experiment with optional_sources: zero the shares of noisy sources the data dir lacks.
+
+    No train_noisy.csv: no noisy and no corrected-noisy clips. No noisy_corrections.json: no
+    corrected-noisy clips (the noisy stream keeps its share). Other experiments are returned as is:
+    the full-size recipes ask for their files.
+    """
+    if not experiment.get("optional_sources"):
+        return experiment
+    data_dir = Path(data_dir)
+    experiment = copy.deepcopy(experiment)
+    if not (data_dir / "train_noisy.csv").is_file():
+        experiment["noisy_prob"] = 0.0
+        experiment["corr_noisy_prob"] = 0.0
+    elif not (data_dir / "noisy_corrections.json").is_file():
+        experiment["corr_noisy_prob"] = 0.0
+    return experiment
 
 
 def get_experiment(name: str) -> dict:

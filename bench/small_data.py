@@ -1,0 +1,113 @@
+"""The `small` experiment on a folder of your own tagged audio, against a no-deep-learning baseline.
+
+    python bench/small_data.py --data-dir data/realdev
+
+Needs a Kaggle-layout folder with test labels (`test_labels.csv`, as
+bench/realdev/build.py makes). Runs, in one go: make_folds.py (when
+train_folds.csv is missing), train_folds.py --experiment small over every fold,
+predict_folds.py, then a logistic regression on per-band log-mel statistics
+(mean, std and 90th percentile of each of the 128 bands, over time; curated
+clips only). Prints side by side: small's out-of-fold CV lwlrap, small's test
+lwlrap, the baseline's test lwlrap, and the wall time of each. The experiment
+folder is `<data>/experiments/small`; an existing one is only replaced with
+--overwrite.
+"""
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from src.config import AUDIO, read_classes  # noqa: E402
+from src.data import read_folds  # noqa: E402
+from src.features import load_features  # noqa: E402
+from src.labels import read_train_csv, targets_matrix  # noqa: E402
+from src.metrics import lwlrap  # noqa: E402
+from src.test_set import test_fnames  # noqa: E402
+
+EXPERIMENT = "small"
+
+
+def run(*args):
+    print("$", " ".join(args), flush=True)
+    subprocess.run([sys.executable, *args], cwd=ROOT, check=True)
+
+
+def band_statistics(specs) -> np.ndarray:
+    """Per-band mean, std and 90th percentile over time of each log-mel: (clips, 3 * bands)."""
+    return np.stack([np.concatenate([s.mean(axis=1), s.std(axis=1), np.percentile(s, 90, axis=1)]) for s in specs])
+
+
+def baseline_test_probs(data_dir: Path, classes, test_names) -> np.ndarray:
+    """One-vs-rest logistic regressions on band statistics of the curated clips."""
+    curated = read_folds(data_dir)
+    train = load_features(curated["fname"], data_dir / "train_curated", data_dir / "features", "train_curated",
+                          AUDIO, progress=False)
+    test = load_features(test_names, data_dir / "test", data_dir / "features", "test", AUDIO, progress=False)
+    x_train, x_test = band_statistics(train.specs), band_statistics(test.specs)
+    y = targets_matrix(curated["labels"].tolist(), classes)
+    probs = np.zeros((len(test_names), len(classes)))
+    for k in np.flatnonzero(y.any(axis=0) & ~y.all(axis=0)):   # classes absent from training stay at 0
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
+        probs[:, k] = model.fit(x_train, y[:, k]).predict_proba(x_test)[:, 1]
+    return probs
+
+
+def test_lwlrap(data_dir: Path, classes, names, probs) -> float:
+    labels = read_train_csv(data_dir / "test_labels.csv").set_index("fname").loc[names, "labels"]
+    return lwlrap(targets_matrix(labels.tolist(), classes), probs)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--overwrite", action="store_true", help="retrain an existing experiments/small")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="passed on to train_folds.py (to try other settings)")
+    parser.add_argument("--baseline-only", action="store_true", help="only the logistic-regression baseline")
+    args = parser.parse_args(argv)
+    data_dir = args.data_dir.resolve()
+    if not (data_dir / "test_labels.csv").is_file():
+        raise SystemExit(f"{data_dir / 'test_labels.csv'} not found: the benchmark scores labelled test clips")
+
+    if not (data_dir / "train_folds.csv").is_file():
+        run("make_folds.py", "--data-dir", str(data_dir))
+    classes, names = read_classes(data_dir), test_fnames(data_dir)
+    start = time.perf_counter()
+    base_test = test_lwlrap(data_dir, classes, names, baseline_test_probs(data_dir, classes, names))
+    base_seconds = time.perf_counter() - start
+    print(f"baseline (log-mel statistics + logistic regression) test lwlrap: {base_test:.4f}", flush=True)
+    if args.baseline_only:
+        return
+
+    start = time.perf_counter()
+    sets = [a for kv in args.set for a in ("--set", kv)]
+    run("train_folds.py", "--experiment", EXPERIMENT, "--data-dir", str(data_dir), "--no-progress",
+        *(["--overwrite"] if args.overwrite else []), *sets)
+    run("predict_folds.py", "--experiment", EXPERIMENT, "--data-dir", str(data_dir))
+    small_seconds = time.perf_counter() - start
+
+    predictions = data_dir / "predictions" / EXPERIMENT
+    cv = json.loads((predictions / "val_lwlrap.json").read_text())["lwlrap"]
+    frame = pd.read_csv(predictions / "test" / "probs.csv").set_index("fname").loc[names, classes]
+    small_test = test_lwlrap(data_dir, classes, names, frame.to_numpy())
+
+    print()
+    print(f"data: {data_dir}")
+    print(f"{'':34s}{'CV lwlrap':>10s}{'test lwlrap':>13s}{'wall time':>12s}")
+    print(f"{'small (5 folds + prediction)':34s}{cv:>10.4f}{small_test:>13.4f}{small_seconds / 60:>10.1f} m")
+    print(f"{'log-mel statistics + logreg':34s}{'':>10s}{base_test:>13.4f}{base_seconds:>10.1f} s")
+    print(f"small - baseline on test: {small_test - base_test:+.4f}")
+
+
+if __name__ == "__main__":
+    main()
