@@ -25,7 +25,9 @@ import argparse
 from pathlib import Path
 
 from src.blending import blend, cv_scores, has_split, load_experiments, read_curated_labels, read_sample_submission
+from src.cli import run
 from src.config import read_classes, resolve_data_dir
+from src.predictions import check_finite
 from src.utils import write_csv_atomic, write_json_atomic
 
 
@@ -80,6 +82,7 @@ def run(args):
         labels = read_curated_labels(data_dir, classes, args.corrections)
         _, scores = cv_scores(load_experiments(data_dir, names, "oof"), labels, weights, classes)
 
+    check_finite(blended.probs, blended.fnames, out)
     write_csv_atomic(blended.to_frame(), out, index=False, float_format="%.7g")
     weights_text = " ".join(f"{w:g}" for w in weights) if weights else "equal"
     print(f"Blended {len(names)} experiment(s) (weights {weights_text}) -> {out} "
@@ -111,4 +114,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -5,27 +5,100 @@
 SUBMISSION: fname + one probability column per class (Kaggle format).
 LABELS: fname,labels with comma-separated labels (train_curated.csv layout).
 Prints overall lwlrap and, with --per-class, each class's lwlrap.
+
+The check is strict, because lwlrap ranks every column of a row against the
+others: one extra column changes the score. The class list comes from
+--sample-submission, else sample_submission.csv beside the labels file, else
+the labels file's own labels; the submission must have exactly those class
+columns (any order), one row per labelled clip (no more, no fewer, no
+duplicates), and every probability must be a number in [0, 1].
 """
 import argparse
-import sys
+from pathlib import Path
 
-import pandas as pd
+import numpy as np
 
-from src.labels import check_labels, read_train_csv, targets_matrix
+from src.cli import run
+from src.errors import BadInput, InputFileNotFound
+from src.labels import check_fnames, check_labels, parse_labels, read_csv_columns, read_train_csv, targets_matrix
 from src.metrics import lwlrap, per_class_lwlrap
 
+SHOW = 5  # names shown per problem
 
-def score(submission_path, labels_path) -> tuple:
-    submission = pd.read_csv(submission_path)
-    if submission.columns[0] != "fname":
-        raise SystemExit(f"{submission_path}: first column must be 'fname'")
-    classes = list(submission.columns[1:])
+
+def read_class_list(labels, labels_path, sample_path=None) -> tuple:
+    """(classes, source): from `sample_path`, else sample_submission.csv beside the labels, else the labels."""
+    if sample_path is None and (Path(labels_path).parent / "sample_submission.csv").is_file():
+        sample_path = Path(labels_path).parent / "sample_submission.csv"
+    if sample_path is not None:
+        if not Path(sample_path).is_file():
+            raise InputFileNotFound(f"{sample_path}: no such sample submission (--sample-submission)")
+        columns = list(read_csv_columns(sample_path, ("fname",), what="sample submission").columns)
+        if columns[0] != "fname" or len(columns) < 2 or len(set(columns)) != len(columns):
+            raise BadInput(f"{sample_path}: expected a header 'fname,<class>,...' without repeats, got {columns[:6]}")
+        return columns[1:], str(sample_path)
+    classes = sorted({label for value in labels["labels"] for label in parse_labels(value)})
+    return classes, f"the labels of {labels_path}"
+
+
+def read_submission(path, classes, source) -> tuple:
+    """(fnames, probs) of a submission whose columns are exactly fname + `classes`; probs in `classes` order."""
+    frame = read_csv_columns(path, ("fname",), what="submission")
+    header = list(frame.columns)
+    if header[0] != "fname":
+        raise BadInput(f"{path}: first column must be 'fname', got {header[0]!r}")
+    # pandas renames a repeated header cell 'A' to 'A.1'; read the raw header to name the repeat.
+    with open(path, encoding="utf-8") as handle:
+        raw = handle.readline().rstrip("\r\n").split(",")
+    repeated = sorted({c for c in raw if raw.count(c) > 1})
+    if repeated:
+        raise BadInput(f"{path}: column(s) {repeated} appear more than once")
+    extra = [c for c in header[1:] if c not in set(classes)]
+    missing = [c for c in classes if c not in set(header)]
+    if extra or missing:
+        raise BadInput(f"{path}: columns differ from the class list of {source}: "
+                       + "; ".join(p for p in (f"extra column(s) {extra[:SHOW]}" if extra else "",
+                                               f"missing column(s) {missing[:SHOW]}" if missing else "") if p))
+    check_fnames(frame["fname"], path)
+    probs = np.empty((len(frame), len(classes)), np.float64)
+    for j, name in enumerate(classes):
+        cells = frame[name].str.strip()
+        try:
+            values = cells.astype(np.float64).to_numpy()
+        except ValueError:
+            values = np.array([_number(c) for c in cells])
+        bad = np.flatnonzero(~np.isfinite(values) | (values < 0) | (values > 1))
+        if len(bad):
+            shown = ", ".join(f"line {i + 2} ({frame['fname'].iloc[i]!r}): {cells.iloc[i]!r}" for i in bad[:SHOW])
+            raise BadInput(f"{path}: column {name!r} has {len(bad)} value(s) that are not probabilities "
+                           f"in [0, 1]: {shown}")
+        probs[:, j] = values
+    return frame["fname"].tolist(), probs
+
+
+def _number(text) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return np.nan
+
+
+def score(submission_path, labels_path, sample_path=None) -> tuple:
+    """(overall lwlrap, {class: lwlrap}) of a submission against a labels CSV (see the module docstring)."""
     labels = read_train_csv(labels_path)
+    classes, source = read_class_list(labels, labels_path, sample_path)
     check_labels(labels, classes, source=str(labels_path))
-    missing = sorted(set(labels["fname"]) - set(submission["fname"]))
-    if missing:
-        raise SystemExit(f"{submission_path}: no prediction for {len(missing)} labelled file(s), e.g. {missing[:5]}")
-    probs = submission.set_index("fname").loc[labels["fname"], classes].to_numpy()
+    fnames, probs = read_submission(submission_path, classes, source)
+    row = {f: i for i, f in enumerate(fnames)}
+    missing = [f for f in labels["fname"] if f not in row]
+    extra = sorted(set(fnames) - set(labels["fname"]))
+    if missing or extra:
+        raise BadInput(f"{submission_path}: rows differ from {labels_path}: "
+                       + "; ".join(p for p in (f"no prediction for {len(missing)} labelled file(s), e.g. "
+                                               f"{missing[:SHOW]}" if missing else "",
+                                               f"{len(extra)} file(s) without labels, e.g. {extra[:SHOW]}"
+                                               if extra else "") if p))
+    probs = probs[[row[f] for f in labels["fname"]]]
     truth = targets_matrix(labels["labels"].tolist(), classes)
     per_class, _ = per_class_lwlrap(truth, probs)
     return lwlrap(truth, probs), dict(zip(classes, per_class.tolist()))
@@ -35,16 +108,18 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("submission", help="submission CSV (fname + class probabilities)")
     parser.add_argument("labels", help="true labels CSV (fname,labels)")
+    parser.add_argument("--sample-submission", metavar="CSV",
+                        help="class list (its header); default: sample_submission.csv beside LABELS if present, "
+                             "else the labels found in LABELS")
     parser.add_argument("--per-class", action="store_true", help="also print each class's lwlrap")
     args = parser.parse_args(argv)
-    overall, per_class = score(args.submission, args.labels)
+    overall, per_class = score(args.submission, args.labels, args.sample_submission)
     if args.per_class:
         for name, value in sorted(per_class.items(), key=lambda kv: kv[1]):
             print(f"  {name:30s} {value:.4f}")
     print(f"test lwlrap {overall:.4f} ({args.submission} vs {args.labels})")
-    return overall
+    return 0
 
 
 if __name__ == "__main__":
-    main()
-    sys.exit(0)
+    run(main)

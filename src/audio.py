@@ -28,10 +28,11 @@ import numpy as np
 import soundfile as sf
 
 from src.config import AUDIO, AudioConfig
+from src.errors import UserError
 
 
-class AudioReadError(RuntimeError):
-    """A file could not be turned into audio samples."""
+class AudioReadError(UserError, RuntimeError):
+    """A file could not be turned into audio samples (a user error: scripts report it in one line)."""
 
 
 def decode_audio(path, sampling_rate: int = AUDIO.sampling_rate) -> np.ndarray:

@@ -18,7 +18,8 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from src.labels import apply_corrections, check_labels, load_corrections, read_train_csv, targets_matrix
+from src.labels import (apply_corrections, check_fnames, check_labels, load_corrections, read_csv_columns,
+                        read_train_csv, targets_matrix)
 from src.metrics import lwlrap
 from src.predictions import PredictionSet, geometric_mean, predictions_dir, read_prediction_set
 
@@ -166,12 +167,10 @@ def read_sample_submission(data_dir) -> tuple:
     path = Path(data_dir) / "sample_submission.csv"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found (the submission's row and column order come from it)")
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame = read_csv_columns(path, ("fname",), what="sample submission")
     if len(frame.columns) < 2 or frame.columns[0] != "fname":
         raise ValueError(f"{path}: expected a header 'fname,<class>,...', got {list(frame.columns)[:5]}")
-    dup = _duplicates(frame["fname"])
-    if dup:
-        raise ValueError(f"{path}: file(s) listed twice, e.g. {dup[:SHOW]}")
+    check_fnames(frame["fname"], path)
     return frame["fname"].tolist(), list(frame.columns[1:])
 
 

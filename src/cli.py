@@ -1,10 +1,19 @@
-"""Command-line options shared by the two training scripts (train_folds.py, stacking_train.py).
+"""Command-line helpers: the error contract of every script, and the training scripts' shared options.
 
-Both train one model per fold of a named experiment and take the same run options;
-each script passes its own experiment table and the help texts that differ.
+`run(main)` is the last line of every script: a user error (missing file, bad
+CSV, bad audio, bad setting) becomes one line `script.py: error: ...` and exit
+status 2; anything else keeps its traceback.
+
+`add_training_args` / `apply_training_args` are the run options of the two
+training scripts (train_folds.py, stacking_train.py): both train one model per
+fold of a named experiment; each script passes its own experiment table and the
+help texts that differ.
 """
 import argparse
+import sys
+from pathlib import Path
 
+from src.errors import UserError
 from src.overrides import apply_overrides
 
 
@@ -38,3 +47,43 @@ def apply_training_args(experiment: dict, args) -> dict:
     if args.epochs is not None:
         experiment["epochs"] = args.epochs
     return apply_overrides(experiment, args.set)
+
+
+# ----------------------------------------------------------------------------- the error contract
+
+def _one_line(message: str) -> str:
+    return " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+
+
+def report_error(message, prog=None) -> None:
+    """Print `prog: error: message` on one line to stderr (the format argparse uses for bad options)."""
+    prog = prog or Path(sys.argv[0]).name
+    message = _one_line(message)
+    for prefix in (f"{prog}: error: ", f"{prog}: ", "error: "):  # messages already carrying a prefix
+        if message.startswith(prefix):
+            message = message[len(prefix):]
+            break
+    print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
+
+
+def run(main, *args, after=None) -> None:
+    """Run a script's `main` and exit: user errors as one line and status 2, bugs with their traceback.
+
+    User errors are `src.errors.UserError` (which includes `AudioReadError`),
+    a missing file (`FileNotFoundError`) and a `SystemExit` carrying a message
+    (older `raise SystemExit("...")` sites). `main`'s return value is the exit
+    status when it is an int (0 otherwise); `after` runs once main returned.
+    """
+    try:
+        status = main(*args)
+        if after is not None:
+            after()
+    except (UserError, FileNotFoundError) as exc:
+        report_error(exc)
+        sys.exit(2)
+    except SystemExit as exc:
+        if isinstance(exc.code, str):  # SystemExit("message"); argparse's own exits carry an int
+            report_error(exc.code)
+            sys.exit(2)
+        raise
+    sys.exit(status if isinstance(status, int) and not isinstance(status, bool) else 0)

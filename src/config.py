@@ -13,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-import pandas as pd
+from src.errors import BadInput, InputFileNotFound
 
 DATA_DIR_ENV = "FSAT_DATA_DIR"
 
@@ -101,23 +101,23 @@ def read_classes(data_dir) -> list:
     file (a user's own dataset) the sorted union of the labels in the train CSVs
     is used, so the same code runs on any tag set.
     """
+    from src.labels import parse_labels, read_csv_columns  # local: labels imports this module
+
     data_dir = Path(data_dir)
     sample = data_dir / "sample_submission.csv"
     if sample.exists():
-        columns = list(pd.read_csv(sample, nrows=0).columns)
+        columns = list(read_csv_columns(sample, (), what="sample submission").columns)
         if not columns or columns[0] != "fname" or len(columns) < 2:
-            raise ValueError(f"{sample}: expected a header 'fname,<class>,...', got {columns[:5]}")
+            raise BadInput(f"{sample}: expected a header 'fname,<class>,...', got {columns[:5]}")
         return columns[1:]
-    from src.labels import parse_labels  # local import: labels imports nothing from here at import time
-
     labels = set()
     for name in ("train_curated.csv", "train_noisy.csv"):
         path = data_dir / name
         if path.exists():
-            for value in pd.read_csv(path)["labels"]:
+            for value in read_csv_columns(path, ("labels",))["labels"]:
                 labels.update(parse_labels(value))
     if not labels:
-        raise FileNotFoundError(
+        raise InputFileNotFound(
             f"No class list found in {data_dir}: expected sample_submission.csv "
             f"or train_curated.csv / train_noisy.csv with a 'labels' column")
     return sorted(labels)

@@ -6,12 +6,14 @@ JSON map `fname -> "Label1,Label2"` (new labels) or `fname -> "remove"` (drop
 the clip); `apply_corrections` is the one place they are applied.
 """
 import json
-from pathlib import Path
+import unicodedata
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 import pandas as pd
 
 from src.config import stable_hash
+from src.errors import BadInput, InputFileNotFound
 
 REMOVE = "remove"
 
@@ -24,26 +26,81 @@ def parse_labels(value) -> list:
 
 
 def read_csv_columns(path, columns, what="CSV file") -> pd.DataFrame:
-    """Read a CSV as strings (empty cells stay ''), refusing a missing file or missing columns by name."""
+    """Read a CSV as strings (empty cells stay ''), refusing a missing file or missing columns by name.
+
+    Every CSV the scripts read goes through here, so a file that is not UTF-8
+    text or not CSV at all gets an error naming it (not a bare codec error).
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such {what}")
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        raise InputFileNotFound(f"{path}: no such {what}")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"{path}: not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} at offset "
+                       f"{exc.start}); save the {what} as UTF-8") from exc
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise BadInput(f"{path}: not a readable {what} ({exc})") from exc
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; found {list(df.columns)}")
+        raise BadInput(f"{path}: missing column(s) {missing}; found {list(df.columns)}")
     return df
 
 
+def name_problem(fname) -> str:
+    """Why `fname` is not a plain file name ('' when it is one).
+
+    fnames index folders (train_curated/<fname>), so a path in one would read
+    another clip (`../test/x.wav`), the same clip twice (`./a.wav` beside
+    `a.wav`) or any file on the system (`/etc/passwd`).
+    """
+    if not isinstance(fname, str) or not fname.strip():
+        return "empty name"
+    if "/" in fname or "\\" in fname:
+        return "a path, not a file name (no '/' or '\\' allowed)"
+    if fname.strip() in (".", ".."):
+        return "not a file name"
+    if PurePosixPath(fname).is_absolute() or PureWindowsPath(fname).is_absolute() or PureWindowsPath(fname).drive:
+        return "an absolute path"
+    if any(ord(c) < 32 for c in fname):
+        return "contains control characters"
+    return ""
+
+
+def normalise_fname(fname: str) -> str:
+    """The form two names are compared in: Unicode NFC, surrounding whitespace removed."""
+    return unicodedata.normalize("NFC", fname).strip()
+
+
+def check_fnames(fnames, source, column="fname") -> None:
+    """Refuse names that are not plain file names, and duplicates after `normalise_fname`.
+
+    Rows are reported as CSV line numbers (the header is line 1).
+    """
+    fnames = list(fnames)
+    bad = [(i + 2, f, name_problem(f)) for i, f in enumerate(fnames) if name_problem(f)]
+    if bad:
+        shown = "; ".join(f"line {line}: {f!r} is {why}" for line, f, why in bad[:5])
+        raise BadInput(f"{source}: {len(bad)} {column} value(s) are not plain file names: {shown}")
+    first, dups = {}, []
+    for i, f in enumerate(fnames):
+        key = normalise_fname(f)
+        if key in first:
+            dups.append(f"{f!r} (line {i + 2}) repeats {fnames[first[key]]!r} (line {first[key] + 2})")
+        else:
+            first[key] = i
+    if dups:
+        raise BadInput(f"{source}: {len(dups)} duplicated {column}(s): " + "; ".join(dups[:5]))
+
+
 def read_train_csv(path) -> pd.DataFrame:
-    """Read a `fname,labels` CSV, refusing missing columns, empty labels and duplicate files."""
+    """Read a `fname,labels` CSV, refusing missing columns, bad or duplicate file names, and empty labels."""
     df = read_csv_columns(path, ("fname", "labels"))
-    empty = df.loc[df["labels"].map(lambda v: not parse_labels(v)), "fname"].tolist()
+    check_fnames(df["fname"], path)
+    empty = [(i + 2, f) for i, (f, v) in enumerate(zip(df["fname"], df["labels"])) if not parse_labels(v)]
     if empty:
-        raise ValueError(f"{path}: {len(empty)} row(s) without labels, e.g. {empty[:5]}")
-    dup = df.loc[df["fname"].duplicated(), "fname"].tolist()
-    if dup:
-        raise ValueError(f"{path}: duplicated fname(s) {dup[:5]}")
+        raise BadInput(f"{path}: {len(empty)} row(s) without labels, e.g. "
+                       + ", ".join(f"line {line} {f!r}" for line, f in empty[:5]))
     return df
 
 
@@ -57,7 +114,7 @@ def check_labels(df: pd.DataFrame, classes, source="labels") -> None:
                 unknown.setdefault(label, []).append(fname)
     if unknown:
         lines = [f"  {label!r} in {len(f)} file(s), e.g. {f[:3]}" for label, f in sorted(unknown.items())]
-        raise ValueError(f"{source}: unknown label(s) not in the class list:\n" + "\n".join(lines))
+        raise BadInput(f"{source}: unknown label(s) not in the class list:\n" + "\n".join(lines))
 
 
 def check_files(df: pd.DataFrame, audio_dir, source="CSV") -> None:
@@ -65,7 +122,7 @@ def check_files(df: pd.DataFrame, audio_dir, source="CSV") -> None:
     audio_dir = Path(audio_dir)
     missing = [f for f in df["fname"] if not (audio_dir / f).is_file()]
     if missing:
-        raise FileNotFoundError(
+        raise InputFileNotFound(
             f"{source}: {len(missing)} file(s) listed but not found in {audio_dir}, e.g. {missing[:5]}")
 
 

@@ -41,8 +41,22 @@ class PredictionSet:
         return frame
 
 
+def check_finite(values, fnames, path, what="probabilities"):
+    """Refuse to write NaN/infinity: no output file of this repo ever holds one (it would poison every
+    later step silently). Names the file and the first rows concerned."""
+    values = np.asarray(values, dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(axis=1)) if values.size else []
+    if len(bad):
+        rows = [fnames[i] if fnames is not None and i < len(fnames) else i for i in bad[:5]]
+        raise ValueError(f"{path}: refusing to write {what} with NaN or infinity in {len(bad)} row(s), "
+                         f"e.g. {rows} (a model or input with non-finite values?)")
+
+
 def write_prediction_set(folder, pred: PredictionSet):
     folder = Path(folder)
+    check_finite(pred.probs, pred.fnames, folder / "probs.csv")
+    if pred.tiles is not None:
+        check_finite(pred.tiles, None, folder / "tiles.npy", what="tile probabilities")
     folder.mkdir(parents=True, exist_ok=True)
     if pred.tiles is not None:
         for name, array in (("tiles.npy", pred.tiles.astype(np.float32)),

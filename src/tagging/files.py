@@ -8,6 +8,7 @@ import numpy as np
 from tqdm import tqdm
 
 from src.audio import log_mel, read_audio
+from src.predictions import check_finite
 from src.tagging.models import Tagger
 from src.utils import atomic_path
 
@@ -93,6 +94,7 @@ def write_results(results, classes, path, k=5):
     """All class probabilities: CSV (fname, path, one column per class) or JSON (list of {path, top, probs})."""
     path = Path(path)
     suffix = path.suffix.lower()
+    check_finite([p for _, p in results], [str(p) for p, _ in results], path)
     if suffix == ".csv":
         import pandas as pd
 

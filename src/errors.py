@@ -1,0 +1,28 @@
+"""Typed errors for problems with what the user gave us (files, CSVs, audio, settings).
+
+Scripts report a `UserError` as one line, `script.py: error: <message>`, and
+exit with status 2 (`src.cli.run`); any other exception is a bug and keeps its
+traceback. The subclasses are also the built-in exception a caller would
+expect (`except FileNotFoundError` / `except ValueError` keep working), and
+every message names the file or setting it is about.
+"""
+
+
+class UserError(Exception):
+    """A problem with the user's input, reported in one line without a traceback."""
+
+
+class InputFileNotFound(UserError, FileNotFoundError):
+    """A file or folder the user named (or that a previous step should have written) does not exist."""
+
+
+class BadInput(UserError, ValueError):
+    """A file exists but its content is unusable: malformed CSV, bad names, NaN values, wrong columns."""
+
+
+class BadSetting(UserError, ValueError):
+    """An option or setting that cannot work (unknown fold, impossible size, mismatched experiments)."""
+
+
+class BadCheckpoint(UserError, ValueError):
+    """A checkpoint that cannot be loaded safely (not a torch file, truncated, or holding pickled code)."""
