@@ -17,7 +17,7 @@ kernel on CUDA. On CUDA the training step never waits on the device: the loss
 is returned as a tensor, and nothing in it reads values back to the host (with
 fp16 the gradient scaler's inf check is the one exception).
 
-Checkpoints are argus checkpoints: `argus.load_model(path, device=...)` loads them
+Checkpoints are argus checkpoints: `src.checkpoints.load_checkpoint(path, device)` loads them
 back on CPU or CUDA once this module is imported.
 """
 import functools

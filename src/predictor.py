@@ -13,12 +13,12 @@ fill each batch, deltas are computed on the device by one matmul
 """
 from pathlib import Path
 
-import argus
 import numpy as np
 import torch
 
-import src.argus_models  # noqa: F401  (registers FreesoundModel for argus.load_model)
+from src.checkpoints import load_checkpoint
 from src.deltas import stack_deltas
+from src.errors import InputFileNotFound
 from src.training import best_checkpoint, trained_folds
 
 
@@ -126,9 +126,9 @@ def load_fold_models(exp_dir, device, folds=None) -> dict:
     exp_dir = Path(exp_dir)
     available = trained_folds(exp_dir)
     if not available:
-        raise FileNotFoundError(f"{exp_dir}: no trained fold (fold_K/model-*.pth); run train_folds.py first")
+        raise InputFileNotFound(f"{exp_dir}: no trained fold (fold_K/model-*.pth); run train_folds.py first")
     folds = available if folds is None else folds
     missing = sorted(set(folds) - set(available))
     if missing:
-        raise FileNotFoundError(f"{exp_dir}: no checkpoint for fold(s) {missing}; trained: {available}")
-    return {fold: argus.load_model(best_checkpoint(exp_dir / f"fold_{fold}"), device=device) for fold in folds}
+        raise InputFileNotFound(f"{exp_dir}: no checkpoint for fold(s) {missing}; trained: {available}")
+    return {fold: load_checkpoint(best_checkpoint(exp_dir / f"fold_{fold}"), device=device) for fold in folds}

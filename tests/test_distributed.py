@@ -171,9 +171,7 @@ RANK_LINE = re.compile(r"rank (\d)/2 fold 0: (\d+) epochs of (\d+) samples in (\
 
 
 def test_torchrun_trains_one_fold_on_two_processes(demo_dir, tmp_path):
-    import argus
-
-    import src.argus_models  # noqa: F401  (registers FreesoundModel with argus.load_model)
+    from src.checkpoints import load_checkpoint
 
     logs = tmp_path / "logs"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -213,9 +211,9 @@ def test_torchrun_trains_one_fold_on_two_processes(demo_dir, tmp_path):
 
     # The checkpoint is a plain argus model: no DDP wrapper, no "module." prefixes, loads on CPU.
     (checkpoint,) = fold_dir.glob("model-*.pth")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     assert not any(key.startswith("module.") for key in state["nn_state_dict"])
-    model = argus.load_model(checkpoint, device="cpu")
+    model = load_checkpoint(checkpoint, device="cpu")
     assert isinstance(model.nn_module, torch.nn.Module)
     assert not isinstance(model.nn_module, torch.nn.parallel.DistributedDataParallel)
     probs = model.predict(torch.zeros(2, 3, 128, 64))

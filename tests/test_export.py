@@ -2,7 +2,6 @@
 import json
 import shutil
 
-import argus
 import numpy as np
 import pytest
 import soundfile as sf
@@ -10,7 +9,9 @@ import torch
 
 import export
 import tag
+from src.checkpoints import load_checkpoint
 from src.deltas import stack_deltas
+from src.errors import UserError
 from src.tagging import read_bundle
 from src.training import best_checkpoint
 from tests.test_tagging import CLASSES, SR, make_experiment, sound
@@ -86,7 +87,7 @@ def test_torchscript_matches_pytorch(experiment, tmp_path):
     meta = json.loads(extra["meta.json"])
     assert meta["classes"] == CLASSES and meta["fold"] == 1 and meta["input"]["shape"][1:] == [128, 32]
 
-    model = argus.load_model(best_checkpoint(experiment / "experiments" / "tiny" / "fold_1"), device="cpu")
+    model = load_checkpoint(best_checkpoint(experiment / "experiments" / "tiny" / "fold_1"), device="cpu")
     logmel = torch.from_numpy(np.random.default_rng(0).uniform(-90, -10, (3, 128, 32)).astype(np.float32))
     expected = model.predict(stack_deltas(logmel))  # sigmoid of the main head
     with torch.no_grad():
@@ -94,17 +95,17 @@ def test_torchscript_matches_pytorch(experiment, tmp_path):
     assert got.shape == (3, len(CLASSES))
     assert torch.max(torch.abs(got - expected)).item() < 1e-4
     # a different fold is a different model: the export really picked fold 1
-    fold0 = argus.load_model(best_checkpoint(experiment / "experiments" / "tiny" / "fold_0"), device="cpu")
+    fold0 = load_checkpoint(best_checkpoint(experiment / "experiments" / "tiny" / "fold_0"), device="cpu")
     assert torch.max(torch.abs(fold0.predict(stack_deltas(logmel)) - got)).item() > 1e-3
 
 
 def test_export_errors(experiment, tmp_path):
     with pytest.raises(SystemExit):
         export.main(["--experiment", "tiny", "--data-dir", str(experiment)])  # nothing to do
-    with pytest.raises(SystemExit, match="fold 7"):
+    with pytest.raises(UserError, match="fold 7"):
         export.main(["--experiment", "tiny", "--data-dir", str(experiment), "--torchscript",
                      str(tmp_path / "x.pt"), "--fold", "7"])
-    with pytest.raises(SystemExit, match="config.json not found"):
+    with pytest.raises(FileNotFoundError, match="config.json not found"):
         export.main(["--experiment", "absent", "--data-dir", str(experiment), "--out", str(tmp_path / "x.pt")])
     torch.save({"weights": torch.zeros(3)}, tmp_path / "not_a_bundle.pt")
     with pytest.raises(ValueError, match="not a tagger bundle"):

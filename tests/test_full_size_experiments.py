@@ -7,12 +7,12 @@ cut to a few samples so the suite stays fast.
 import hashlib
 import json
 
-import argus
 import pytest
 import torch
 
 import make_folds
 import train_folds
+from src.checkpoints import load_checkpoint
 from src.corrections import SHIPPED_DIR
 from src.demo_data import generate_demo_dataset
 from src.experiments import EXPERIMENTS
@@ -51,7 +51,7 @@ def test_full_size_experiment_runs_an_epoch_on_cpu(tiny_data, name):
         torch.set_num_threads(threads)
     assert results[0]["epochs_run"] == 1
     fold_dir = tiny_data / "experiments" / name / "fold_0"
-    model = argus.load_model(next(fold_dir.glob("model-*.pth")), device="cpu")
+    model = load_checkpoint(next(fold_dir.glob("model-*.pth")), device="cpu")
     config = json.loads((tiny_data / "experiments" / name / "config.json").read_text())
     assert model.params["nn_module"][0] == EXPERIMENTS[name]["model"][0]
     assert config["experiment"]["noisy_prob"] == EXPERIMENTS[name]["noisy_prob"]

@@ -4,10 +4,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from src.argus_models import FreesoundModel
+from src.checkpoints import read_checkpoint, safe_torch_load
 from src.config import AUDIO, AudioConfig, resolve_data_dir
+from src.errors import BadCheckpoint, BadInput, BadSetting, InputFileNotFound
 from src.predictions import geometric_mean
 from src.predictor import Predictor, load_fold_models, tile_steps
 from src.training import best_checkpoint, experiments_dir, trained_folds
@@ -63,19 +64,19 @@ def _audio_config(values: dict, source) -> AudioConfig:
     try:
         return AudioConfig.from_dict(values)  # records older than pad_mode / short_clip: their settings
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{source}: audio settings {sorted(values)} do not match AudioConfig ({exc})") from exc
+        raise BadInput(f"{source}: audio settings {sorted(values)} do not match AudioConfig ({exc})") from exc
 
 
 def read_experiment_record(exp_dir) -> dict:
     """config.json of an experiment folder (as written by train_folds.py)."""
     path = Path(exp_dir) / "config.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: train the experiment first (train_folds.py) "
+        raise InputFileNotFound(f"{path} not found: train the experiment first (train_folds.py) "
                                 f"or pass a bundle with --model")
     record = json.loads(path.read_text())
     for key in ("experiment", "classes"):
         if key not in record:
-            raise ValueError(f"{path}: missing key {key!r}")
+            raise BadInput(f"{path}: missing key {key!r}")
     return record
 
 
@@ -103,14 +104,14 @@ def make_bundle(data_dir, name) -> dict:
     record = read_experiment_record(exp_dir)
     folds = trained_folds(exp_dir)
     if not folds:
-        raise FileNotFoundError(f"{exp_dir}: no trained fold (fold_K/model-*.pth)")
+        raise InputFileNotFound(f"{exp_dir}: no trained fold (fold_K/model-*.pth)")
     nn_module, state_dicts = None, []
     for fold in folds:
         path = best_checkpoint(exp_dir / f"fold_{fold}")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = read_checkpoint(path)
         fold_module = _plain(state["params"]["nn_module"])
         if nn_module is not None and fold_module != nn_module:
-            raise ValueError(f"{path}: model {fold_module} differs from the other folds' {nn_module}")
+            raise BadCheckpoint(f"{path}: model {fold_module} differs from the other folds' {nn_module}")
         nn_module = fold_module
         state_dicts.append({key: value.detach().cpu().clone() for key, value in state["nn_state_dict"].items()})
     model_name, model_kwargs = nn_module
@@ -133,15 +134,12 @@ def make_bundle(data_dir, name) -> dict:
 def read_bundle(path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such model bundle (write one with export.py)")
-    try:
-        bundle = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # not a torch file, truncated, or holding pickled code
-        raise ValueError(f"{path}: cannot read a model bundle ({type(exc).__name__}: {exc})") from exc
+        raise InputFileNotFound(f"{path}: no such model bundle (write one with export.py)")
+    bundle = safe_torch_load(path, what="model bundle")
     if not isinstance(bundle, dict) or bundle.get("format") != BUNDLE_FORMAT:
-        raise ValueError(f"{path}: not a tagger bundle written by export.py")
+        raise BadCheckpoint(f"{path}: not a tagger bundle written by export.py")
     if bundle.get("version") != BUNDLE_VERSION:
-        raise ValueError(f"{path}: bundle version {bundle.get('version')}, this code reads {BUNDLE_VERSION}")
+        raise BadCheckpoint(f"{path}: bundle version {bundle.get('version')}, this code reads {BUNDLE_VERSION}")
     return bundle
 
 
@@ -171,9 +169,9 @@ def blend(taggers) -> Tagger:
     for other in taggers[1:]:
         names = f"{first.members[0].name} and {other.members[0].name}"
         if other.classes != first.classes:
-            raise ValueError(f"cannot blend {names}: their class lists differ")
+            raise BadSetting(f"cannot blend {names}: their class lists differ")
         if other.audio_config != first.audio_config:
-            raise ValueError(f"cannot blend {names}: they were trained on different audio settings")
+            raise BadSetting(f"cannot blend {names}: they were trained on different audio settings")
     return Tagger([m for t in taggers for m in t.members], first.classes, first.audio_config)
 
 
@@ -194,13 +192,10 @@ def add_model_args(parser):
 def load_tagger(args) -> Tagger:
     """The blended Tagger of the --experiment / --model arguments."""
     if not args.experiment and not args.model:
-        raise SystemExit("give at least one --experiment NAME or --model BUNDLE.pt")
+        raise BadSetting("give at least one --experiment NAME or --model BUNDLE.pt")
     device = pick_device(args.device)
     taggers = []
-    try:
-        data_dir = resolve_data_dir(args.data_dir)
-        taggers += [load_experiment(data_dir, name, device, args.step) for name in args.experiment]
-        taggers += [load_bundle(path, device, args.step) for path in args.model]
-        return blend(taggers)
-    except (FileNotFoundError, ValueError) as exc:
-        raise SystemExit(f"error: {exc}") from exc
+    data_dir = resolve_data_dir(args.data_dir)
+    taggers += [load_experiment(data_dir, name, device, args.step) for name in args.experiment]
+    taggers += [load_bundle(path, device, args.step) for path in args.model]
+    return blend(taggers)

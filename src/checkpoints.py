@@ -1,0 +1,60 @@
+"""The one way checkpoints are loaded: `torch.load(weights_only=True)`, then the argus model.
+
+A checkpoint is an argus checkpoint (`model.save`): a dict of the model class
+name, its params (plain dicts, lists, strings, numbers) and the network's
+state dict. Everything here is loadable by torch's weights-only unpickler,
+which builds tensors and containers but never runs pickled code. argus's own
+`load_model` calls plain `torch.load(path)`, whose default torch lets an
+environment variable (TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1) switch back to full
+pickle; an explicit `weights_only=True` is not overridden by it, so a crafted
+`model-*.pth` fails here with the file's name instead of running code.
+"""
+from pathlib import Path
+
+import argus
+import torch
+
+import src.argus_models  # noqa: F401  (registers FreesoundModel with argus)
+from src.errors import BadCheckpoint, InputFileNotFound
+
+REQUIRED_KEYS = ("model_name", "params", "nn_state_dict")
+
+
+def _reason(exc: Exception) -> str:
+    """The informative line of torch's (long, multi-line) weights-only error."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if "WeightsUnpickler error" in line or "Unsupported" in line]
+    return (useful or lines or [type(exc).__name__])[0]
+
+
+def safe_torch_load(path, what="checkpoint"):
+    """`torch.load(path, weights_only=True)` on CPU; every torch file of the repo is read through here."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileNotFound(f"{path}: no such {what}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickled code, a truncated file, or not a torch file at all
+        raise BadCheckpoint(f"{path}: cannot load this {what} safely ({type(exc).__name__}: {_reason(exc)}); "
+                            f"it is read with torch.load(weights_only=True), which runs no pickled code") from exc
+
+
+def read_checkpoint(path) -> dict:
+    """The checkpoint dict at `path`, on CPU, read with `torch.load(weights_only=True)`."""
+    state = safe_torch_load(path)
+    if not isinstance(state, dict) or any(key not in state for key in REQUIRED_KEYS):
+        keys = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise BadCheckpoint(f"{path}: not an argus checkpoint (expected keys {list(REQUIRED_KEYS)}, got {keys})")
+    return state
+
+
+def load_checkpoint(path, device="cpu", **params) -> argus.Model:
+    """The argus model of a checkpoint, in eval mode on `device`; `params` replace stored ones (e.g. loss=None).
+
+    argus builds the model from the stored params exactly as `argus.load_model`
+    does; only the reading of the file is ours (`read_checkpoint`).
+    """
+    try:
+        return argus.load_model(path, device=device, state_load_func=read_checkpoint, **params)
+    except ImportError as exc:  # argus: the model class named in the file is not registered
+        raise BadCheckpoint(f"{path}: {exc}") from exc

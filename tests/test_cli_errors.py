@@ -1,0 +1,69 @@
+"""The error contract of the scripts: a user error is one line `script.py: error: ...` and exit 2, no traceback."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from src.cli import run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=180)
+
+
+def assert_one_line_error(result, script, *fragments):
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"{script}: error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_missing_data_dir(tmp_path):
+    missing = tmp_path / "nowhere"
+    assert_one_line_error(run_script("make_folds.py", "--data-dir", missing), "make_folds.py",
+                          str(missing / "train_curated.csv"))
+
+
+def test_bad_csvs(tmp_path):
+    (tmp_path / "train_curated.csv").write_text("fname,labels\n../test/x.wav,Bark\n")
+    assert_one_line_error(run_script("make_folds.py", "--data-dir", tmp_path), "make_folds.py",
+                          "train_curated.csv", "'../test/x.wav'", "line 2")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("fname,labels\na.wav,Bark\nb.wav,Hum\n")
+    submission = tmp_path / "sub.csv"
+    submission.write_text("fname,Bark,Hum,Meow\na.wav,0.9,0.1,0.5\nb.wav,0.2,0.8,0.5\n")
+    assert_one_line_error(run_script("score.py", submission, labels), "score.py", "extra column(s) ['Meow']")
+    submission.write_bytes("fname,Bark,Hum\na.wav,0.9,0.1\nb\xe9.wav,0.2,0.8\n".encode("latin-1"))
+    assert_one_line_error(run_script("score.py", submission, labels), "score.py", "sub.csv: not UTF-8")
+
+
+def test_missing_model(tmp_path):
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    assert_one_line_error(run_script("tag.py", broken, "--model", tmp_path / "absent.pt"), "tag.py", "absent.pt")
+
+
+def test_run_keeps_tracebacks_of_bugs_and_passes_statuses(capsys):
+    def buggy():
+        return [][1]
+
+    with pytest.raises(IndexError):
+        run(buggy)
+    for returned, status in ((None, 0), (3, 3), (0.5, 0)):
+        with pytest.raises(SystemExit) as info:
+            run(lambda: returned)
+        assert info.value.code == status
+
+    def old_style():
+        raise SystemExit("stacking_train.py: error: two\n  lines")
+
+    with pytest.raises(SystemExit) as info:
+        run(old_style)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and err.strip().endswith("error: two lines")
