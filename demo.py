@@ -13,8 +13,9 @@ log-mel and goes through the models (geometric mean over folds/experiments).
 Ctrl-C stops.
 """
 import argparse
-import sys
 
+from src.cli import run
+from src.errors import UserError
 from src.streaming import FileSource, MicrophoneSource
 from src.tagging import add_model_args, format_live, live_tags, load_tagger
 
@@ -57,9 +58,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("stopped")
     except RuntimeError as exc:  # e.g. sounddevice missing, no input device
-        raise SystemExit(f"error: {exc}") from exc
+        raise UserError(str(exc)) from exc
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

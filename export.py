@@ -20,15 +20,16 @@ _extra_files={"meta.json": ""})). ONNX is not installed here, hence TorchScript.
 """
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from src.argus_models import main_output
+from src.cli import run
 from src.config import resolve_data_dir
 from src.deltas import delta_matrix
+from src.errors import BadSetting
 from src.tagging import bundle_models, make_bundle
 from src.utils import atomic_path
 
@@ -80,10 +81,7 @@ def main(argv=None):
     if not args.out and not args.torchscript:
         parser.error("nothing to do: give --out BUNDLE.pt and/or --torchscript FOLD.pt")
 
-    try:
-        bundle = make_bundle(resolve_data_dir(args.data_dir), args.experiment)
-    except (FileNotFoundError, ValueError) as exc:
-        raise SystemExit(f"error: {exc}") from exc
+    bundle = make_bundle(resolve_data_dir(args.data_dir), args.experiment)
     print(f"{args.experiment}: {bundle['model']['name']} folds {bundle['folds']}, {len(bundle['classes'])} classes, "
           f"tiles {bundle['crop_size']} every {bundle['tile_step']} frames")
     if args.out:
@@ -93,7 +91,7 @@ def main(argv=None):
     if args.torchscript:
         fold = bundle["folds"][0] if args.fold is None else args.fold
         if fold not in bundle["folds"]:
-            raise SystemExit(f"error: --fold {fold}: {args.experiment} has folds {bundle['folds']}")
+            raise BadSetting(f"--fold {fold}: {args.experiment} has folds {bundle['folds']}")
         traced = trace_fold(bundle, bundle["folds"].index(fold))
         with atomic_path(args.torchscript, suffix=".pt") as tmp:
             torch.jit.save(traced, str(tmp), _extra_files={"meta.json": json.dumps(torchscript_meta(bundle, fold))})
@@ -103,4 +101,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

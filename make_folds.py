@@ -13,6 +13,7 @@ import argparse
 import numpy as np
 from sklearn.model_selection import KFold
 
+from src.cli import run
 from src.config import read_classes, resolve_data_dir
 from src.labels import check_files, check_labels, read_train_csv, targets_matrix
 from src.utils import write_csv_atomic
@@ -58,4 +59,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -27,8 +27,10 @@ import json
 
 import numpy as np
 
+from src.cli import run
 from src.config import resolve_data_dir
 from src.data import load_training_data, read_corrected_folds
+from src.errors import BadSetting, InputFileNotFound
 from src.experiments import data_settings
 from src.features import load_features
 from src.labels import targets_matrix
@@ -65,7 +67,7 @@ def main(argv=None):
     exp_dir = experiments_dir(data_dir, args.experiment)
     config_path = exp_dir / "config.json"
     if not config_path.is_file():
-        raise SystemExit(f"{config_path} not found: train it first (python train_folds.py --experiment "
+        raise InputFileNotFound(f"{config_path} not found: train it first (python train_folds.py --experiment "
                          f"{args.experiment} --data-dir {data_dir})")
     record = json.loads(config_path.read_text())
     experiment, classes = record["experiment"], record["classes"]
@@ -87,7 +89,7 @@ def main(argv=None):
     # against the experiment's own corrected labels.
     data = load_training_data(data_dir, curated_corrections=None, workers=args.workers)
     if data.classes != classes:
-        raise SystemExit(f"class list of {data_dir} differs from the one {args.experiment} was trained on")
+        raise BadSetting(f"class list of {data_dir} differs from the one {args.experiment} was trained on")
     labelled, _ = read_corrected_folds(data_dir, classes, data_settings(experiment)["curated_corrections"])
     truth_of = dict(zip(labelled["fname"], targets_matrix(labelled["labels"].tolist(), classes)))
 
@@ -150,4 +152,4 @@ def _concat_parts(parts, fnames, classes) -> PredictionSet:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -54,6 +54,7 @@ import numpy as np
 import pandas as pd
 
 from src.blending import cv_scores, load_experiments, read_curated_labels
+from src.cli import run
 from src.config import read_classes, resolve_data_dir
 from src.labels import REMOVE, check_labels, load_corrections, parse_labels, read_csv_columns
 from src.metrics import clip_lwlrap
@@ -230,4 +231,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

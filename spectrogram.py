@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from src.audio import AudioReadError, audio_to_log_mel
+from src.cli import run
 from src.plots import plot_log_mel
 from src.utils import atomic_path
 
@@ -42,4 +43,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

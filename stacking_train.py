@@ -35,7 +35,6 @@ experiment; no tiles):
 import argparse
 import json
 import shutil
-import sys
 import time
 
 import numpy as np
@@ -43,7 +42,7 @@ import torch
 
 from src.argus_models import FreesoundModel
 from src.blending import aligned_probs, load_experiments
-from src.cli import add_training_args, apply_training_args
+from src.cli import add_training_args, apply_training_args, run
 from src.config import read_classes, resolve_data_dir
 from src.corrections import describe as describe_corrections
 from src.data import read_corrected_folds
@@ -257,5 +256,4 @@ def predict(args, experiment, data_dir, device, exp_dir, classes, fnames, target
 
 
 if __name__ == "__main__":
-    main()
-    sys.exit(0)
+    run(main)

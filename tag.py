@@ -22,9 +22,9 @@ it writes <out-dir>/<name>.windows.csv, <name>.segments.csv and
 <name>.timeline.png (log-mel overview above the labelled segments).
 """
 import argparse
-import sys
 from pathlib import Path
 
+from src.cli import run
 from src.tagging import (add_model_args, find_audio_files, format_segments, format_table, load_tagger,
                          out_prefixes, print_failures, tag_files, tag_timeline, write_results)
 
@@ -97,4 +97,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -27,13 +27,12 @@ the outputs. See src/distributed.py.
 import argparse
 import gc
 import json
-import sys
 import time
 
 from src import distributed
 from src.argus_models import FreesoundModel
 from src.batch_augment import augment_mode
-from src.cli import add_training_args, apply_training_args
+from src.cli import add_training_args, apply_training_args, run
 from src.config import AUDIO, resolve_data_dir
 from src.corrections import describe as describe_corrections
 from src.data import load_training_data, specs_and_targets
@@ -156,6 +155,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
-    distributed.cleanup()
-    sys.exit(0)
+    run(main, after=distributed.cleanup)

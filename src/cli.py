@@ -10,6 +10,7 @@ fold of a named experiment; each script passes its own experiment table and the
 help texts that differ.
 """
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -58,11 +59,7 @@ def _one_line(message: str) -> str:
 def report_error(message, prog=None) -> None:
     """Print `prog: error: message` on one line to stderr (the format argparse uses for bad options)."""
     prog = prog or Path(sys.argv[0]).name
-    message = _one_line(message)
-    for prefix in (f"{prog}: error: ", f"{prog}: ", "error: "):  # messages already carrying a prefix
-        if message.startswith(prefix):
-            message = message[len(prefix):]
-            break
+    message = re.sub(r"^([\w.-]+\.py: )?error: ", "", _one_line(message))  # a prefix of older messages
     print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
 
 

@@ -12,6 +12,7 @@ import soundfile as sf
 
 import demo
 from src.audio import decode_audio, log_mel
+from src.errors import UserError
 from src.streaming import FileSource, MicrophoneSource
 from src.tagging import live_tags, load_experiment
 from tests.test_tagging import CLASSES, SR, make_experiment, sound
@@ -123,7 +124,7 @@ def test_microphone_source_goes_through_the_same_path(setup, monkeypatch):
 def test_microphone_without_sounddevice_is_a_clear_error(setup, monkeypatch):
     data_dir, _ = setup
     monkeypatch.setitem(sys.modules, "sounddevice", None)  # import sounddevice -> ImportError
-    with pytest.raises(SystemExit, match="pip install sounddevice"):
+    with pytest.raises(UserError, match="pip install sounddevice"):
         demo.main(["--experiment", "tiny", "--data-dir", str(data_dir)])
 
 

@@ -21,6 +21,7 @@ import tag
 from src.argus_models import FreesoundModel
 from src.audio import decode_audio, log_mel, read_audio
 from src.config import AUDIO, AudioConfig
+from src.errors import UserError
 from src.experiments import argus_params, get_experiment
 from src.models import MODELS
 from src.predictions import geometric_mean
@@ -193,13 +194,13 @@ def test_tagging_an_experiment_uses_its_test_step(tmp_path, mixed_folder):
 def test_blend_refuses_different_class_lists(tmp_path, mixed_folder):
     make_experiment(tmp_path, "one")
     make_experiment(tmp_path, "other", classes=CLASSES[::-1])
-    with pytest.raises(SystemExit, match="class lists differ"):
+    with pytest.raises(UserError, match="class lists differ"):
         tag.main([str(mixed_folder / "a.wav"), "--data-dir", str(tmp_path), "--experiment", "one",
                   "--experiment", "other"])
 
 
 def test_missing_experiment_is_a_clear_error(tmp_path, mixed_folder):
-    with pytest.raises(SystemExit, match="config.json not found"):
+    with pytest.raises(FileNotFoundError, match="config.json not found"):
         tag.main([str(mixed_folder / "a.wav"), "--data-dir", str(tmp_path), "--experiment", "absent"])
 
 
