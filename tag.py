@@ -11,8 +11,10 @@ Any sampling rate and channel count libsndfile decodes is fine: audio is mixed
 to mono and resampled to the models' rate. Each file is trimmed of leading and
 trailing silence like the training clips, cut into tiles, and predicted by
 every fold model (geometric mean; tiles of many files share batches, CUDA when
-present). Files that fail to decode are listed with the reason at the end; the
-exit code is then 1.
+present). Files longer than a minute are read in chunks, three passes (trim,
+dB range, tiles), so memory stays flat for any length and the probabilities
+are the same as reading the whole file (src/tagging/chunked.py). Files that
+fail to decode are listed with the reason at the end; the exit code is then 1.
 
 --timeline is for long recordings: the file is streamed in chunks (memory does
 not grow with its length, and silence is not trimmed so times match the file),
@@ -45,7 +47,8 @@ def parse_args(argv=None):
                           "segments (default 0.5)")
     timeline.add_argument("--out-dir", default="timeline",
                           help="folder for the timeline CSVs/PNGs (default ./timeline)")
-    timeline.add_argument("--chunk-seconds", type=float, default=10.0, help="audio read per chunk (default 10 s)")
+    timeline.add_argument("--chunk-seconds", type=float, default=10.0,
+                          help="audio read per chunk, for --timeline and files over a minute (default 10 s)")
     args = parser.parse_args(argv)
     if args.top_k < 1:
         parser.error("--top-k must be >= 1")
@@ -53,8 +56,10 @@ def parse_args(argv=None):
         parser.error(f"--out {args.out}: the file name must end in .csv or .json")
     if args.timeline and args.out:
         parser.error("--out is for clip tagging; --timeline writes its CSVs and PNG to --out-dir")
-    if args.timeline and (args.window <= 0 or args.hop <= 0 or args.chunk_seconds <= 0):
-        parser.error("--window, --hop and --chunk-seconds must be positive")
+    if args.chunk_seconds <= 0:
+        parser.error("--chunk-seconds must be positive")
+    if args.timeline and (args.window <= 0 or args.hop <= 0):
+        parser.error("--window and --hop must be positive")
     return args
 
 
@@ -85,7 +90,8 @@ def main(argv=None) -> int:
     elif args.timeline:
         run_timeline(tagger, files, args, failures)
     else:
-        results, failed = tag_files(tagger, files, args.batch_size, progress=not args.no_progress)
+        results, failed = tag_files(tagger, files, args.batch_size, progress=not args.no_progress,
+                                    chunk_seconds=args.chunk_seconds)
         failures += failed
         if results:
             print(format_table(results, tagger.classes, args.top_k))

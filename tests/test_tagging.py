@@ -25,9 +25,11 @@ from src.errors import UserError
 from src.experiments import argus_params, get_experiment
 from src.models import MODELS
 from src.predictions import geometric_mean
-from src.predictor import Predictor, load_fold_models
+from src.predictor import Predictor, load_fold_models, pad_for_tiles
 from src.streaming import (MaxPoolTimeline, StreamingLogMel, clip_top_db, stream_audio, stream_log_mel)
-from src.tagging import SegmentTracker, find_audio_files, load_experiment, sliding_windows, top_k
+from src.tagging import (SegmentTracker, blend, find_audio_files, load_experiment, sliding_windows, tag_files,
+                         top_k)
+from src.tagging.chunked import stream_trim_bounds, tag_long_file, tile_padding
 
 CLASSES = ["Bark", "Chime", "Hum", "Rain", "Siren"]
 TINY = ("SkipAttention", {"base_size": 4, "dropout": 0.2, "ratio": 2, "kernel_size": 3})
@@ -202,6 +204,43 @@ def test_blend_refuses_different_class_lists(tmp_path, mixed_folder):
 def test_missing_experiment_is_a_clear_error(tmp_path, mixed_folder):
     with pytest.raises(FileNotFoundError, match="config.json not found"):
         tag.main([str(mixed_folder / "a.wav"), "--data-dir", str(tmp_path), "--experiment", "absent"])
+
+
+# --- long files in chunks (default mode) ---------------------------------------------------------
+
+
+def test_long_files_in_chunks_equal_the_whole_file(tmp_path, tiny_experiment):
+    """Streamed trim + dB range + tiles give the whole-file probabilities (silence trimmed at both ends,
+    tiles padded at the end), for one member and for a blend of two with different tiles."""
+    make_experiment(tiny_experiment, "wide", crop_size=96, tile_step=40, seed=5)
+    audio = np.concatenate([np.zeros(SR // 3, np.float32), sound(6.3, seed=1), np.zeros(SR // 2, np.float32)])
+    stereo = np.stack([audio, 0.5 * audio], axis=1)
+    sf.write(tmp_path / "x.wav", audio, SR, subtype="FLOAT")
+    sf.write(tmp_path / "y.flac", stereo[::2], SR // 2)  # resampled while streaming
+    start, end, n = stream_trim_bounds(tmp_path / "x.wav", AUDIO, chunk_seconds=0.7)
+    assert n == len(audio) and np.array_equal(audio[start:end], read_audio(tmp_path / "x.wav"))
+    for tagger in (load_experiment(tiny_experiment, "tiny", "cpu"),
+                   blend([load_experiment(tiny_experiment, name, "cpu") for name in ("tiny", "wide")])):
+        for path in (tmp_path / "x.wav", tmp_path / "y.flac"):
+            (_, whole), = tag_files(tagger, [path], progress=False)[0]
+            chunked = tag_long_file(tagger, path, batch_size=5, chunk_seconds=0.7, in_memory_seconds=0.5)
+            assert np.abs(chunked - whole).max() < 1e-5
+    # tag_files sends files over long_seconds down that path, keeping the input order
+    tagger = load_experiment(tiny_experiment, "tiny", "cpu")
+    sf.write(tmp_path / "short.wav", sound(1.0, seed=2), SR)
+    paths = [tmp_path / "x.wav", tmp_path / "short.wav", tmp_path / "y.flac"]
+    results, failures = tag_files(tagger, paths, progress=False, long_seconds=3.0, chunk_seconds=0.7)
+    assert not failures and [p for p, _ in results] == paths
+    whole, _ = tag_files(tagger, paths, progress=False)
+    assert max(np.abs(a - b).max() for (_, a), (_, b) in zip(results, whole)) < 1e-5
+
+
+def test_tile_padding_matches_pad_for_tiles():
+    for frames, tile, step in ((10, 64, 32), (64, 64, 32), (65, 64, 32), (1000, 256, 64), (1000, 256, 128)):
+        left, right = tile_padding(frames, tile, step)
+        padded = pad_for_tiles(np.arange(1, frames + 1, dtype=np.float32)[None], tile, step)[0]
+        assert np.array_equal(padded[left:left + frames], np.arange(1, frames + 1)) and left + frames + right \
+            == len(padded)
 
 
 # --- streaming ------------------------------------------------------------------------------------

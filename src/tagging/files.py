@@ -9,8 +9,13 @@ from tqdm import tqdm
 
 from src.audio import log_mel, read_audio
 from src.predictions import check_finite
+from src.streaming import audio_info
+from src.tagging.chunked import tag_long_file
 from src.tagging.models import Tagger
 from src.utils import atomic_path
+
+# Files longer than this are tagged in chunks (src.tagging.chunked): memory stays flat for any length.
+LONG_FILE_SECONDS = 60.0
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".w64", ".rf64", ".caf", ".au")
 
@@ -43,12 +48,15 @@ def _reason(path, exc) -> str:
     return text if str(path) in text else f"{path}: {type(exc).__name__}: {text}"
 
 
-def tag_files(tagger: Tagger, paths, batch_size=128, group_size=32, progress=True):
-    """(results, failures): results = [(path, probs)], failures = [(path, reason)].
+def tag_files(tagger: Tagger, paths, batch_size=128, group_size=32, progress=True, long_seconds=LONG_FILE_SECONDS,
+              chunk_seconds=10.0):
+    """(results, failures): results = [(path, probs)] in input order, failures = [(path, reason)].
 
     Files are decoded and trimmed like training clips, then predicted
     `group_size` files at a time (their tiles share batches), so memory stays
-    bounded for any number of files. A file that fails to decode is recorded
+    bounded for any number of files. A file longer than `long_seconds` is
+    streamed in chunks of `chunk_seconds` instead (`tag_long_file`: the same
+    probabilities in flat memory). A file that fails to decode is recorded
     and skipped.
     """
     config = tagger.audio_config
@@ -56,17 +64,20 @@ def tag_files(tagger: Tagger, paths, batch_size=128, group_size=32, progress=Tru
     bar = tqdm(total=len(paths), unit="file", desc="tagging", disable=not progress, dynamic_ncols=True)
     for start in range(0, len(paths), group_size):
         specs, ok = [], []
-        for path in paths[start:start + group_size]:
+        for index, path in enumerate(paths[start:start + group_size], start):
             try:
-                specs.append(log_mel(read_audio(path, config), config))
-                ok.append(path)
+                if audio_info(path)[1] > long_seconds:
+                    results.append((index, path, tag_long_file(tagger, path, batch_size, chunk_seconds)))
+                else:
+                    specs.append(log_mel(read_audio(path, config), config))
+                    ok.append((index, path))
             except Exception as exc:  # one bad file must not stop the others; reported at the end
                 failures.append((path, _reason(path, exc)))
             bar.update(1)
         if specs:
-            results.extend(zip(ok, tagger.predict(specs, batch_size)))
+            results.extend((i, p, probs) for (i, p), probs in zip(ok, tagger.predict(specs, batch_size)))
     bar.close()
-    return results, failures
+    return [(path, probs) for _, path, probs in sorted(results, key=lambda r: r[0])], failures
 
 
 def top_k(probs, classes, k):

@@ -1,0 +1,149 @@
+"""Tagging one long file in flat memory: the whole-file prediction of `tag_files`, computed from chunks.
+
+The whole-file path decodes the file, trims its silence, computes the log-mel
+of the trimmed part (clipped 80 dB below its maximum), pads it with its
+minimum so tiles cover it, and averages each fold model's tile probabilities.
+Each step depends on the whole file only through a few numbers, so a long file
+is streamed three times (`src.streaming.stream_audio`, a few seconds of audio
+in memory at a time):
+
+1. trim: the energy of every 512-sample block (8 bytes kept per 512 samples)
+   gives librosa.effects.trim's start and end (its framing: 2048-sample frames
+   every 512 samples, zero-padded at both ends), decided in float64 as
+   `src.fast_frontend.trim_bounds` does. librosa decides in float32; the two
+   can differ only when the first or last non-silent frame lies within about
+   0.04 dB of the 60 dB threshold.
+2. range: the trimmed part through `StreamingLogMel` (frames equal to
+   `log_mel`'s before the dB clipping): its frame count, maximum and minimum.
+3. tiles, per member: the trimmed part again, clipped at max - top_db, padded
+   the way `pad_for_tiles` pads, cut into tiles; each fold model's tile
+   probabilities are summed, and the clip's probabilities are the geometric
+   mean over models of their tile means, as in `Tagger.predict`.
+
+So the result equals the whole-file path's up to float rounding (tested
+within 1e-5). Two cases are read into memory instead, both bounded: a file
+whose trimmed part is shorter than `in_memory_seconds` (the whole-file path on
+that part), and a long file that is silent except for less than 0.5 s (the
+whole-file path on the whole file, whose short-clip rule picks samples around
+the sound: rare, and the one case whose memory grows with the file).
+"""
+import numpy as np
+
+from src.audio import log_mel, read_audio
+from src.fast_frontend import TRIM_AMIN, TRIM_FRAME_LENGTH, TRIM_HOP_LENGTH
+from src.predictions import geometric_mean
+from src.predictor import Predictor, pad_for_tiles
+from src.streaming import StreamingLogMel, stream_audio
+from src.tagging.timeline import sliding_windows
+
+
+def stream_trim_bounds(path, config, chunk_seconds=10.0) -> tuple:
+    """(start, end, n_samples): the part of the decoded file librosa.effects.trim keeps, from one streamed pass."""
+    hop = TRIM_HOP_LENGTH
+    parts = [np.zeros(TRIM_FRAME_LENGTH // 2 // hop)]  # librosa pads frame_length // 2 zeros in front
+    carry, n = np.zeros(0), 0
+    for chunk in stream_audio(path, config.sampling_rate, chunk_seconds):
+        n += len(chunk)
+        data = np.concatenate([carry, chunk.astype(np.float64)])
+        whole = len(data) // hop * hop
+        parts.append(np.square(data[:whole]).reshape(-1, hop).sum(axis=1))
+        carry = data[whole:]
+    parts.append([np.square(carry).sum()] if len(carry) else [])
+    k = TRIM_FRAME_LENGTH // hop
+    n_frames = 1 + n // hop  # librosa's centred framing
+    blocks = np.concatenate(parts)
+    blocks = np.pad(blocks, (0, max(0, n_frames + k - 1 - len(blocks))))[:n_frames + k - 1]
+    energy = np.convolve(blocks, np.ones(k), mode="valid")  # frame t = blocks t .. t + k - 1
+    power = np.maximum(energy / TRIM_FRAME_LENGTH, TRIM_AMIN)
+    loud = np.flatnonzero(power / power.max() > 10.0 ** (-config.trim_top_db / 10.0))
+    if len(loud) == 0:
+        return 0, 0, n
+    return int(loud[0]) * hop, min(n, (int(loud[-1]) + 1) * hop), n
+
+
+def stream_range(path, config, start, end, chunk_seconds=10.0):
+    """Yield the decoded samples start..end of a file, chunk by chunk."""
+    position = 0
+    for chunk in stream_audio(path, config.sampling_rate, chunk_seconds):
+        a, b = max(start - position, 0), min(end - position, len(chunk))
+        if a < b:
+            yield chunk[a:b]
+        position += len(chunk)
+        if position >= end:
+            break
+
+
+def _log_mel_blocks(path, config, start, end, chunk_seconds):
+    state = StreamingLogMel(config)
+    for chunk in stream_range(path, config, start, end, chunk_seconds):
+        frames = state.push(chunk)
+        if frames.shape[1]:
+            yield frames
+    frames = state.finish()
+    if frames.shape[1]:
+        yield frames
+
+
+def tile_padding(frames: int, tile_size: int, step: int) -> tuple:
+    """(left, right) frames that `pad_for_tiles` adds, read off a padded ramp 1..frames (frames >= 2).
+
+    Asking pad_for_tiles itself keeps this path in step with however the
+    whole-file path pads (it pads with the minimum, here the ramp's 1).
+    """
+    ramp = pad_for_tiles(np.arange(1, frames + 1, dtype=np.float32)[None], tile_size, step)[0]
+    left = int(np.argmax(ramp > 1)) - 1
+    return left, len(ramp) - left - frames
+
+
+def _clipped_padded_blocks(path, config, start, end, chunk_seconds, floor, pad_value, left, right):
+    n_mels = config.n_mels
+    if left:
+        yield np.full((n_mels, left), pad_value, np.float32)
+    for block in _log_mel_blocks(path, config, start, end, chunk_seconds):
+        yield np.maximum(block, floor) if floor is not None else block
+    if right:
+        yield np.full((n_mels, right), pad_value, np.float32)
+
+
+def tag_long_file(tagger, path, batch_size=128, chunk_seconds=10.0, in_memory_seconds=60.0) -> np.ndarray:
+    """Class probabilities of a file, equal to `tag_files`'s, with a few seconds of audio in memory at a time."""
+    config = tagger.audio_config
+    start, end, n = stream_trim_bounds(path, config, chunk_seconds)
+    if end - start < config.min_samples:  # the short-clip rule needs samples around the sound
+        return tagger.predict([log_mel(read_audio(path, config), config)], batch_size)[0]
+    if end - start <= in_memory_seconds * config.sampling_rate:
+        audio = np.concatenate(list(stream_range(path, config, start, end, chunk_seconds)))
+        return tagger.predict([log_mel(audio, config)], batch_size)[0]
+
+    # pass 2: the frame count and dB range of the whole trimmed log-mel
+    frames, top, bottom = 0, -np.inf, np.inf
+    for block in _log_mel_blocks(path, config, start, end, chunk_seconds):
+        frames += block.shape[1]
+        top, bottom = max(top, float(block.max())), min(bottom, float(block.min()))
+    floor = np.float32(top - config.top_db) if config.top_db is not None else None
+    pad_value = np.float32(max(bottom, floor) if floor is not None else bottom)
+
+    # pass 3, per member: tiles of the clipped, padded log-mel; tile probabilities summed per model
+    model_means = []
+    for member in tagger.members:
+        predictor = Predictor(member.models, member.tile_size, member.step, batch_size)
+        left, right = tile_padding(frames, member.tile_size, member.step)
+        blocks = _clipped_padded_blocks(path, config, start, end, chunk_seconds, floor, pad_value, left, right)
+        sums, count, batch = None, 0, []
+
+        def flush():
+            nonlocal sums, count
+            outputs = predictor.predict_tiles(batch)  # each window is exactly one tile
+            parts = [out.astype(np.float64).sum(axis=0) for out in outputs]
+            sums = parts if sums is None else [s + p for s, p in zip(sums, parts)]
+            count += len(batch)
+            batch.clear()
+
+        for _, window in sliding_windows(blocks, member.tile_size, member.step):
+            batch.append(np.ascontiguousarray(window))
+            if len(batch) == batch_size:
+                flush()
+        if batch:
+            flush()
+        model_means.extend((s / count).astype(np.float32) for s in sums)
+    return model_means[0] if len(model_means) == 1 else geometric_mean(model_means)
