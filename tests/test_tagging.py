@@ -5,6 +5,7 @@ fake experiment folder (what train_folds.py writes), plus one deterministic
 "model" (`BandEnergy`) whose answers are known in advance, for the timeline.
 """
 import csv
+import dataclasses
 import json
 import tracemalloc
 import warnings
@@ -19,7 +20,7 @@ from torch import nn
 
 import tag
 from src.argus_models import FreesoundModel
-from src.audio import decode_audio, log_mel, read_audio
+from src.audio import decode_audio, log_mel, read_audio, trim_bounds
 from src.config import AUDIO, AudioConfig
 from src.errors import UserError
 from src.experiments import argus_params, get_experiment
@@ -219,6 +220,17 @@ def test_long_files_in_chunks_equal_the_whole_file(tmp_path, tiny_experiment):
     sf.write(tmp_path / "y.flac", stereo[::2], SR // 2)  # resampled while streaming
     start, end, n = stream_trim_bounds(tmp_path / "x.wav", AUDIO, chunk_seconds=0.7)
     assert n == len(audio) and np.array_equal(audio[start:end], read_audio(tmp_path / "x.wav"))
+    # a faint sound in the first and last 300 samples, just loud enough to count only when the padding
+    # reflects it (the trim keeps everything with "reflect", starts at the loud part with "constant")
+    edges = np.zeros(SR + 16000, np.float32)
+    edges[8000:8000 + SR] = np.sin(2 * np.pi * 440 * np.arange(SR) / SR)
+    edges[:300] = edges[-300:] = 0.0022 * np.sin(2 * np.pi * 3000 * np.arange(300) / SR)
+    loud_edges = tmp_path / "edges.wav"
+    sf.write(loud_edges, edges, SR, subtype="FLOAT")
+    for mode in ("constant", "reflect"):
+        config = dataclasses.replace(AUDIO, pad_mode=mode)
+        for path in (tmp_path / "x.wav", loud_edges):
+            assert stream_trim_bounds(path, config, chunk_seconds=0.3)[:2] == trim_bounds(decode_audio(path), config)
     for tagger in (load_experiment(tiny_experiment, "tiny", "cpu"),
                    blend([load_experiment(tiny_experiment, name, "cpu") for name in ("tiny", "wide")])):
         for path in (tmp_path / "x.wav", tmp_path / "y.flac"):

@@ -8,11 +8,11 @@ is streamed three times (`src.streaming.stream_audio`, a few seconds of audio
 in memory at a time):
 
 1. trim: the energy of every 512-sample block (8 bytes kept per 512 samples)
-   gives librosa.effects.trim's start and end (its framing: 2048-sample frames
-   every 512 samples, zero-padded at both ends), decided in float64 as
-   `src.fast_frontend.trim_bounds` does. librosa decides in float32; the two
-   can differ only when the first or last non-silent frame lies within about
-   0.04 dB of the 60 dB threshold.
+   gives the trim's start and end (librosa's framing: 2048-sample frames every
+   512 samples, padded at both ends by `AudioConfig.pad_mode`), decided in
+   float64 as `src.fast_frontend.trim_bounds` does. The reference decides in
+   float32; the two can differ only when the first or last non-silent frame
+   lies within about 0.04 dB of the 60 dB threshold.
 2. range: the trimmed part through `StreamingLogMel` (frames equal to
    `log_mel`'s before the dB clipping): its frame count, maximum and minimum.
 3. tiles, per member: the trimmed part again, clipped at max - top_db, padded
@@ -29,30 +29,52 @@ the sound: rare, and the one case whose memory grows with the file).
 """
 import numpy as np
 
-from src.audio import log_mel, read_audio
-from src.fast_frontend import TRIM_AMIN, TRIM_FRAME_LENGTH, TRIM_HOP_LENGTH
+from src.audio import TRIM_FRAME_LENGTH, TRIM_HOP_LENGTH, log_mel, read_audio
+from src.fast_frontend import TRIM_AMIN
 from src.predictions import geometric_mean
 from src.predictor import Predictor, pad_for_tiles
 from src.streaming import StreamingLogMel, stream_audio
 from src.tagging.timeline import sliding_windows
 
 
-def stream_trim_bounds(path, config, chunk_seconds=10.0) -> tuple:
-    """(start, end, n_samples): the part of the decoded file librosa.effects.trim keeps, from one streamed pass."""
-    hop = TRIM_HOP_LENGTH
-    parts = [np.zeros(TRIM_FRAME_LENGTH // 2 // hop)]  # librosa pads frame_length // 2 zeros in front
-    carry, n = np.zeros(0), 0
+def _trim_padded_stream(path, config, chunk_seconds, counter):
+    """The decoded file padded by frame_length // 2 at both ends as the trim's RMS framing pads it
+    (`config.pad_mode`: zeros, or a reflection of the first/last samples), chunk by chunk."""
+    half = TRIM_FRAME_LENGTH // 2
+    carry, started = np.zeros(0, np.float32), False
     for chunk in stream_audio(path, config.sampling_rate, chunk_seconds):
-        n += len(chunk)
-        data = np.concatenate([carry, chunk.astype(np.float64)])
+        counter[0] += len(chunk)
+        data = np.concatenate([carry, chunk])
+        if not started:
+            if len(data) <= half:
+                carry = data
+                continue
+            yield np.zeros(half, np.float32) if config.pad_mode == "constant" else data[half:0:-1]
+            started = True
+        # hold back the last half + 1 samples: the end's reflection is made of them
+        cut = max(len(data) - (half + 1), 0)
+        if cut:
+            yield data[:cut]
+        carry = data[cut:]
+    if not started or len(carry) < half + 1:
+        raise ValueError(f"{path}: too short to stream ({counter[0]} samples)")
+    yield carry
+    yield np.zeros(half, np.float32) if config.pad_mode == "constant" else carry[-2:-(half + 2):-1]
+
+
+def stream_trim_bounds(path, config, chunk_seconds=10.0) -> tuple:
+    """(start, end, n_samples): the part of the decoded file the trim keeps (`src.audio.trim_bounds`),
+    from one streamed pass, with `src.fast_frontend.trim_bounds`'s float64 block energies."""
+    hop, counter = TRIM_HOP_LENGTH, [0]
+    parts, carry = [], np.zeros(0)
+    for piece in _trim_padded_stream(path, config, chunk_seconds, counter):
+        data = np.concatenate([carry, piece.astype(np.float64)])
         whole = len(data) // hop * hop
         parts.append(np.square(data[:whole]).reshape(-1, hop).sum(axis=1))
         carry = data[whole:]
-    parts.append([np.square(carry).sum()] if len(carry) else [])
-    k = TRIM_FRAME_LENGTH // hop
-    n_frames = 1 + n // hop  # librosa's centred framing
-    blocks = np.concatenate(parts)
-    blocks = np.pad(blocks, (0, max(0, n_frames + k - 1 - len(blocks))))[:n_frames + k - 1]
+    n, k = counter[0], TRIM_FRAME_LENGTH // hop
+    n_frames = 1 + n // hop  # librosa's centred framing; its frames end within the padded stream
+    blocks = np.concatenate(parts)[:n_frames + k - 1]
     energy = np.convolve(blocks, np.ones(k), mode="valid")  # frame t = blocks t .. t + k - 1
     power = np.maximum(energy / TRIM_FRAME_LENGTH, TRIM_AMIN)
     loud = np.flatnonzero(power / power.max() > 10.0 ** (-config.trim_top_db / 10.0))
@@ -108,7 +130,10 @@ def _clipped_padded_blocks(path, config, start, end, chunk_seconds, floor, pad_v
 def tag_long_file(tagger, path, batch_size=128, chunk_seconds=10.0, in_memory_seconds=60.0) -> np.ndarray:
     """Class probabilities of a file, equal to `tag_files`'s, with a few seconds of audio in memory at a time."""
     config = tagger.audio_config
-    start, end, n = stream_trim_bounds(path, config, chunk_seconds)
+    try:
+        start, end, n = stream_trim_bounds(path, config, chunk_seconds)
+    except ValueError:  # fewer samples than one trim frame: nothing to stream
+        start = end = 0
     if end - start < config.min_samples:  # the short-clip rule needs samples around the sound
         return tagger.predict([log_mel(read_audio(path, config), config)], batch_size)[0]
     if end - start <= in_memory_seconds * config.sampling_rate:
