@@ -132,8 +132,7 @@ def test_batch_augment_on_cuda_equals_cpu_for_the_same_draws():
 
 
 def test_prediction_on_cuda_equals_cpu_for_one_checkpoint(tmp_path, exact_fp32):
-    import argus
-
+    from src.checkpoints import load_checkpoint
     from src.predictor import Predictor
 
     torch.manual_seed(0)
@@ -144,8 +143,8 @@ def test_prediction_on_cuda_equals_cpu_for_one_checkpoint(tmp_path, exact_fp32):
     model.save(path)
     rng = np.random.default_rng(0)
     specs = [rng.uniform(-80, 0, (H, frames)).astype(np.float32) for frames in (40, 256, 300, 700)]
-    on_cpu = argus.load_model(path, device="cpu")
-    on_cuda = argus.load_model(path, device="cuda")
+    on_cpu = load_checkpoint(path, device="cpu")
+    on_cuda = load_checkpoint(path, device="cuda")
     assert on_cuda.amp_enabled and not on_cpu.amp_enabled
     cpu_clips = Predictor(on_cpu, 256, 64).predict(specs)[2][0]
     bf16_clips = Predictor(on_cuda, 256, 64).predict(specs)[2][0]
