@@ -23,7 +23,7 @@ on val_lwlrap) on the same folds (train_folds.csv), one model per fold:
   <data>/experiments/STACK/config.json    the resolved stacking experiment
 
 An existing experiment folder is never silently overwritten: --resume skips
-finished folds, --overwrite starts again. Then every fold model found predicts,
+finished folds and continues unfinished ones, --overwrite starts again. Then every fold model found predicts,
 in the first level's prediction-set format (so blend.py takes STACK like any
 experiment; no tiles):
 
@@ -173,7 +173,6 @@ def main(argv=None):
               "seed": args.seed, "overrides": args.set, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
               "corrections": {"curated": corrections}}
     todo = prepare_experiment_dir(exp_dir, json.loads(json.dumps(record)), folds, args.resume, args.overwrite)
-    write_json_atomic(record, exp_dir / "config.json")
     print(f"stacking {args.experiment} on {device}: {len(fnames)} curated clips, {len(stacked.tiles)} tiles, "
           f"{stacked.n_features} features = {len(names)} experiments x {len(classes)} classes; folds {todo}; "
           f"output {exp_dir}")
@@ -191,13 +190,14 @@ def main(argv=None):
         # An epoch is `epoch_size` clips drawn at random: the first level's stream, with one source.
         train_dataset = RandomSourceDataset([train_part], [1.0], experiment["epoch_size"])
         train_loader = make_loader(train_dataset, experiment["batch_size"], shuffle=True, workers=args.workers,
-                                   seed=args.seed + fold, drop_last=True)
+                                   seed=args.seed + fold, drop_last=True, persistent=False)
         val_loader = make_loader(val_part, experiment["val_batch_size"], shuffle=False, workers=args.workers,
                                  seed=args.seed + fold, drop_last=False)
         model = FreesoundModel(params)
         summary = fit_fold(model, train_loader, val_loader, exp_dir / f"fold_{fold}", experiment["epochs"],
                            experiment["plateau"], experiment["early_stopping"],
-                           title=f"{args.experiment} fold {fold}", progress=not args.no_progress)
+                           title=f"{args.experiment} fold {fold}", progress=not args.no_progress,
+                           seed=args.seed + fold, resume=args.resume)
         print(f"fold {fold}: best val_lwlrap {summary['best_val_lwlrap']:.4f} at epoch {summary['best_epoch']} "
               f"({summary['epochs_run']} epochs, {summary['seconds']:.0f} s) -> {exp_dir / f'fold_{fold}'}")
 

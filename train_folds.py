@@ -9,9 +9,12 @@
 Experiments are named in src/experiments.py. Per fold this writes to
 <data>/experiments/NAME/fold_K/: the best checkpoint by val_lwlrap
 (model-EPOCH-SCORE.pth, an argus checkpoint), log.csv, log.txt, curves.png and
-done.json; the resolved experiment is saved as <data>/experiments/NAME/config.json.
+done.json, and last_state.pth (the full training state, rewritten every epoch);
+the resolved experiment is saved as <data>/experiments/NAME/config.json.
 An existing experiment folder is never silently overwritten: --resume skips
-finished folds and retrains unfinished ones, --overwrite starts again.
+finished folds and continues unfinished ones from their last_state.pth;
+files it cannot use are moved into fold_K/replaced-<time>/, never deleted;
+--overwrite (the one way to discard results) starts the folds again.
 
 The recipe, top to bottom: curated folds (+ noisy and corrected-noisy clips)
 -> random-source stream of `epoch_size` samples -> per-sample pad/crop/resized
@@ -41,7 +44,7 @@ from src.experiments import EXPERIMENTS, argus_params, data_settings, get_experi
 from src.mixers import get_mixer
 from src.training import experiments_dir, fit_fold, prepare_experiment_dir, set_cpu_threads, worker_count
 from src.transforms import get_transforms
-from src.utils import seed_everything, write_json_atomic
+from src.utils import seed_everything
 
 
 def parse_args(argv=None):
@@ -89,9 +92,7 @@ def main(argv=None):
               "corrections": data.corrections}  # the files applied: name, path, sha256, matching entries
 
     def prepare():
-        todo = prepare_experiment_dir(exp_dir, json.loads(json.dumps(record)), folds, args.resume, args.overwrite)
-        write_json_atomic(record, exp_dir / "config.json")
-        return todo
+        return prepare_experiment_dir(exp_dir, json.loads(json.dumps(record)), folds, args.resume, args.overwrite)
 
     todo = distributed.run_on_main(prepare)  # only rank 0 touches the folder; every rank gets its fold list
     if ddp.is_main:
@@ -124,8 +125,9 @@ def main(argv=None):
             noisy_prob=experiment["noisy_prob"], corr_noisy_prob=experiment["corr_noisy_prob"],
             epoch_size=rank_epoch, **augmentation)
         val_dataset = ClipDataset(val_part.specs, val_part.targets, val_transform)
+        # Fresh workers each epoch, seeded from the loader's generator: --resume can then restore them.
         train_loader = make_loader(train_dataset, rank_batch, shuffle=True, workers=workers,
-                                   seed=seed, drop_last=True)
+                                   seed=seed, drop_last=True, persistent=False)
         val_loader = make_loader(val_dataset, experiment["val_batch_size"], shuffle=False, workers=workers,
                                  seed=args.seed + fold, drop_last=False)
 
@@ -134,7 +136,7 @@ def main(argv=None):
         summary = fit_fold(model, train_loader, val_loader, exp_dir / f"fold_{fold}", experiment["epochs"],
                            experiment["plateau"], experiment["early_stopping"],
                            title=f"{args.experiment} fold {fold}", progress=not args.no_progress,
-                           is_main=ddp.is_main)
+                           is_main=ddp.is_main, seed=seed, resume=args.resume)
         results[fold] = summary
         if ddp.distributed:
             print(f"rank {ddp.rank}/{ddp.world_size} fold {fold}: {summary['epochs_run']} epochs of "

@@ -215,7 +215,8 @@ def build_train_dataset(curated, noisy=None, corrected=None, noisy_prob=0.0, cor
     return RandomSourceDataset(sources, np.asarray(probs) / np.sum(probs), epoch_size)
 
 
-def make_loader(dataset, batch_size, shuffle=False, workers=0, seed=0, drop_last=False) -> DataLoader:
+def make_loader(dataset, batch_size, shuffle=False, workers=0, seed=0, drop_last=False,
+                persistent=True) -> DataLoader:
     """A DataLoader whose randomness is reproducible from `seed`.
 
     The loader's `torch.Generator` (seeded by `seed`) drives the shuffling and the per-worker
@@ -223,6 +224,9 @@ def make_loader(dataset, batch_size, shuffle=False, workers=0, seed=0, drop_last
     transforms and mixers use. With workers=0 the samples are drawn in the main process from
     numpy's global RNG, so seed it with `src.utils.seed_everything` for a repeatable run.
     Persistent workers keep their RNG state across epochs, so every epoch draws new samples.
+    persistent=False starts fresh workers each epoch, seeded from the generator (a new base
+    seed each epoch): the generator's state then determines every epoch, so a saved state
+    can be resumed exactly (src/resume.py).
     """
     generator = torch.Generator()
     generator.manual_seed(int(seed))
@@ -235,5 +239,5 @@ def make_loader(dataset, batch_size, shuffle=False, workers=0, seed=0, drop_last
         generator=generator,
         pin_memory=torch.cuda.is_available(),
         drop_last=drop_last,
-        persistent_workers=workers > 0,
+        persistent_workers=persistent and workers > 0,
     )

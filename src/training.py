@@ -3,16 +3,21 @@
 `fit_fold` trains one argus model on one fold with the recipe's callbacks:
 best checkpoint by val_lwlrap (written atomically, so Ctrl-C or a crash
 mid-fold leaves the best model so far usable), reduce-on-plateau and early
-stopping on val_lwlrap, a CSV and a text log, and a PNG of the curves redrawn
-every epoch.
+stopping on val_lwlrap, a CSV and a text log, a PNG of the curves redrawn
+every epoch, and the full training state for --resume (src/resume.py).
 """
 import json
 import logging
 import os
+import platform
 import shutil
+import subprocess
 import time
+import warnings
 from pathlib import Path
 
+import argus
+import numpy as np
 import pandas as pd
 import torch
 from argus.callbacks import (Callback, EarlyStopping, LoggingToCSV, LoggingToFile, MonitorCheckpoint,
@@ -22,7 +27,8 @@ from tqdm import tqdm
 from src.distributed import SyncMetrics
 from src.metrics import Lwlrap
 from src.plots import plot_training_curves
-from src.utils import atomic_path
+from src.resume import LAST_STATE, TrainingState, load_training_state, move_aside, trim_log_csv
+from src.utils import atomic_path, write_json_atomic
 
 DONE_FILE = "done.json"
 
@@ -96,50 +102,114 @@ class ProgressBar(Callback):
 
 
 def fit_fold(model, train_loader, val_loader, fold_dir, epochs, plateau: dict, early_stopping: int,
-             title="", progress=True, is_main: bool = True) -> dict:
+             title="", progress=True, is_main: bool = True, seed: int = 0, resume: bool = False) -> dict:
     """Train `model` and keep its best checkpoint by val_lwlrap in `fold_dir`. Returns a summary.
+
+    After every epoch the whole training state is saved to fold_dir/last_state.pth
+    (src/resume.py); with `resume`, a fold that has one continues from it. `seed` is
+    recorded in done.json's provenance (and reseeds other ranks on a resume).
 
     Data-parallel training (src/distributed.py) calls this on every rank: all ranks run
     reduce-on-plateau and early stopping on the same metrics (`SyncMetrics`), so they
     change the learning rate and stop together; only the main rank (`is_main`) writes the
-    checkpoint, logs, curves and done.json. Other ranks return a shorter summary.
+    checkpoint, logs, curves, training state and done.json. Other ranks return a shorter summary.
     """
     fold_dir = Path(fold_dir)
+    state_path = fold_dir / LAST_STATE
+    saved = load_training_state(state_path) if resume and state_path.is_file() else None
+    if saved is not None and is_main:
+        _prepare_resumed_fold(fold_dir, saved, title)
     stopping = EarlyStopping(monitor="val_lwlrap", patience=early_stopping)
+    reduce_lr = ReduceLROnPlateau(monitor="val_lwlrap", patience=plateau["patience"], factor=plateau["factor"],
+                                  min_lr=plateau.get("min_lr", 1e-8))
+    stateful = {"reduce_lr": reduce_lr, "early_stopping": stopping}
     epochs_run = EpochCounter()
     callbacks = [MetricsToFloat(), SyncMetrics()]  # SyncMetrics does nothing in a one-process run
     if is_main:
-        callbacks.append(AtomicCheckpoint(fold_dir, monitor="val_lwlrap", max_saves=1,
-                                          file_format="model-{epoch:03d}-{monitor:.6f}.pth"))
-    callbacks += [
-        ReduceLROnPlateau(monitor="val_lwlrap", patience=plateau["patience"], factor=plateau["factor"],
-                          min_lr=plateau.get("min_lr", 1e-8)),
-        stopping,
-        epochs_run,
-    ]
+        with warnings.catch_warnings():  # argus warns that the folder exists: expected when resuming
+            warnings.simplefilter("ignore", UserWarning)
+            stateful["checkpoint"] = AtomicCheckpoint(fold_dir, monitor="val_lwlrap", max_saves=1,
+                                                      file_format="model-{epoch:03d}-{monitor:.6f}.pth")
+        callbacks.append(stateful["checkpoint"])
+    callbacks += [reduce_lr, stopping, epochs_run]
+    resuming = saved is not None
     if is_main:
         callbacks += [
-            LoggingToFile(fold_dir / "log.txt"),
-            LoggingToCSV(fold_dir / "log.csv"),
+            LoggingToFile(fold_dir / "log.txt", append=resuming),
+            LoggingToCSV(fold_dir / "log.csv", append=resuming,
+                         write_header=not (resuming and (fold_dir / "log.csv").is_file())),
             CurvesPlot(fold_dir / "log.csv", fold_dir / "curves.png", title),
         ]
         if progress:
             callbacks.append(ProgressBar(len(train_loader), title))
     else:
         model.logger.setLevel(logging.WARNING)  # rank 0 prints the epoch lines
+    previous = saved["extra"] if resuming else {}
+    extra = {"seed": seed, "started": previous.get("started", time.strftime("%Y-%m-%d %H:%M:%S")),
+             "resumed_at_epochs": previous.get("resumed_at_epochs", []) + ([saved["epoch"] + 1] if resuming else []),
+             "seconds": previous.get("seconds", 0.0)}
+    # Last, so that it saves what every other callback did in the epoch, and restores after their resets.
+    callbacks.append(TrainingState(state_path if is_main else None, stateful, train_loader.generator,
+                                   resume_from=saved, extra=extra, restore_rng=is_main, seed=seed))
     start = time.time()
     model.fit(train_loader, val_loader=val_loader, num_epochs=epochs, metrics=[Lwlrap()], callbacks=callbacks)
+    seconds = round(extra["seconds"] + time.time() - start, 1)
     if not is_main:
-        return {"best_val_lwlrap": float(stopping.best_value), "epochs_run": epochs_run.count,
-                "seconds": round(time.time() - start, 1)}
+        return {"best_val_lwlrap": float(stopping.best_value), "epochs_run": epochs_run.count, "seconds": seconds}
     log = pd.read_csv(fold_dir / "log.csv")
     best = int(log["val_lwlrap"].idxmax())
     summary = {"best_epoch": int(log["epoch"][best]), "best_val_lwlrap": float(log["val_lwlrap"][best]),
-               "epochs_run": int(len(log)), "seconds": round(time.time() - start, 1),
-               "checkpoint": best_checkpoint(fold_dir).name}
+               "epochs_run": int(len(log)), "seconds": seconds, "checkpoint": best_checkpoint(fold_dir).name,
+               "provenance": provenance(seed, extra["started"], extra["resumed_at_epochs"])}
     with atomic_path(fold_dir / DONE_FILE) as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _prepare_resumed_fold(fold_dir: Path, saved: dict, title: str):
+    """Before continuing from `saved`: set aside what a killed run wrote after it, and say where we are.
+
+    A run killed between its checkpoint and its training state may have left a best
+    checkpoint of an epoch the state does not know, and a log row too many; the epoch
+    is trained again, so that checkpoint is moved into replaced-*/ and the row dropped.
+    """
+    checkpoint = saved["callbacks"].get("checkpoint", {})
+    # Saved as paths of the run that wrote them; keep the names, so a moved folder still resumes.
+    names = [Path(p).name for p in checkpoint.get("saved_files_paths", [])]
+    checkpoint["saved_files_paths"] = [str(fold_dir / name) for name in names]
+    stale = [p.name for p in fold_dir.glob("model-*.pth") if p.name not in names]
+    if stale:
+        moved = move_aside(fold_dir, keep=[p.name for p in fold_dir.iterdir() if p.name not in stale])
+        print(f"{title}: checkpoint(s) {stale} are newer than the saved training state; moved to {moved}")
+    trim_log_csv(fold_dir / "log.csv", saved["epoch"])
+    epoch = saved["epoch"] + 1
+    best = f"best {checkpoint['best_value']:.4f}" if "best_value" in checkpoint else "no best yet"
+    if names:
+        best += f" at {int(names[-1].split('-')[1])}"
+    print(f"{title}: resuming at epoch {epoch}, {best} ({LAST_STATE})")
+
+
+def provenance(seed, started, resumed_at_epochs) -> dict:
+    """Who made a fold's model: seed, times, library versions and the code's git commit."""
+    return {"seed": seed, "started": started, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "resumed_at_epochs": list(resumed_at_epochs), "python": platform.python_version(),
+            "torch": torch.__version__, "argus": argus.__version__, "numpy": np.__version__,
+            "git_commit": git_commit()}
+
+
+def git_commit():
+    """The repository's HEAD commit (with '-dirty' when files differ from it), or None outside git."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10)
+        if head.returncode:
+            return None
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=30)
+        return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def best_checkpoint(fold_dir) -> Path:
@@ -164,31 +234,45 @@ def trained_folds(experiment_dir) -> list:
 
 
 def prepare_experiment_dir(exp_dir, record, folds, resume, overwrite) -> list:
-    """Refuse to clobber earlier results; return the folds still to train.
+    """Refuse to clobber earlier results; write config.json; return the folds still to train.
 
-    Shared by train_folds.py and stacking_train.py: without --resume/--overwrite an
-    existing config.json stops the run; --resume keeps finished folds (done.json) if the
-    settings are unchanged; unfinished or --overwrite folds are deleted and retrained.
+    Shared by train_folds.py and stacking_train.py. Without --resume/--overwrite an
+    existing config.json stops the run. --resume (same settings and seed) skips finished
+    folds (done.json), continues unfinished ones from their last_state.pth, and leaves
+    config.json as it is (its seed and start time are the experiment's). A fold folder
+    with files but nothing to resume from has them moved into fold_K/replaced-<time>/.
+    --overwrite is the only way files are deleted: the requested folds start again.
     """
     exp_dir = Path(exp_dir)
     config_path = exp_dir / "config.json"
     if config_path.is_file() and not (resume or overwrite):
         raise SystemExit(f"{exp_dir} already holds experiment results. Use --resume to continue it "
                          f"or --overwrite to start again.")
-    if resume and config_path.is_file():
+    keep_config = resume and config_path.is_file()
+    if keep_config:
         old = json.loads(config_path.read_text())
         if old["experiment"] != record["experiment"]:
             raise SystemExit(f"{config_path}: settings differ from this run's, so --resume would mix two "
                              f"recipes; use --overwrite or another --data-dir.")
+        if old.get("seed") != record.get("seed"):
+            raise SystemExit(f"{config_path}: trained with --seed {old.get('seed')}, this run has --seed "
+                             f"{record.get('seed')}; resume with the same seed, or use --overwrite.")
     todo = []
     for fold in folds:
         fold_dir = exp_dir / f"fold_{fold}"
         if resume and fold_is_done(fold_dir):
             print(f"fold {fold}: already finished, skipped (--resume)")
             continue
-        if fold_dir.exists():
+        if overwrite and fold_dir.exists():
             shutil.rmtree(fold_dir)
+        elif not (resume and (fold_dir / LAST_STATE).is_file()):  # else fit_fold continues it
+            moved = move_aside(fold_dir)
+            if moved.exists():
+                print(f"fold {fold}: nothing to resume from; earlier files moved to {moved}; "
+                      f"training from epoch 0")
         todo.append(fold)
+    if not keep_config:
+        write_json_atomic(record, config_path)
     return todo
 
 
