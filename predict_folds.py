@@ -21,6 +21,10 @@ Fold test predictions are combined by geometric mean. Output tree
   <data>/predictions/NAME/test/fold_K/     each fold model's test predictions
   <data>/predictions/NAME/val_lwlrap.json  overall, per-fold and per-class CV lwlrap
   <data>/predictions/NAME/per_class_lwlrap.png
+
+The tree is written into a hidden folder and swapped in whole at the end: a run
+that fails leaves the previous predictions untouched. Folds whose training has
+not finished (no done.json) are refused unless --allow-unfinished is given.
 """
 import argparse
 import json
@@ -39,8 +43,8 @@ from src.plots import plot_per_class
 from src.predictions import PredictionSet, geometric_mean, predictions_dir, write_prediction_set
 from src.predictor import Predictor, clip_means, load_fold_models, tile_steps
 from src.test_set import test_fnames
-from src.training import experiments_dir, set_cpu_threads
-from src.utils import pick_device, write_json_atomic
+from src.training import check_folds_finished, experiments_dir, set_cpu_threads
+from src.utils import atomic_path, pick_device, write_json_atomic
 
 
 def parse_args(argv=None):
@@ -58,6 +62,8 @@ def parse_args(argv=None):
     parser.add_argument("--workers", type=int, help="processes for computing uncached features (default: all cores)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-test", action="store_true", help="only out-of-fold predictions")
+    parser.add_argument("--allow-unfinished", action="store_true", help="also predict with folds whose training "
+                        "has not finished (no done.json), using their best checkpoint so far")
     return parser.parse_args(argv)
 
 
@@ -77,6 +83,7 @@ def main(argv=None):
         raise SystemExit(f"{args.experiment}: {exc}") from exc
     device = pick_device(args.device)
     set_cpu_threads(device, 0, args.threads)
+    check_folds_finished(exp_dir, args.allow_unfinished)
     models = load_fold_models(exp_dir, device)
     folds = sorted(models)
     print(f"{args.experiment}: found fold models {folds} in {exp_dir}; predicting on {device}")
@@ -107,7 +114,6 @@ def main(argv=None):
         print(f"  fold {fold}: {len(index)} clips, val lwlrap {fold_scores[fold]:.4f}")
         parts.append((index, tiles[0], offsets))
     oof = _concat_parts(parts, data.curated.fnames, classes)
-    write_prediction_set(out_dir / "oof", oof)
 
     truth, probs = scored(oof.fnames, oof.probs)
     overall = lwlrap(truth, probs)
@@ -117,12 +123,10 @@ def main(argv=None):
               "fold_lwlrap": {str(f): s for f, s in fold_scores.items()},
               "per_class_lwlrap": dict(zip(classes, per_class.tolist())),
               "class_weight": dict(zip(classes, weights.tolist()))}
-    write_json_atomic(report, out_dir / "val_lwlrap.json")
-    plot_per_class(report["per_class_lwlrap"], out_dir / "per_class_lwlrap.png",
-                   title=f"{args.experiment}: out-of-fold lwlrap {overall:.4f}")
     print(f"{args.experiment}: out-of-fold lwlrap {overall:.4f} over {len(truth)} clips "
-          f"(folds {folds}, tile step {step}) -> {out_dir / 'oof'}")
+          f"(folds {folds}, tile step {step})")
 
+    test_sets = {}
     if not args.no_test:
         fnames = test_fnames(data_dir)
         features = load_features(fnames, data_dir / "test", data_dir / "features", name="test",
@@ -130,13 +134,22 @@ def main(argv=None):
         predictor = Predictor([models[f] for f in folds], tile_size, test_step, args.batch_size)
         tiles, offsets, clips = predictor.predict(features.specs)
         for fold, fold_tiles, fold_clips in zip(folds, tiles, clips):
-            write_prediction_set(out_dir / "test" / f"fold_{fold}",
-                                 PredictionSet(fnames, classes, fold_clips, fold_tiles, offsets))
-        mean_tiles = geometric_mean(tiles)
-        write_prediction_set(out_dir / "test", PredictionSet(fnames, classes, geometric_mean(clips),
-                                                             mean_tiles, offsets))
+            test_sets[f"test/fold_{fold}"] = PredictionSet(fnames, classes, fold_clips, fold_tiles, offsets)
+        test_sets["test"] = PredictionSet(fnames, classes, geometric_mean(clips), geometric_mean(tiles), offsets)
         print(f"{args.experiment}: test predictions for {len(fnames)} clips (tile step {test_step}), geometric "
-              f"mean of folds {folds} -> {out_dir / 'test' / 'probs.csv'}")
+              f"mean of folds {folds}")
+
+    # All or nothing: the whole tree is written into a hidden folder beside it, then swapped in,
+    # so a failure (a full disk, a kill) leaves the previous predictions as they were, never a mix.
+    with atomic_path(out_dir) as staging:
+        staging.mkdir()
+        write_prediction_set(staging / "oof", oof)
+        for name, pred in test_sets.items():
+            write_prediction_set(staging / name, pred)
+        write_json_atomic(report, staging / "val_lwlrap.json")
+        plot_per_class(report["per_class_lwlrap"], staging / "per_class_lwlrap.png",
+                       title=f"{args.experiment}: out-of-fold lwlrap {overall:.4f}")
+    print(f"{args.experiment}: predictions written to {out_dir}")
     return report
 
 

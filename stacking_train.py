@@ -31,10 +31,11 @@ experiment; no tiles):
   <data>/predictions/STACK/test/          geometric mean over the fold models
   <data>/predictions/STACK/test/fold_K/   fold K's model
   <data>/predictions/STACK/val_lwlrap.json, per_class_lwlrap.png
+
+(written whole or not at all; fold models without done.json are refused unless --allow-unfinished).
 """
 import argparse
 import json
-import shutil
 import time
 
 import numpy as np
@@ -55,8 +56,8 @@ from src.predictions import PredictionSet, geometric_mean, predictions_dir, read
 from src.predictor import load_fold_models
 from src.stacking.datasets import StackedTiles, StackingDataset, TileSubsetMean, select_clips
 from src.stacking.experiments import STACKING_EXPERIMENTS, get_stacking_experiment
-from src.training import experiments_dir, fit_fold, prepare_experiment_dir
-from src.utils import pick_device, seed_everything, write_json_atomic
+from src.training import check_folds_finished, experiments_dir, fit_fold, prepare_experiment_dir
+from src.utils import atomic_path, pick_device, seed_everything, write_json_atomic
 
 
 def parse_args(argv=None):
@@ -72,6 +73,8 @@ def parse_args(argv=None):
         keys_file="src/stacking/experiments.py")
     parser.add_argument("--no-test", action="store_true", help="only out-of-fold predictions (the inputs then "
                         "need no test predictions)")
+    parser.add_argument("--allow-unfinished", action="store_true", help="also predict with fold models whose "
+                        "training has not finished (no done.json)")
     return parser.parse_args(argv)
 
 
@@ -207,7 +210,12 @@ def main(argv=None):
 
 def predict(args, experiment, data_dir, device, exp_dir, classes, fnames, targets, clip_folds, stacked,
             test_inputs, input_scores) -> dict:
-    """Out-of-fold and test predictions of every fold model found; writes the prediction tree."""
+    """Out-of-fold and test predictions of every fold model found; writes the prediction tree.
+
+    All or nothing, like predict_folds.py: the tree is written into a hidden folder and
+    swapped in whole at the end, so a failure leaves the previous predictions untouched.
+    """
+    check_folds_finished(exp_dir, args.allow_unfinished)
     models = load_fold_models(exp_dir, device)
     folds = sorted(models)
     out_dir = predictions_dir(data_dir, args.experiment)
@@ -221,7 +229,7 @@ def predict(args, experiment, data_dir, device, exp_dir, classes, fnames, target
         oof[index] = predict_probs(models[fold], features[index], batch)
         fold_scores[fold] = lwlrap(targets[index], oof[index])
     covered = np.flatnonzero(np.isin(clip_folds, folds))
-    write_prediction_set(out_dir / "oof", PredictionSet([fnames[i] for i in covered], classes, oof[covered]))
+    sets = {"oof": PredictionSet([fnames[i] for i in covered], classes, oof[covered])}
 
     overall = lwlrap(targets[covered], oof[covered])
     per_class, weights = per_class_lwlrap(targets[covered], oof[covered])
@@ -230,28 +238,29 @@ def predict(args, experiment, data_dir, device, exp_dir, classes, fnames, target
               "input_lwlrap": input_scores,
               "per_class_lwlrap": dict(zip(classes, per_class.tolist())),
               "class_weight": dict(zip(classes, weights.tolist()))}
-    write_json_atomic(report, out_dir / "val_lwlrap.json")
-    plot_per_class(report["per_class_lwlrap"], out_dir / "per_class_lwlrap.png",
-                   title=f"{args.experiment}: out-of-fold lwlrap {overall:.4f}")
     for fold in folds:
         print(f"  fold {fold}: val lwlrap {fold_scores[fold]:.4f}")
     print(f"{args.experiment}: stacking out-of-fold lwlrap {overall:.4f} over {len(covered)} clips (folds {folds}; "
-          f"best input {max(input_scores.values()):.4f}) -> {out_dir / 'oof'}")
+          f"best input {max(input_scores.values()):.4f})")
 
     if test_inputs is not None:
         test_fnames, test_features = test_inputs
         fold_probs = []
         for fold in folds:
             probs = predict_probs(models[fold], test_features, batch)
-            write_prediction_set(out_dir / "test" / f"fold_{fold}", PredictionSet(test_fnames, classes, probs))
+            sets[f"test/fold_{fold}"] = PredictionSet(test_fnames, classes, probs)
             fold_probs.append(probs)
-        for stale in (out_dir / "test").glob("fold_*"):  # left by an earlier run with other fold models
-            suffix = stale.name.split("_", 1)[1]
-            if stale.is_dir() and suffix.isdigit() and int(suffix) not in folds:
-                shutil.rmtree(stale)
-        write_prediction_set(out_dir / "test", PredictionSet(test_fnames, classes, geometric_mean(fold_probs)))
-        print(f"{args.experiment}: test predictions for {len(test_fnames)} clips, geometric mean of folds {folds} "
-              f"-> {out_dir / 'test' / 'probs.csv'}")
+        sets["test"] = PredictionSet(test_fnames, classes, geometric_mean(fold_probs))
+        print(f"{args.experiment}: test predictions for {len(test_fnames)} clips, geometric mean of folds {folds}")
+
+    with atomic_path(out_dir) as staging:
+        staging.mkdir()
+        for name, pred in sets.items():
+            write_prediction_set(staging / name, pred)
+        write_json_atomic(report, staging / "val_lwlrap.json")
+        plot_per_class(report["per_class_lwlrap"], staging / "per_class_lwlrap.png",
+                       title=f"{args.experiment}: out-of-fold lwlrap {overall:.4f}")
+    print(f"{args.experiment}: predictions written to {out_dir}")
     return report
 
 

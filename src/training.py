@@ -233,6 +233,24 @@ def trained_folds(experiment_dir) -> list:
     return sorted(folds)
 
 
+def unfinished_folds(experiment_dir) -> list:
+    """Folds with a checkpoint but no done.json: interrupted (or still training)."""
+    return [fold for fold in trained_folds(experiment_dir)
+            if not fold_is_done(Path(experiment_dir) / f"fold_{fold}")]
+
+
+def check_folds_finished(experiment_dir, allow_unfinished: bool):
+    """Refuse to predict with unfinished folds, unless allowed (then say which they are)."""
+    unfinished = unfinished_folds(experiment_dir)
+    if unfinished and not allow_unfinished:
+        raise SystemExit(f"{experiment_dir}: fold(s) {unfinished} have not finished training (no {DONE_FILE}); "
+                         f"finish them with --resume, or pass --allow-unfinished to predict with their best "
+                         f"checkpoint so far")
+    if unfinished:
+        print(f"warning: fold(s) {unfinished} of {experiment_dir} have not finished training; using their best "
+              f"checkpoint so far (--allow-unfinished)")
+
+
 def prepare_experiment_dir(exp_dir, record, folds, resume, overwrite) -> list:
     """Refuse to clobber earlier results; write config.json; return the folds still to train.
 

@@ -1,0 +1,79 @@
+"""predict_folds.py writes its prediction tree whole or not at all, and only from finished folds."""
+import errno
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+
+import make_folds
+import predict_folds
+import train_folds
+from src.demo_data import generate_demo_dataset
+
+
+def tree_bytes(folder) -> dict:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Fold 0 of the demo experiment, one tiny epoch, and a first set of its predictions."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("predict") / "data"
+    generate_demo_dataset(root, seed=4, n_curated=30, n_noisy=6, n_test=8, progress=False)
+    make_folds.main(["--data-dir", str(root)])
+    train_folds.main(["--experiment", "demo", "--data-dir", str(root), "--folds", "0", "--epochs", "1",
+                      "--workers", "0", "--threads", "1", "--no-progress", "--set", "epoch_size=32",
+                      "--set", "batch_size=16"])
+    predict_folds.main(["--experiment", "demo", "--data-dir", str(root), "--step", "32", "--threads", "1"])
+    yield root
+    torch.set_num_threads(threads)
+
+
+def predict(root, *extra):
+    return predict_folds.main(["--experiment", "demo", "--data-dir", str(root), "--threads", "1", *extra])
+
+
+def test_a_failure_mid_write_leaves_the_previous_predictions_untouched(trained, monkeypatch):
+    out = trained / "predictions" / "demo"
+    before = tree_bytes(out)
+    assert {"oof/probs.csv", "test/probs.csv", "test/fold_0/probs.csv", "val_lwlrap.json"} <= before.keys()
+    write = predict_folds.write_prediction_set
+
+    def disk_full_at_test(folder, pred):  # the out-of-fold set is written, then the disk is full
+        if Path(folder).name == "test":
+            raise OSError(errno.ENOSPC, "No space left on device", str(folder))
+        write(folder, pred)
+
+    monkeypatch.setattr(predict_folds, "write_prediction_set", disk_full_at_test)
+    with pytest.raises(OSError, match="No space left"):
+        predict(trained, "--step", "16")  # another step: a mix would show in oof/ and val_lwlrap.json
+    assert tree_bytes(out) == before
+    assert sorted(p.name for p in out.parent.iterdir()) == ["demo"]  # no staging folder left behind
+
+
+def test_a_successful_run_replaces_the_whole_tree(trained):
+    out = trained / "predictions" / "demo"
+    stale = out / "test" / "fold_9" / "probs.csv"  # e.g. a fold model that no longer exists
+    stale.parent.mkdir()
+    stale.write_text("fname\n")
+    report = predict(trained, "--step", "16", "--no-test")
+    assert report["step"] == 16 and not (out / "test").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["oof", "per_class_lwlrap.png", "val_lwlrap.json"]
+
+
+def test_unfinished_folds_are_refused_unless_allowed(trained, capsys):
+    done = trained / "experiments" / "demo" / "fold_0" / "done.json"
+    saved = done.read_bytes()
+    done.unlink()
+    try:
+        with pytest.raises(SystemExit, match=r"fold\(s\) \[0\] have not finished"):
+            predict(trained, "--step", "32")
+        report = predict(trained, "--step", "32", "--no-test", "--allow-unfinished")
+        assert report["folds"] == [0]
+        assert "fold(s) [0]" in capsys.readouterr().out
+    finally:
+        done.write_bytes(saved)
