@@ -29,6 +29,7 @@ import csv
 import datetime
 import random
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -126,7 +127,7 @@ class TrainingState(Callback):
     generator: the training loader's `torch.Generator`.
     resume_from: a state read by `load_training_state`, or None for a fresh start.
     path: where to save (None: do not save, e.g. ranks other than 0).
-    extra: plain data saved alongside (seed, start time, ...), returned by `info`.
+    extra: plain data saved alongside (seed, start time, seconds trained before this run, ...).
     seed: reseeds the RNGs from (seed, epoch) on resume when `restore_rng` is False.
     """
 
@@ -138,6 +139,7 @@ class TrainingState(Callback):
         self.restore_rng, self.seed = restore_rng, seed
 
     def start(self, state):
+        self.started = time.monotonic()
         saved = self.resume_from
         if saved is None:
             return
@@ -165,7 +167,10 @@ class TrainingState(Callback):
             "epoch": state.epoch, "stopped": bool(state.stopped),
             "model": model.get_nn_module().state_dict(), "optimizer": model.optimizer.state_dict(),
             "callbacks": {name: callback_state(callback) for name, callback in self.callbacks.items()},
-            "rng": rng_state(self.generator), "extra": plain(self.extra),
+            "rng": rng_state(self.generator),
+            # seconds: of training so far, over every run that trained this fold
+            "extra": plain({**self.extra, "seconds": round(self.extra.get("seconds", 0.0)
+                                                           + time.monotonic() - self.started, 1)}),
         }
         if hasattr(model, "scaler"):
             snapshot["scaler"] = plain(model.scaler.state_dict())

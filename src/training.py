@@ -118,7 +118,7 @@ def fit_fold(model, train_loader, val_loader, fold_dir, epochs, plateau: dict, e
     state_path = fold_dir / LAST_STATE
     saved = load_training_state(state_path) if resume and state_path.is_file() else None
     if saved is not None and is_main:
-        _prepare_resumed_fold(fold_dir, saved, title)
+        _prepare_resumed_fold(fold_dir, saved, title, epochs)
     stopping = EarlyStopping(monitor="val_lwlrap", patience=early_stopping)
     reduce_lr = ReduceLROnPlateau(monitor="val_lwlrap", patience=plateau["patience"], factor=plateau["factor"],
                                   min_lr=plateau.get("min_lr", 1e-8))
@@ -166,7 +166,7 @@ def fit_fold(model, train_loader, val_loader, fold_dir, epochs, plateau: dict, e
     return summary
 
 
-def _prepare_resumed_fold(fold_dir: Path, saved: dict, title: str):
+def _prepare_resumed_fold(fold_dir: Path, saved: dict, title: str, epochs: int):
     """Before continuing from `saved`: set aside what a killed run wrote after it, and say where we are.
 
     A run killed between its checkpoint and its training state may have left a best
@@ -186,7 +186,8 @@ def _prepare_resumed_fold(fold_dir: Path, saved: dict, title: str):
     best = f"best {checkpoint['best_value']:.4f}" if "best_value" in checkpoint else "no best yet"
     if names:
         best += f" at {int(names[-1].split('-')[1])}"
-    print(f"{title}: resuming at epoch {epoch}, {best} ({LAST_STATE})")
+    ended = " (training had ended: nothing left to train)" if saved["stopped"] or epoch >= epochs else ""
+    print(f"{title}: resuming at epoch {epoch}, {best}{ended}")
 
 
 def provenance(seed, started, resumed_at_epochs) -> dict:

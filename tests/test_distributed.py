@@ -200,10 +200,10 @@ def test_torchrun_trains_one_fold_on_two_processes(demo_dir, tmp_path):
 
     # Rank 0 alone wrote the outputs: one checkpoint, one log, and the log has one row per epoch run.
     exp = demo_dir / "experiments" / "demo"
-    assert len(list(exp.rglob("*.pth"))) == 1 and len(list(exp.rglob("log.csv"))) == 1
+    assert len(list(exp.rglob("model-*.pth"))) == 1 and len(list(exp.rglob("log.csv"))) == 1
     fold_dir = exp / "fold_0"
     assert sorted(p.name for p in fold_dir.iterdir() if not p.name.startswith("model-")) == \
-        ["curves.png", "done.json", "log.csv", "log.txt"]
+        ["curves.png", "done.json", "last_state.pth", "log.csv", "log.txt"]
     log = (fold_dir / "log.csv").read_text().strip().splitlines()
     assert len(log) - 1 == int(r0[1])
     assert json.loads((exp / "config.json").read_text())["world_size"] == 2

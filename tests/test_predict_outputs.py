@@ -26,15 +26,17 @@ def trained(tmp_path_factory):
     generate_demo_dataset(root, seed=4, n_curated=30, n_noisy=6, n_test=8, progress=False)
     make_folds.main(["--data-dir", str(root)])
     train_folds.main(["--experiment", "demo", "--data-dir", str(root), "--folds", "0", "--epochs", "1",
-                      "--workers", "0", "--threads", "1", "--no-progress", "--set", "epoch_size=32",
+                      "--device", "cpu", "--workers", "0", "--threads", "1", "--no-progress", "--set", "epoch_size=32",
                       "--set", "batch_size=16"])
-    predict_folds.main(["--experiment", "demo", "--data-dir", str(root), "--step", "32", "--threads", "1"])
+    predict_folds.main(["--experiment", "demo", "--data-dir", str(root), "--step", "32", "--threads", "1",
+                        "--device", "cpu"])
     yield root
     torch.set_num_threads(threads)
 
 
 def predict(root, *extra):
-    return predict_folds.main(["--experiment", "demo", "--data-dir", str(root), "--threads", "1", *extra])
+    return predict_folds.main(["--experiment", "demo", "--data-dir", str(root), "--threads", "1", "--device", "cpu",
+                              *extra])
 
 
 def test_a_failure_mid_write_leaves_the_previous_predictions_untouched(trained, monkeypatch):
