@@ -63,7 +63,7 @@ def test_a_successful_run_replaces_the_whole_tree(trained):
     stale.parent.mkdir()
     stale.write_text("fname\n")
     report = predict(trained, "--step", "16", "--no-test")
-    assert report["step"] == 16 and not (out / "test").exists()
+    assert report["oof_step"] == 16 and not (out / "test").exists()
     assert sorted(p.name for p in out.iterdir()) == ["oof", "per_class_lwlrap.png", "val_lwlrap.json"]
 
 
