@@ -36,6 +36,8 @@ import numpy as np
 import torch
 from argus.callbacks import Callback, EarlyStopping, MonitorCheckpoint
 
+from src.checkpoints import safe_torch_load
+from src.errors import BadCheckpoint
 from src.utils import atomic_path
 
 LAST_STATE = "last_state.pth"
@@ -112,12 +114,11 @@ def reseed(seed: int, epoch: int, generator: torch.Generator):
 
 
 def load_training_state(path) -> dict:
-    """Read a last_state.pth (weights only: plain data, no code)."""
+    """Read a last_state.pth through the repo's one safe loader (weights only: plain data, no code)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise RuntimeError(f"{path}: cannot read the saved training state ({error}); move it away to train "
-                           f"this fold from epoch 0, or use --overwrite") from error
+        return safe_torch_load(path, what="training state")
+    except BadCheckpoint as error:
+        raise BadCheckpoint(f"{error}. Move it away to train this fold from epoch 0, or use --overwrite") from error
 
 
 class TrainingState(Callback):
