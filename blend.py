@@ -57,7 +57,7 @@ def parse_args(argv=None):
     return args
 
 
-def run(args):
+def blend_experiments(args):
     data_dir = resolve_data_dir(args.data_dir)
     names, weights = args.experiments, args.weights
     out = Path(args.out) if args.out else data_dir / "predictions" / "blend" / "submission.csv"
@@ -107,7 +107,7 @@ def run(args):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        return run(args)
+        return blend_experiments(args)
     except (FileNotFoundError, ValueError) as exc:
         # Data problems (missing experiment, mismatched predictions): a message, not a traceback.
         raise SystemExit(f"blend.py: error: {exc}") from exc

@@ -67,3 +67,23 @@ def test_run_keeps_tracebacks_of_bugs_and_passes_statuses(capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("error:") == 1 and err.strip().endswith("error: two lines")
+
+
+SCRIPTS = sorted(p.name for p in ROOT.glob("*.py") if "run(main" in p.read_text())
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_script_ends_in_the_shared_runner(script):
+    """A script-level function named `run` would shadow src.cli.run and crash every invocation."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"script_{script[:-3]}", ROOT / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # scripts only act under `if __name__ == "__main__"`
+    assert module.run is run, f"{script}: `run` is not src.cli.run"
+
+
+def test_blend_reports_a_missing_experiment(tmp_path):
+    (tmp_path / "sample_submission.csv").write_text("fname,Bark,Hum\na.wav,0,0\n")
+    assert_one_line_error(run_script("blend.py", "--experiments", "nothing_here", "--data-dir", tmp_path),
+                          "blend.py", "nothing_here")
