@@ -39,12 +39,11 @@ from src.experiments import data_settings
 from src.features import load_features
 from src.labels import targets_matrix
 from src.metrics import lwlrap, per_class_lwlrap
-from src.plots import plot_per_class
-from src.predictions import PredictionSet, geometric_mean, predictions_dir, write_prediction_set
+from src.predictions import PredictionSet, geometric_mean, predictions_dir, write_prediction_tree
 from src.predictor import Predictor, clip_means, load_fold_models, tile_steps
 from src.test_set import test_fnames
 from src.training import check_folds_finished, experiments_dir, set_cpu_threads
-from src.utils import atomic_path, pick_device, write_json_atomic
+from src.utils import pick_device
 
 
 def parse_args(argv=None):
@@ -139,16 +138,9 @@ def main(argv=None):
         print(f"{args.experiment}: test predictions for {len(fnames)} clips (tile step {test_step}), geometric "
               f"mean of folds {folds}")
 
-    # All or nothing: the whole tree is written into a hidden folder beside it, then swapped in,
-    # so a failure (a full disk, a kill) leaves the previous predictions as they were, never a mix.
-    with atomic_path(out_dir) as staging:
-        staging.mkdir()
-        write_prediction_set(staging / "oof", oof)
-        for name, pred in test_sets.items():
-            write_prediction_set(staging / name, pred)
-        write_json_atomic(report, staging / "val_lwlrap.json")
-        plot_per_class(report["per_class_lwlrap"], staging / "per_class_lwlrap.png",
-                       title=f"{args.experiment}: out-of-fold lwlrap {overall:.4f}")
+    # All or nothing: a failure (a full disk, a kill) leaves the previous predictions as they were, never a mix.
+    write_prediction_tree(out_dir, {"oof": oof, **test_sets}, report,
+                          title=f"{args.experiment}: out-of-fold lwlrap {overall:.4f}")
     print(f"{args.experiment}: predictions written to {out_dir}")
     return report
 

@@ -51,13 +51,12 @@ from src.datasets import RandomSourceDataset, make_loader
 from src.experiments import argus_params, data_settings
 from src.labels import targets_matrix
 from src.metrics import lwlrap, per_class_lwlrap
-from src.plots import plot_per_class
-from src.predictions import PredictionSet, geometric_mean, predictions_dir, read_prediction_set, write_prediction_set
+from src.predictions import PredictionSet, geometric_mean, predictions_dir, read_prediction_set, write_prediction_tree
 from src.predictor import load_fold_models
 from src.stacking.datasets import StackedTiles, StackingDataset, TileSubsetMean, select_clips
 from src.stacking.experiments import STACKING_EXPERIMENTS, get_stacking_experiment
 from src.training import check_folds_finished, experiments_dir, fit_fold, prepare_experiment_dir
-from src.utils import atomic_path, pick_device, seed_everything, write_json_atomic
+from src.utils import pick_device, seed_everything
 
 
 def parse_args(argv=None):
@@ -253,13 +252,7 @@ def predict(args, experiment, data_dir, device, exp_dir, classes, fnames, target
         sets["test"] = PredictionSet(test_fnames, classes, geometric_mean(fold_probs))
         print(f"{args.experiment}: test predictions for {len(test_fnames)} clips, geometric mean of folds {folds}")
 
-    with atomic_path(out_dir) as staging:
-        staging.mkdir()
-        for name, pred in sets.items():
-            write_prediction_set(staging / name, pred)
-        write_json_atomic(report, staging / "val_lwlrap.json")
-        plot_per_class(report["per_class_lwlrap"], staging / "per_class_lwlrap.png",
-                       title=f"{args.experiment}: out-of-fold lwlrap {overall:.4f}")
+    write_prediction_tree(out_dir, sets, report, title=f"{args.experiment}: out-of-fold lwlrap {overall:.4f}")
     print(f"{args.experiment}: predictions written to {out_dir}")
     return report
 

@@ -21,7 +21,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from src.utils import atomic_path, write_csv_atomic
+from src.utils import atomic_path, write_csv_atomic, write_json_atomic
 
 
 @dataclass
@@ -65,6 +65,20 @@ def write_prediction_set(folder, pred: PredictionSet):
                 np.save(tmp, array)
     # probs.csv last: its presence marks a complete set.
     write_csv_atomic(pred.to_frame(), folder / "probs.csv", index=False, float_format="%.7g")
+
+
+def write_prediction_tree(out_dir, sets: dict, report: dict, title: str):
+    """Write `out_dir` whole or not at all: each named PredictionSet in its subfolder, the CV report
+    (`val_lwlrap.json`) and its per-class plot. Everything goes into a hidden folder that is swapped
+    in at the end, so a failure (a full disk, a kill) leaves the previous predictions as they were."""
+    from src.plots import plot_per_class  # matplotlib: only needed here
+
+    with atomic_path(out_dir) as staging:
+        staging.mkdir()
+        for name, pred in sets.items():
+            write_prediction_set(staging / name, pred)
+        write_json_atomic(report, staging / "val_lwlrap.json")
+        plot_per_class(report["per_class_lwlrap"], staging / "per_class_lwlrap.png", title=title)
 
 
 def read_prediction_set(folder, with_tiles=True) -> PredictionSet:

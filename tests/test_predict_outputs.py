@@ -9,6 +9,7 @@ import torch
 import make_folds
 import predict_folds
 import train_folds
+from src import predictions
 from src.demo_data import generate_demo_dataset
 
 
@@ -43,14 +44,14 @@ def test_a_failure_mid_write_leaves_the_previous_predictions_untouched(trained, 
     out = trained / "predictions" / "demo"
     before = tree_bytes(out)
     assert {"oof/probs.csv", "test/probs.csv", "test/fold_0/probs.csv", "val_lwlrap.json"} <= before.keys()
-    write = predict_folds.write_prediction_set
+    write = predictions.write_prediction_set
 
     def disk_full_at_test(folder, pred):  # the out-of-fold set is written, then the disk is full
         if Path(folder).name == "test":
             raise OSError(errno.ENOSPC, "No space left on device", str(folder))
         write(folder, pred)
 
-    monkeypatch.setattr(predict_folds, "write_prediction_set", disk_full_at_test)
+    monkeypatch.setattr(predictions, "write_prediction_set", disk_full_at_test)
     with pytest.raises(OSError, match="No space left"):
         predict(trained, "--step", "16")  # another step: a mix would show in oof/ and val_lwlrap.json
     assert tree_bytes(out) == before

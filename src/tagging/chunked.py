@@ -33,7 +33,7 @@ from src.audio import TRIM_FRAME_LENGTH, TRIM_HOP_LENGTH, log_mel, read_audio
 from src.fast_frontend import TRIM_AMIN
 from src.predictions import geometric_mean
 from src.predictor import Predictor, pad_for_tiles
-from src.streaming import StreamingLogMel, stream_audio
+from src.streaming import stream_audio, stream_log_mel
 from src.tagging.timeline import sliding_windows
 
 
@@ -96,14 +96,7 @@ def stream_range(path, config, start, end, chunk_seconds=10.0):
 
 
 def _log_mel_blocks(path, config, start, end, chunk_seconds):
-    state = StreamingLogMel(config)
-    for chunk in stream_range(path, config, start, end, chunk_seconds):
-        frames = state.push(chunk)
-        if frames.shape[1]:
-            yield frames
-    frames = state.finish()
-    if frames.shape[1]:
-        yield frames
+    return stream_log_mel(stream_range(path, config, start, end, chunk_seconds), config)
 
 
 def tile_padding(frames: int, tile_size: int, step: int) -> tuple:
