@@ -170,7 +170,7 @@ SMALL = _variant(
     augment="device",
     batch_size=32, val_batch_size=64, crop_size=64, epoch_size=768, epochs=40,
     noisy_prob=0.1, corr_noisy_prob=0.1, mixer_prob=0.5,
-    plateau={"patience": 4, "factor": 0.5}, early_stopping=10, tile_step=32,
+    plateau={"patience": 4, "factor": 0.5}, early_stopping=10, tile_step=32, test_tile_step=32,
     optional_sources=True,
 )
 EXPERIMENTS["small"] = SMALL

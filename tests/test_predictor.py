@@ -4,7 +4,7 @@ import torch
 
 from src.argus_models import FreesoundModel
 from src.deltas import stack_deltas
-from src.experiments import get_experiment
+from src.experiments import EXPERIMENTS, get_experiment
 from src.predictor import Predictor, clip_means, count_tiles, make_tiles, tile_steps
 from src.stacking.experiments import FIRST_LEVEL
 from src.transforms import ImageToTensor, get_transforms
@@ -67,6 +67,13 @@ def test_batched_prediction_equals_one_clip_at_a_time():
 def test_clip_means():
     tiles = np.arange(12, dtype=np.float32).reshape(6, 2)
     assert clip_means(tiles, np.array([0, 1, 4, 6])).tolist() == [[0, 1], [4, 5], [9, 10]]
+
+
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+def test_tiles_of_every_experiment_leave_no_frame_unseen(name):
+    """A step longer than the tile would skip audio between tiles (e.g. 64-frame tiles every 128)."""
+    oof, test = tile_steps(get_experiment(name))
+    assert 0 < oof <= get_experiment(name)["crop_size"] and 0 < test <= get_experiment(name)["crop_size"]
 
 
 def test_tile_steps_of_the_2019_members_and_the_demo():
