@@ -24,7 +24,7 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
 
 demo-data: $(VENV)/.installed
-	test -f $(DEMO)/DATASET.json || $(PY) -m src.demo_data --out $(DEMO)
+	test -f $(DEMO)/DATASET.json || $(PY) -m src.data.demo_data --out $(DEMO)
 
 # The whole recipe on the generated demo data, end to end. Re-running it resumes:
 # finished folds and predictions are kept (make clean-demo starts again).

@@ -24,10 +24,10 @@ records experiments, weights and scores.
 import argparse
 from pathlib import Path
 
-from src.blending import blend, cv_scores, has_split, load_experiments, read_curated_labels, read_sample_submission
+from src.predict.blending import blend, cv_scores, has_split, load_experiments, read_curated_labels, read_sample_submission
 from src.cli import run
 from src.config import read_classes, resolve_data_dir
-from src.predictions import check_finite
+from src.predict.prediction_sets import check_finite
 from src.utils import write_csv_atomic, write_json_atomic
 
 

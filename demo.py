@@ -16,7 +16,7 @@ import argparse
 
 from src.cli import run
 from src.errors import UserError
-from src.streaming import FileSource, MicrophoneSource
+from src.audio.streaming import FileSource, MicrophoneSource
 from src.tagging import add_model_args, format_live, live_tags, load_tagger
 
 

@@ -25,10 +25,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from src.argus_models import main_output
+from src.train.argus_model import main_output
 from src.cli import run
 from src.config import resolve_data_dir
-from src.deltas import delta_matrix
+from src.audio.deltas import delta_matrix
 from src.errors import BadSetting
 from src.tagging import bundle_models, make_bundle
 from src.utils import atomic_path
@@ -37,7 +37,7 @@ from src.utils import atomic_path
 class SigmoidMainHead(nn.Module):
     """log-mel tiles (B, n_mels, frames) -> [log-mel, delta, delta-delta]/100 -> network -> sigmoid(main head).
 
-    The delta filters are the (frames x frames) matrices of `src.deltas` (librosa's
+    The delta filters are the (frames x frames) matrices of `src.audio.deltas` (librosa's
     delta, edges included) stored as buffers, which fixes the tile width.
     """
 
@@ -65,7 +65,7 @@ def torchscript_meta(bundle: dict, fold: int) -> dict:
     return {"name": bundle["name"], "fold": fold, "classes": bundle["classes"],
             "audio_config": bundle["audio_config"],
             "input": {"shape": ["batch", bundle["audio_config"]["n_mels"], bundle["crop_size"]],
-                      "content": "log-mel dB (src.audio.log_mel), one tile of crop_size frames"},
+                      "content": "log-mel dB (src.audio.frontend.log_mel), one tile of crop_size frames"},
             "output": "sigmoid probabilities of the main head, (batch, n_classes)"}
 
 

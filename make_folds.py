@@ -15,7 +15,7 @@ from sklearn.model_selection import KFold
 
 from src.cli import run
 from src.config import read_classes, resolve_data_dir
-from src.labels import check_files, check_labels, read_train_csv, targets_matrix
+from src.data.labels import check_files, check_labels, read_train_csv, targets_matrix
 from src.utils import write_csv_atomic
 
 

@@ -14,7 +14,7 @@ probabilities. The tile step comes from the experiment: `tile_step` for
 out-of-fold and `test_tile_step` for test predictions (the 2019 members: 64 and
 128 frames, as the final submission ran); both are recorded in val_lwlrap.json.
 Fold test predictions are combined by geometric mean. Output tree
-(src/predictions.py):
+(src/predict/prediction_sets.py):
 
   <data>/predictions/NAME/oof/             probs.csv, tiles.npy, offsets.npy
   <data>/predictions/NAME/test/            geometric mean over folds (+ tiles)
@@ -33,16 +33,16 @@ import numpy as np
 
 from src.cli import run
 from src.config import resolve_data_dir
-from src.data import load_training_data, read_corrected_folds
+from src.data.sources import load_training_data, read_corrected_folds
 from src.errors import BadSetting, InputFileNotFound
 from src.experiments import data_settings
-from src.features import load_features
-from src.labels import targets_matrix
+from src.audio.cache import load_features
+from src.data.labels import targets_matrix
 from src.metrics import lwlrap, per_class_lwlrap
-from src.predictions import PredictionSet, geometric_mean, predictions_dir, write_prediction_tree
-from src.predictor import Predictor, clip_means, load_fold_models, tile_steps
-from src.test_set import test_fnames
-from src.training import check_folds_finished, experiments_dir, set_cpu_threads
+from src.predict.prediction_sets import PredictionSet, geometric_mean, predictions_dir, write_prediction_tree
+from src.predict.predictor import Predictor, clip_means, load_fold_models, tile_steps
+from src.data.test_set import test_fnames
+from src.train.fit import check_folds_finished, experiments_dir, set_cpu_threads
 from src.utils import pick_device
 
 

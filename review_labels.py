@@ -53,12 +53,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from src.blending import cv_scores, load_experiments, read_curated_labels
+from src.predict.blending import cv_scores, load_experiments, read_curated_labels
 from src.cli import run
 from src.config import read_classes, resolve_data_dir
-from src.labels import REMOVE, check_labels, load_corrections, parse_labels, read_csv_columns
+from src.data.labels import REMOVE, check_labels, load_corrections, parse_labels, read_csv_columns
 from src.metrics import clip_lwlrap
-from src.predictions import PredictionSet
+from src.predict.prediction_sets import PredictionSet
 from src.utils import write_csv_atomic, write_json_atomic
 
 COLUMNS = ["fname", "given_labels", "clip_lwlrap", "predicted_top", "suggested_labels", "decision"]
@@ -84,7 +84,7 @@ def suggest_labels(probs: np.ndarray, classes, threshold=0.5) -> str:
 def review_table(pred: PredictionSet, labels, top=200, threshold=0.5) -> pd.DataFrame:
     """The `top` clips whose given labels the predictions rank worst, lowest clip lwlrap first.
 
-    `labels` is a `src.blending.CuratedLabels`; clips it removed are not reviewed.
+    `labels` is a `src.predict.blending.CuratedLabels`; clips it removed are not reviewed.
     Ties keep the prediction order (stable sort), so the sheet is reproducible.
     """
     keep, y_true = labels.targets(pred.fnames, pred.classes)

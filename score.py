@@ -20,7 +20,7 @@ import numpy as np
 
 from src.cli import run
 from src.errors import BadInput, InputFileNotFound
-from src.labels import check_fnames, check_labels, parse_labels, read_csv_columns, read_train_csv, targets_matrix
+from src.data.labels import check_fnames, check_labels, parse_labels, read_csv_columns, read_train_csv, targets_matrix
 from src.metrics import lwlrap, per_class_lwlrap
 
 SHOW = 5  # names shown per problem

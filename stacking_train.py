@@ -41,21 +41,21 @@ import time
 import numpy as np
 import torch
 
-from src.argus_models import FreesoundModel
-from src.blending import aligned_probs, load_experiments
+from src.train.argus_model import FreesoundModel
+from src.predict.blending import aligned_probs, load_experiments
 from src.cli import add_training_args, apply_training_args, run
 from src.config import read_classes, resolve_data_dir
-from src.corrections import describe as describe_corrections
-from src.data import read_corrected_folds
-from src.datasets import RandomSourceDataset, make_loader
+from src.data.corrections import describe as describe_corrections
+from src.data.sources import read_corrected_folds
+from src.data.datasets import RandomSourceDataset, make_loader
 from src.experiments import argus_params, data_settings
-from src.labels import targets_matrix
+from src.data.labels import targets_matrix
 from src.metrics import lwlrap, per_class_lwlrap
-from src.predictions import PredictionSet, geometric_mean, predictions_dir, read_prediction_set, write_prediction_tree
-from src.predictor import load_fold_models
+from src.predict.prediction_sets import PredictionSet, geometric_mean, predictions_dir, read_prediction_set, write_prediction_tree
+from src.predict.predictor import load_fold_models
 from src.stacking.datasets import StackedTiles, StackingDataset, TileSubsetMean, select_clips
 from src.stacking.experiments import STACKING_EXPERIMENTS, get_stacking_experiment
-from src.training import check_folds_finished, experiments_dir, fit_fold, prepare_experiment_dir
+from src.train.fit import check_folds_finished, experiments_dir, fit_fold, prepare_experiment_dir
 from src.utils import pick_device, seed_everything
 
 
@@ -89,7 +89,7 @@ def resolve_experiment(args) -> dict:
 
 def curated_labels(data_dir, classes, corrections_setting):
     """(fnames, targets, folds, corrections record) of the curated clips, with the label corrections
-    the first level used (the experiment's `curated_corrections`, src/corrections.py)."""
+    the first level used (the experiment's `curated_corrections`, src/data/corrections.py)."""
     kept, record = read_corrected_folds(data_dir, classes, corrections_setting)
     return kept["fname"].tolist(), targets_matrix(kept["labels"].tolist(), classes), kept["fold"].to_numpy(), record
 

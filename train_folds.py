@@ -25,25 +25,25 @@ reduce-on-plateau and early stopping on val lwlrap.
 Under torchrun (WORLD_SIZE > 1) the ranks train each fold together with
 DistributedDataParallel, keeping the global batch and epoch size (each rank
 draws epoch_size / N samples in batches of batch_size / N); rank 0 alone writes
-the outputs. See src/distributed.py.
+the outputs. See src/train/distributed.py.
 """
 import argparse
 import gc
 import json
 import time
 
-from src import distributed
-from src.argus_models import FreesoundModel
-from src.batch_augment import augment_mode
+from src.train import distributed
+from src.train.argus_model import FreesoundModel
+from src.augment.batch import augment_mode
 from src.cli import add_training_args, apply_training_args, run
 from src.config import AUDIO, resolve_data_dir
-from src.corrections import describe as describe_corrections
-from src.data import load_training_data, specs_and_targets
-from src.datasets import ClipDataset, build_train_dataset, make_loader
+from src.data.corrections import describe as describe_corrections
+from src.data.sources import load_training_data, specs_and_targets
+from src.data.datasets import ClipDataset, build_train_dataset, make_loader
 from src.experiments import EXPERIMENTS, argus_params, data_settings, get_experiment, use_available_sources
-from src.mixers import get_mixer
-from src.training import experiments_dir, fit_fold, prepare_experiment_dir, set_cpu_threads, worker_count
-from src.transforms import get_transforms
+from src.augment.mixers import get_mixer
+from src.train.fit import experiments_dir, fit_fold, prepare_experiment_dir, set_cpu_threads, worker_count
+from src.augment.transforms import get_transforms
 from src.utils import seed_everything
 
 

@@ -7,7 +7,7 @@ On the train clips (train_curated + train_noisy) of a Kaggle-layout folder it
 times, each --repeats times:
 
   (a) fast     the cached front end's compute path: load_features() into an
-               empty cache (src.fast_frontend in a process pool, then written)
+               empty cache (src.audio.fast_frontend in a process pool, then written)
   (b) librosa  the plain single-process loop users write: librosa.load(sr=44100)
                + trim (feature.rms, AUDIO.pad_mode) + feature.melspectrogram + power_to_db
   (c) librosa in the same pool: compute_log_mels(frontend='librosa')
@@ -41,15 +41,15 @@ import pandas as pd  # noqa: E402
 import soundfile as sf  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from src.audio import extend_to_min_length, trim_bounds  # noqa: E402
+from src.audio.frontend import extend_to_min_length, trim_bounds  # noqa: E402
 from src.config import AUDIO  # noqa: E402
-from src.features import compute_log_mels, load_features, warm_up  # noqa: E402
+from src.audio.cache import compute_log_mels, load_features, warm_up  # noqa: E402
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default="data/demo", help="Kaggle-layout folder (default data/demo; "
-                        "generated with `python -m src.demo_data` when it does not exist)")
+                        "generated with `python -m src.data.demo_data` when it does not exist)")
     parser.add_argument("--limit", type=int, help="use only the first N train clips")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="pool size (default: all cores)")
     parser.add_argument("--repeats", type=int, default=3, help="times each measurement is repeated (default 3)")
@@ -70,16 +70,16 @@ def train_files(data_dir: Path) -> list:
 def ensure_demo_data(data_dir: Path):
     if data_dir.exists():
         return
-    print(f"{data_dir} does not exist: generating the demo dataset there (python -m src.demo_data --out "
+    print(f"{data_dir} does not exist: generating the demo dataset there (python -m src.data.demo_data --out "
           f"{data_dir}; `make demo-data` does the same for data/demo)")
     root = Path(__file__).resolve().parents[1]
-    subprocess.run([sys.executable, "-m", "src.demo_data", "--out", str(data_dir)], cwd=root, check=True)
+    subprocess.run([sys.executable, "-m", "src.data.demo_data", "--out", str(data_dir)], cwd=root, check=True)
 
 
 def plain_librosa(path, config=AUDIO):
     """The loop a user would write, librosa calls only (single process, default threads).
 
-    The trim is librosa's RMS framing with `config.pad_mode` (`src.audio.trim_bounds`; librosa's
+    The trim is librosa's RMS framing with `config.pad_mode` (`src.audio.frontend.trim_bounds`; librosa's
     own effects.trim has no pad_mode) and the 0.5 s rule of `config.short_clip` is applied to its
     indices, so the outputs are comparable clip by clip (it costs microseconds).
     """

@@ -11,7 +11,7 @@ spread (0.3-30 s, median ~5 s; 0.5 s minimum after trimming, as the front end
 makes it). Both methods cut the same 128 x 256 tiles every --step frames and
 average the tile sigmoids per clip:
 
-  batched   src.predictor.Predictor (predict_folds.py): tiles of many clips fill
+  batched   src.predict.predictor.Predictor (predict_folds.py): tiles of many clips fill
             each batch of --batch-size, deltas computed on the device by matmul
   per clip  the original's style: for each clip, each tile through the numpy
             validation transform (ImageToTensor: deltas per tile), batches of 16
@@ -42,10 +42,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from src.argus_models import FreesoundModel  # noqa: E402
+from src.train.argus_model import FreesoundModel  # noqa: E402
 from src.config import AUDIO  # noqa: E402
-from src.predictor import Predictor, count_tiles, make_tiles  # noqa: E402
-from src.transforms import get_transforms  # noqa: E402
+from src.predict.predictor import Predictor, count_tiles, make_tiles  # noqa: E402
+from src.augment.transforms import get_transforms  # noqa: E402
 from src.utils import pick_device, write_json_atomic  # noqa: E402
 
 
@@ -166,11 +166,11 @@ def speed(args):
 
 
 def compare_bf16(args):
-    from src.data import load_training_data
+    from src.data.sources import load_training_data
     from src.experiments import data_settings
     from src.metrics import lwlrap
-    from src.predictor import load_fold_models
-    from src.training import experiments_dir
+    from src.predict.predictor import load_fold_models
+    from src.train.fit import experiments_dir
 
     data_dir = Path(args.data_dir)
     exp_dir = experiments_dir(data_dir, args.experiment)

@@ -29,11 +29,11 @@ from sklearn.preprocessing import StandardScaler
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from src.config import AUDIO, read_classes  # noqa: E402
-from src.data import read_folds  # noqa: E402
-from src.features import load_features  # noqa: E402
-from src.labels import read_train_csv, targets_matrix  # noqa: E402
+from src.data.sources import read_folds  # noqa: E402
+from src.audio.cache import load_features  # noqa: E402
+from src.data.labels import read_train_csv, targets_matrix  # noqa: E402
 from src.metrics import lwlrap  # noqa: E402
-from src.test_set import test_fnames  # noqa: E402
+from src.data.test_set import test_fnames  # noqa: E402
 
 EXPERIMENT = "small"
 

@@ -45,13 +45,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from src.argus_models import FreesoundModel  # noqa: E402
-from src.batch_augment import create_batch_augment  # noqa: E402
-from src.datasets import build_train_dataset, make_loader  # noqa: E402
+from src.train.argus_model import FreesoundModel  # noqa: E402
+from src.augment.batch import create_batch_augment  # noqa: E402
+from src.data.datasets import build_train_dataset, make_loader  # noqa: E402
 from src.experiments import argus_params, get_experiment  # noqa: E402
-from src.mixers import get_mixer  # noqa: E402
+from src.augment.mixers import get_mixer  # noqa: E402
 from src.overrides import apply_overrides  # noqa: E402
-from src.transforms import get_transforms  # noqa: E402
+from src.augment.transforms import get_transforms  # noqa: E402
 from src.utils import pick_device, seed_everything, write_json_atomic  # noqa: E402
 
 FRAMES_PER_SECOND = 44100 / 690  # ~63.9

@@ -3,7 +3,7 @@
 The audio settings are the ones of the original 2019 solution (see
 `ORIGINAL.md`): 44.1 kHz mono, 128 mel bands, n_fft 2560, hop 690 (about 64
 frames a second), frames padded by reflection at the clip's edges (librosa
-0.6.3's default) and the short-clip rule the 2019 code ran (see src/audio.py).
+0.6.3's default) and the short-clip rule the 2019 code ran (see src/audio/frontend.py).
 They live in one frozen dataclass whose short hash keys the on-disk feature
 cache, so changing any of them can never reuse stale features.
 """
@@ -41,7 +41,7 @@ class AudioConfig:
     # "reflect" as librosa 0.6.3 did in 2019, "constant" (zeros) as librosa >= 0.10 does by default.
     # Only the first and last 1-2 frames of a clip differ (by 1-3.5 dB).
     pad_mode: str = "reflect"
-    # What happens to a clip shorter than min_seconds after trimming (src/audio.py,
+    # What happens to a clip shorter than min_seconds after trimming (src/audio/frontend.py,
     # extend_to_min_length): "original2019" is what the 2019 code ran, "centred" a 0.5 s window
     # of the untrimmed clip centred on the sound (what that code meant to do).
     short_clip: str = "original2019"
@@ -101,7 +101,7 @@ def read_classes(data_dir) -> list:
     file (a user's own dataset) the sorted union of the labels in the train CSVs
     is used, so the same code runs on any tag set.
     """
-    from src.labels import parse_labels, read_csv_columns  # local: labels imports this module
+    from src.data.labels import parse_labels, read_csv_columns  # local: labels imports this module
 
     data_dir = Path(data_dir)
     sample = data_dir / "sample_submission.csv"

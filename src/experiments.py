@@ -8,18 +8,18 @@ experiment is saved beside the weights (`config.json`).
 
 Keys:
   model            (name in src.models.MODELS, kwargs) - num_classes is filled in at run time
-  loss             (name in src.losses, kwargs)
+  loss             (name in src.train.losses, kwargs)
   optimizer        (torch.optim name, kwargs)
   batch_size, crop_size, epoch_size, epochs
   noisy_prob, corr_noisy_prob   share of the training stream drawn from noisy / corrected-noisy clips
   mixer_prob, mixer_choice (sigmoid-concat vs add), sigmoid_range, alpha_range
-  transforms       kwargs of src.transforms.get_transforms(train=True, ...)
+  transforms       kwargs of src.augment.transforms.get_transforms(train=True, ...)
   plateau          ReduceLROnPlateau(patience, factor, min_lr) on val_lwlrap
   early_stopping   patience in epochs, on val_lwlrap
   curated_corrections, noisy_corrections
                    label-corrections files (fname -> "A,B" | "remove"): None, "auto" (the data dir's
                    corrections.json / noisy_corrections.json if present), the name of a version shipped in
-                   corrections/ (e.g. "curated_final"), or a JSON file in the data dir; see src/corrections.py.
+                   corrections/ (e.g. "curated_final"), or a JSON file in the data dir; see src/data/corrections.py.
                    Anything but None/"auto" that is missing stops the run.
   noisy_source     which noisy clips form the noisy source (flag 1, L-soft); the corrected-noisy source
                    (flag 0, BCE) is always the clips that noisy_corrections relabels, with those labels:
@@ -30,7 +30,7 @@ Keys:
                                    (so they are in both sources)
   amp              'bf16' | 'fp16' | 'none' (CUDA only; CPU always runs fp32)
   augment          'sample': per-sample numpy augmentation in the DataLoader workers (the reference);
-                   'device': workers serve raw crops, src.batch_augment augments whole batches on the device
+                   'device': workers serve raw crops, src.augment.batch augments whole batches on the device
   channels_last    NHWC memory format for the network and its inputs (faster convs on recent GPUs)
   compile          torch.compile the network for the training step
   val_batch_size
@@ -41,11 +41,11 @@ Keys:
 import copy
 from pathlib import Path
 
-from src.batch_augment import augment_mode, batch_augment_params
+from src.augment.batch import augment_mode, batch_augment_params
 
 AUX_WEIGHTS = [1.0, 0.4, 0.2, 0.1]  # main, aux3, aux2, aux1
 
-# BCE on curated (flag 0), L-soft with beta 0.7 on noisy (flag 1), each weighted 0.5 (src/losses.py).
+# BCE on curated (flag 0), L-soft with beta 0.7 on noisy (flag 1), each weighted 0.5 (src/train/losses.py).
 NOISY_CURATED_LOSS = {
     "noisy": "lsoft", "noisy_params": {"beta": 0.7},
     "curated": "bce", "noisy_weight": 0.5, "curated_weight": 0.5,
@@ -79,7 +79,7 @@ BASE = {
     "noisy_corrections": "auto",
     "noisy_source": "all",
     "amp": "bf16",
-    "augment": "sample",     # or "device" (src/batch_augment.py): same distributions, far fewer CPU cycles
+    "augment": "sample",     # or "device" (src/augment/batch.py): same distributions, far fewer CPU cycles
     "channels_last": False,  # NHWC network + inputs
     "compile": False,        # torch.compile the network (first steps are slow while it compiles)
     "tile_step": 64,
@@ -203,7 +203,7 @@ def get_experiment(name: str) -> dict:
 
 
 def data_settings(experiment: dict) -> dict:
-    """The keyword arguments of src.data.load_training_data for an experiment.
+    """The keyword arguments of src.data.sources.load_training_data for an experiment.
 
     A config.json saved before the corrections settings existed has `corrections: true/false`
     instead (the data dir's files, or none); it still loads.

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from src.audio import (AudioReadError, decode_audio, extend_to_min_length, log_mel, read_audio, trim_bounds,
+from src.audio.frontend import (AudioReadError, decode_audio, extend_to_min_length, log_mel, read_audio, trim_bounds,
                        trim_to_min_length)
 from src.config import AUDIO, AudioConfig
-from src.features import cache_key
+from src.audio.cache import cache_key
 from tests.conftest import tone
 
 # The newer behaviour, still selectable: zero-padded frames, a centred 0.5 s window.

@@ -1,4 +1,4 @@
-"""Device-side batch augmentation (src/batch_augment.py) against the per-sample reference path.
+"""Device-side batch augmentation (src/augment/batch.py) against the per-sample reference path.
 
 The distribution tests draw many parameters from both paths (the per-sample classes are
 wrapped to record what they draw) and compare them with two-sample tests under fixed seeds;
@@ -14,17 +14,17 @@ import torch.nn.functional as F
 from scipy import stats
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from src import batch_augment as batch_augment_module
-from src.argus_models import FreesoundModel
-from src.batch_augment import (
+from src.augment import batch as batch_augment_module
+from src.train.argus_model import FreesoundModel
+from src.augment.batch import (
     BatchAugment, augment_mode, batch_augment_params, create_batch_augment, fast_deltas, mix,
     resized_crop, sample_crop_boxes, sample_partners, spec_augment,
 )
-from src.datasets import RawCropDataset, build_train_dataset, make_loader
-from src.deltas import stack_deltas
+from src.data.datasets import RawCropDataset, build_train_dataset, make_loader
+from src.audio.deltas import stack_deltas
 from src.experiments import BASE, argus_params, get_experiment
-from src.mixers import AddMixer, SigmoidConcatMixer, get_mixer
-from src.transforms import ImageToTensor, PadToSize, RandomResizedCrop, SpecAugment, get_transforms
+from src.augment.mixers import AddMixer, SigmoidConcatMixer, get_mixer
+from src.augment.transforms import ImageToTensor, PadToSize, RandomResizedCrop, SpecAugment, get_transforms
 
 H, W = 128, 256
 P_MIN = 1e-3  # two-sample tests: the paths must not be distinguishable at this level (fixed seeds)

@@ -6,7 +6,7 @@ import pytest
 
 import blend
 from src.metrics import lwlrap
-from src.predictions import PredictionSet, predictions_dir, read_prediction_set, write_prediction_set
+from src.predict.prediction_sets import PredictionSet, predictions_dir, read_prediction_set, write_prediction_set
 
 # Kaggle order of the fake data dir: deliberately not alphabetical, rows not sorted either.
 CLASSES = ["Walk", "Bark", "Zipper", "Applause"]

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from src.checkpoints import load_checkpoint, read_checkpoint
+from src.train.checkpoints import load_checkpoint, read_checkpoint
 from src.errors import BadCheckpoint
-from src.predictor import load_fold_models
-from src.training import best_checkpoint
+from src.predict.predictor import load_fold_models
+from src.train.fit import best_checkpoint
 from tests.test_tagging import make_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +31,7 @@ torch.save({"model_name": "FreesoundModel", "params": Payload(), "nn_state_dict"
 PLAIN_LOAD = CRAFT + "torch.load(path)\n"
 OUR_LOAD = CRAFT + r"""
 from src.errors import BadCheckpoint
-from src.predictor import load_fold_models
+from src.predict.predictor import load_fold_models
 try:
     load_fold_models(os.path.dirname(fold_dir), "cpu")
 except BadCheckpoint as exc:

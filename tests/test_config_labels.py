@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from src.config import AUDIO, AudioConfig, read_classes, resolve_data_dir
-from src.labels import (apply_corrections, check_files, check_labels, labels_to_target, load_corrections,
+from src.data.labels import (apply_corrections, check_files, check_labels, labels_to_target, load_corrections,
                         parse_labels, read_train_csv)
 
 

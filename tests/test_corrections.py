@@ -1,4 +1,4 @@
-"""Label corrections per experiment (src/corrections.py, src/data.py): the shipped 2019 versions,
+"""Label corrections per experiment (src/data/corrections.py, src/data/sources.py): the shipped 2019 versions,
 how a setting finds its file, clips the corrections name but the data lacks, the three noisy-source
 rules, and the record of the applied files in config.json."""
 import hashlib
@@ -12,12 +12,12 @@ import soundfile as sf
 import predict_folds
 import stacking_train
 import train_folds
-from src.corrections import SHIPPED_DIR, Corrections, load_experiment_corrections, resolve_corrections, shipped_names
-from src.data import load_training_data, noisy_sources
+from src.data.corrections import SHIPPED_DIR, Corrections, load_experiment_corrections, resolve_corrections, shipped_names
+from src.data.sources import load_training_data, noisy_sources
 from src.experiments import EXPERIMENTS, data_settings
-from src.labels import REMOVE, load_corrections
+from src.data.labels import REMOVE, load_corrections
 from src.metrics import lwlrap
-from src.predictions import read_prediction_set
+from src.predict.prediction_sets import read_prediction_set
 from src.stacking.experiments import STACKING_EXPERIMENTS
 
 CLASSES = ["A", "B", "C"]

@@ -46,7 +46,7 @@ def raw_batch(n, seed=0, device="cuda"):
 
 
 def make_model(name, device="cuda", **changes):
-    from src.argus_models import FreesoundModel
+    from src.train.argus_model import FreesoundModel
     from src.experiments import argus_params, get_experiment
 
     experiment = get_experiment(name)
@@ -96,7 +96,7 @@ def test_channels_last_and_compiled_steps_equal_the_plain_step(variant, exact_fp
     plain = make_model("corr_noisy_007", **settings)
     other = make_model("corr_noisy_007", **settings, **{variant: True})
     other.nn_module.load_state_dict(plain.nn_module.state_dict())
-    from src.batch_augment import deltas
+    from src.augment.batch import deltas
 
     images, targets, noisy = raw_batch(16, seed=3)
     batch = (deltas(images), targets, noisy)  # the 3-channel input of the per-sample path
@@ -119,7 +119,7 @@ def test_channels_last_and_compiled_steps_equal_the_plain_step(variant, exact_fp
 
 def test_batch_augment_on_cuda_equals_cpu_for_the_same_draws():
     # The accelerator code path (whole-batch ops) on CUDA against the CPU path, same parameters.
-    from src.batch_augment import BatchAugment
+    from src.augment.batch import BatchAugment
 
     images, targets, noisy = raw_batch(48, seed=1, device="cpu")
     augment = BatchAugment(mixer_prob=0.9)
@@ -132,8 +132,8 @@ def test_batch_augment_on_cuda_equals_cpu_for_the_same_draws():
 
 
 def test_prediction_on_cuda_equals_cpu_for_one_checkpoint(tmp_path, exact_fp32):
-    from src.checkpoints import load_checkpoint
-    from src.predictor import Predictor
+    from src.train.checkpoints import load_checkpoint
+    from src.predict.predictor import Predictor
 
     torch.manual_seed(0)
     model = make_model("corr_noisy_007", augment="device")
@@ -183,7 +183,7 @@ def test_nccl_process_group_runs_a_ddp_training_step(tmp_path):
 
 def test_torchrun_launch_trains_a_fold_on_cuda(tmp_path):
     import make_folds
-    from src.demo_data import generate_demo_dataset
+    from src.data.demo_data import generate_demo_dataset
 
     data = tmp_path / "demo"
     generate_demo_dataset(data, n_curated=40, n_noisy=20, n_test=5, progress=False)

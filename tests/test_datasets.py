@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from src.datasets import ClipDataset, RandomSourceDataset, build_train_dataset, make_loader
-from src.mixers import AddMixer, get_mixer
-from src.transforms import get_transforms
+from src.data.datasets import ClipDataset, RandomSourceDataset, build_train_dataset, make_loader
+from src.augment.mixers import AddMixer, get_mixer
+from src.augment.transforms import get_transforms
 
 N_MELS = 128
 SIZE = 256

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from src import demo_data
-from src.demo_data import DEMO_CLASSES, SPLITS, generate_demo_dataset, make_clip, make_plan, write_clip
+from src.data import demo_data
+from src.data.demo_data import DEMO_CLASSES, SPLITS, generate_demo_dataset, make_clip, make_plan, write_clip
 
 SMALL = dict(n_curated=40, n_noisy=20, n_test=10)
 CSV_FILES = ["train_curated.csv", "train_noisy.csv", "test_labels.csv", "sample_submission.csv",

@@ -1,4 +1,4 @@
-"""Data-parallel training (src/distributed.py): per-rank sampling, metric agreement, torchrun end to end.
+"""Data-parallel training (src/train/distributed.py): per-rank sampling, metric agreement, torchrun end to end.
 
 Everything runs on CPU with the gloo backend and 2 processes.
 """
@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from src import distributed
+from src.train import distributed
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,7 +46,7 @@ def _as_tensor(spec):
 @pytest.mark.parametrize("workers", [0, 1])
 def test_each_rank_draws_its_share_of_the_same_stream(workers):
     """Each rank: epoch_size / N samples in batches of batch_size / N, its own draws, the same source mix."""
-    from src.datasets import build_train_dataset, make_loader
+    from src.data.datasets import build_train_dataset, make_loader
     from src.utils import seed_everything
 
     world_size, epoch_size, batch_size, noisy_prob = 2, 4000, 40, 0.3
@@ -158,7 +158,7 @@ def test_one_process_helpers_are_no_ops(monkeypatch):
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory):
     import make_folds
-    from src.demo_data import generate_demo_dataset
+    from src.data.demo_data import generate_demo_dataset
 
     root = tmp_path_factory.mktemp("ddp") / "demo"
     generate_demo_dataset(root, n_curated=40, n_noisy=20, n_test=10, progress=False)
@@ -171,7 +171,7 @@ RANK_LINE = re.compile(r"rank (\d)/2 fold 0: (\d+) epochs of (\d+) samples in (\
 
 
 def test_torchrun_trains_one_fold_on_two_processes(demo_dir, tmp_path):
-    from src.checkpoints import load_checkpoint
+    from src.train.checkpoints import load_checkpoint
 
     logs = tmp_path / "logs"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

@@ -17,13 +17,13 @@ import predict_folds
 import score
 import stacking_train
 import train_folds
-from src.demo_data import generate_demo_dataset
-from src.features import load_features
-from src.labels import read_train_csv, targets_matrix
+from src.data.demo_data import generate_demo_dataset
+from src.audio.cache import load_features
+from src.data.labels import read_train_csv, targets_matrix
 from src.metrics import lwlrap
-from src.predictions import read_prediction_set
-from src.predictor import count_tiles
-from src.test_set import test_fnames as read_test_fnames  # (a test_* name would be collected)
+from src.predict.prediction_sets import read_prediction_set
+from src.predict.predictor import count_tiles
+from src.data.test_set import test_fnames as read_test_fnames  # (a test_* name would be collected)
 
 TINY = ["--workers", "0", "--no-progress", "--set", "epoch_size=96", "--set", "batch_size=16"]
 

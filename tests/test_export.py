@@ -9,11 +9,11 @@ import torch
 
 import export
 import tag
-from src.checkpoints import load_checkpoint
-from src.deltas import stack_deltas
+from src.train.checkpoints import load_checkpoint
+from src.audio.deltas import stack_deltas
 from src.errors import UserError
 from src.tagging import read_bundle
-from src.training import best_checkpoint
+from src.train.fit import best_checkpoint
 from tests.test_tagging import CLASSES, SR, make_experiment, sound
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models (tests/conftest.py)

@@ -1,4 +1,4 @@
-"""The fast front end must reproduce the librosa reference (src.audio): trim indices exactly,
+"""The fast front end must reproduce the librosa reference (src.audio.frontend): trim indices exactly,
 log-mels within 0.01 dB, frame counts, the 0.5 s rules and the file-naming errors."""
 import json
 
@@ -6,10 +6,11 @@ import librosa
 import numpy as np
 import pytest
 
-from src import audio, fast_frontend
-from src.audio import AudioReadError
+from src.audio import fast_frontend
+from src.audio import frontend as audio
+from src.audio.frontend import AudioReadError
 from src.config import AUDIO, AudioConfig
-from src.features import compute_log_mels, load_features
+from src.audio.cache import compute_log_mels, load_features
 from tests.conftest import tone
 from tests.test_audio import reference_trim_bounds
 

@@ -10,10 +10,10 @@ import sys
 import numpy as np
 import pytest
 
-import src.features as features
-from src.audio import AudioReadError, audio_to_log_mel
+import src.audio.cache as features
+from src.audio.frontend import AudioReadError, audio_to_log_mel
 from src.config import AUDIO, AudioConfig
-from src.features import (FeatureCacheError, cache_key, checksum, load_features, read_feature_cache,
+from src.audio.cache import (FeatureCacheError, cache_key, checksum, load_features, read_feature_cache,
                           write_feature_cache)
 from tests.conftest import tone
 

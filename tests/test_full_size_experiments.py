@@ -12,9 +12,9 @@ import torch
 
 import make_folds
 import train_folds
-from src.checkpoints import load_checkpoint
-from src.corrections import SHIPPED_DIR
-from src.demo_data import generate_demo_dataset
+from src.train.checkpoints import load_checkpoint
+from src.data.corrections import SHIPPED_DIR
+from src.data.demo_data import generate_demo_dataset
 from src.experiments import EXPERIMENTS
 
 FULL_SIZE = ["auxiliary_016", "auxiliary_019", "corr_noisy_003", "corr_noisy_004", "corr_noisy_007",

@@ -4,12 +4,12 @@ import pandas as pd
 import pytest
 
 import score
-from src import test_set
-from src.blending import read_sample_submission
+from src.data import test_set
+from src.predict.blending import read_sample_submission
 from src.errors import BadInput, UserError
-from src.labels import check_fnames, read_csv_columns, read_train_csv
+from src.data.labels import check_fnames, read_csv_columns, read_train_csv
 from src.metrics import lwlrap
-from src.predictions import PredictionSet, write_prediction_set
+from src.predict.prediction_sets import PredictionSet, write_prediction_set
 from src.tagging.files import write_results
 
 CLASSES = ["Bark", "Chime", "Hum"]

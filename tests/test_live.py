@@ -11,9 +11,9 @@ import pytest
 import soundfile as sf
 
 import demo
-from src.audio import decode_audio, log_mel
+from src.audio.frontend import decode_audio, log_mel
 from src.errors import UserError
-from src.streaming import FileSource, MicrophoneSource
+from src.audio.streaming import FileSource, MicrophoneSource
 from src.tagging import live_tags, load_experiment
 from tests.test_tagging import CLASSES, SR, make_experiment, sound
 

@@ -1,10 +1,10 @@
-"""Tests for src.losses against values worked out with plain Python math."""
+"""Tests for src.train.losses against values worked out with plain Python math."""
 import math
 
 import pytest
 import torch
 
-from src.losses import (AuxLoss, BCELoss, LqLoss, LSoftLoss, NoisyCuratedLoss, create_loss)
+from src.train.losses import (AuxLoss, BCELoss, LqLoss, LSoftLoss, NoisyCuratedLoss, create_loss)
 
 LN3, LN4 = math.log(3), math.log(4)
 

@@ -9,8 +9,8 @@ import torch
 import make_folds
 import predict_folds
 import train_folds
-from src import predictions
-from src.demo_data import generate_demo_dataset
+from src.predict import prediction_sets as predictions
+from src.data.demo_data import generate_demo_dataset
 
 
 def tree_bytes(folder) -> dict:

@@ -2,12 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from src.argus_models import FreesoundModel
-from src.deltas import stack_deltas
+from src.train.argus_model import FreesoundModel
+from src.audio.deltas import stack_deltas
 from src.experiments import EXPERIMENTS, get_experiment
-from src.predictor import Predictor, clip_means, count_tiles, make_tiles, tile_steps
+from src.predict.predictor import Predictor, clip_means, count_tiles, make_tiles, tile_steps
 from src.stacking.experiments import FIRST_LEVEL
-from src.transforms import ImageToTensor, get_transforms
+from src.augment.transforms import ImageToTensor, get_transforms
 
 
 def tiny_model(num_classes=5, model="SkipAttention"):

@@ -21,9 +21,9 @@ import torch
 
 import make_folds
 import train_folds
-from src.demo_data import generate_demo_dataset
-from src.resume import LAST_STATE, load_training_state, rng_state, set_rng_state, trim_log_csv
-from src.training import prepare_experiment_dir
+from src.data.demo_data import generate_demo_dataset
+from src.train.resume import LAST_STATE, load_training_state, rng_state, set_rng_state, trim_log_csv
+from src.train.fit import prepare_experiment_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 5
@@ -75,7 +75,7 @@ def test_killed_run_resumes_at_the_next_epoch_and_matches_an_uninterrupted_one(r
     data = copy_data(reference, tmp_path / "data")
     # A real training process, SIGKILLed right after the training state of its 2nd epoch (epoch 1) is saved.
     killer = ("import os, signal, sys\n"
-              "import src.resume as resume\n"
+              "import src.train.resume as resume\n"
               "save = resume.TrainingState.epoch_complete\n"
               "def save_then_die(self, state):\n"
               "    save(self, state)\n"
@@ -122,7 +122,7 @@ def test_resume_with_loader_workers_matches_too(reference, tmp_path):
     interrupted, uninterrupted = copy_data(reference, tmp_path / "a"), copy_data(reference, tmp_path / "b")
     train_folds.main(train_args(uninterrupted, workers=1))
 
-    import src.resume as resume
+    import src.train.resume as resume
     save = resume.TrainingState.epoch_complete
 
     def save_then_stop(self, state):

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 import review_labels
-from src.labels import apply_corrections, load_corrections
-from src.predictions import PredictionSet, predictions_dir, write_prediction_set
+from src.data.labels import apply_corrections, load_corrections
+from src.predict.prediction_sets import PredictionSet, predictions_dir, write_prediction_set
 
 CLASSES = ["Walk", "Bark", "Zipper", "Applause"]  # Kaggle order, not alphabetical
 TRUE = {f"c{i}.wav": labels for i, labels in enumerate(

@@ -8,7 +8,7 @@ import pytest
 
 import make_folds
 import train_folds
-from src.demo_data import generate_demo_dataset
+from src.data.demo_data import generate_demo_dataset
 from src.experiments import get_experiment, use_available_sources
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -9,12 +9,12 @@ import torch
 import stacking_train
 from src.metrics import lwlrap
 from src.models import MODELS, create_model
-from src.predictions import PredictionSet, geometric_mean, read_prediction_set, write_prediction_set
-from src.predictor import clip_means
+from src.predict.prediction_sets import PredictionSet, geometric_mean, read_prediction_set, write_prediction_set
+from src.predict.predictor import clip_means
 from src.stacking import datasets as stacking_datasets
 from src.stacking.datasets import StackedTiles, StackingDataset, TileSubsetMean, select_clips
 from src.stacking.experiments import FIRST_LEVEL, STACKING_EXPERIMENTS
-from src.stacking.fcnet import FCNet
+from src.models.fcnet import FCNet
 
 
 def n_params(model) -> int:

@@ -1,4 +1,4 @@
-"""tag.py and src.tagging / src.streaming: file tagging, blends, streamed log-mel, timelines.
+"""tag.py and src.tagging / src.audio.streaming: file tagging, blends, streamed log-mel, timelines.
 
 Models here are tiny untrained networks saved as real argus checkpoints in a
 fake experiment folder (what train_folds.py writes), plus one deterministic
@@ -19,15 +19,15 @@ import torch
 from torch import nn
 
 import tag
-from src.argus_models import FreesoundModel
-from src.audio import decode_audio, log_mel, read_audio, trim_bounds
+from src.train.argus_model import FreesoundModel
+from src.audio.frontend import decode_audio, log_mel, read_audio, trim_bounds
 from src.config import AUDIO, AudioConfig
 from src.errors import UserError
 from src.experiments import argus_params, get_experiment
 from src.models import MODELS
-from src.predictions import geometric_mean
-from src.predictor import Predictor, load_fold_models, pad_for_tiles
-from src.streaming import (MaxPoolTimeline, StreamingLogMel, clip_top_db, stream_audio, stream_log_mel)
+from src.predict.prediction_sets import geometric_mean
+from src.predict.predictor import Predictor, load_fold_models, pad_for_tiles
+from src.audio.streaming import (MaxPoolTimeline, StreamingLogMel, clip_top_db, stream_audio, stream_log_mel)
 from src.tagging import (SegmentTracker, blend, find_audio_files, load_experiment, sliding_windows, tag_files,
                          top_k)
 from src.tagging.chunked import stream_trim_bounds, tag_long_file, tile_padding

@@ -1,8 +1,8 @@
-"""CPU thread budgeting of the training scripts (src.training.set_cpu_threads)."""
+"""CPU thread budgeting of the training scripts (src.train.fit.set_cpu_threads)."""
 import pytest
 import torch
 
-from src import training
+from src.train import fit as training
 
 CPU = torch.device("cpu")
 

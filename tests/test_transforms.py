@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from src.transforms import (
+from src.augment.transforms import (
     CenterCrop, Compose, ImageToTensor, OneOf, PadToSize, RandomCrop, RandomResizedCrop,
     SpecAugment, UseWithProb, get_transforms,
 )

@@ -36,7 +36,7 @@ import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from src.audio import decode_audio  # noqa: E402
+from src.audio.frontend import decode_audio  # noqa: E402
 
 SAMPLE_RATE = 44100
 MIN_SECONDS, MAX_SECONDS, PIECE_SECONDS, MAX_PIECES = 0.3, 7.0, 5.0, 3

@@ -4,7 +4,7 @@ import torch.nn as nn
 
 from .simple_kaggle import SimpleKaggle
 from .skip_attention import AuxSkipAttention, RnnAuxSkipAttention, SkipAttention
-from src.stacking.fcnet import FCNet  # the second-level (stacking) model
+from .fcnet import FCNet  # the second-level (stacking) model
 
 MODELS = {
     'AuxSkipAttention': AuxSkipAttention,

@@ -14,7 +14,7 @@ array (`StackedTiles`). A sample is that array averaged over tiles:
 
 Samples are `(features, target, noisy_flag=0)` like the first level's, so the
 same argus model, loss and Lwlrap metric serve both levels. The training epoch
-(`epoch_size` random clips) is `src.datasets.RandomSourceDataset` over one source.
+(`epoch_size` random clips) is `src.data.datasets.RandomSourceDataset` over one source.
 """
 from dataclasses import dataclass
 
@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from src.predictions import PredictionSet
-from src.predictor import clip_means
+from src.predict.prediction_sets import PredictionSet
+from src.predict.predictor import clip_means
 
 SHOW = 5  # how many offending file names an error lists
 

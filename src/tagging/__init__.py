@@ -16,13 +16,13 @@ Models come from
 
 Three ways to use them:
 - `tag_files`: whole files, trimmed like the training clips, sliding-window
-  tiles batched across files (`src.predictor.Predictor`);
-- `tag_timeline`: long recordings streamed in chunks (`src.streaming`), one
+  tiles batched across files (`src.predict.predictor.Predictor`);
+- `tag_timeline`: long recordings streamed in chunks (`src.audio.streaming`), one
   prediction per window of `window` seconds every `hop` seconds, segments
   above a threshold and a picture, in flat memory;
 - `live_tags`: a rolling buffer over any chunk source (microphone or replayed file).
 """
-from src.audio import AudioReadError
+from src.audio.frontend import AudioReadError
 from src.tagging.files import (AUDIO_EXTENSIONS, find_audio_files, format_table, out_prefixes, print_failures,
                                tag_files, top_k, write_results)
 from src.tagging.live import format_live, live_tags

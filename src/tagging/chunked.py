@@ -4,13 +4,13 @@ The whole-file path decodes the file, trims its silence, computes the log-mel
 of the trimmed part (clipped 80 dB below its maximum), pads it with its
 minimum so tiles cover it, and averages each fold model's tile probabilities.
 Each step depends on the whole file only through a few numbers, so a long file
-is streamed three times (`src.streaming.stream_audio`, a few seconds of audio
+is streamed three times (`src.audio.streaming.stream_audio`, a few seconds of audio
 in memory at a time):
 
 1. trim: the energy of every 512-sample block (8 bytes kept per 512 samples)
    gives the trim's start and end (librosa's framing: 2048-sample frames every
    512 samples, padded at both ends by `AudioConfig.pad_mode`), decided in
-   float64 as `src.fast_frontend.trim_bounds` does. The reference decides in
+   float64 as `src.audio.fast_frontend.trim_bounds` does. The reference decides in
    float32; the two can differ only when the first or last non-silent frame
    lies within about 0.04 dB of the 60 dB threshold.
 2. range: the trimmed part through `StreamingLogMel` (frames equal to
@@ -29,11 +29,11 @@ the sound: rare, and the one case whose memory grows with the file).
 """
 import numpy as np
 
-from src.audio import TRIM_FRAME_LENGTH, TRIM_HOP_LENGTH, log_mel, read_audio
-from src.fast_frontend import TRIM_AMIN
-from src.predictions import geometric_mean
-from src.predictor import Predictor, pad_for_tiles
-from src.streaming import stream_audio, stream_log_mel
+from src.audio.frontend import TRIM_FRAME_LENGTH, TRIM_HOP_LENGTH, log_mel, read_audio
+from src.audio.fast_frontend import TRIM_AMIN
+from src.predict.prediction_sets import geometric_mean
+from src.predict.predictor import Predictor, pad_for_tiles
+from src.audio.streaming import stream_audio, stream_log_mel
 from src.tagging.timeline import sliding_windows
 
 
@@ -63,8 +63,8 @@ def _trim_padded_stream(path, config, chunk_seconds, counter):
 
 
 def stream_trim_bounds(path, config, chunk_seconds=10.0) -> tuple:
-    """(start, end, n_samples): the part of the decoded file the trim keeps (`src.audio.trim_bounds`),
-    from one streamed pass, with `src.fast_frontend.trim_bounds`'s float64 block energies."""
+    """(start, end, n_samples): the part of the decoded file the trim keeps (`src.audio.frontend.trim_bounds`),
+    from one streamed pass, with `src.audio.fast_frontend.trim_bounds`'s float64 block energies."""
     hop, counter = TRIM_HOP_LENGTH, [0]
     parts, carry = [], np.zeros(0)
     for piece in _trim_padded_stream(path, config, chunk_seconds, counter):

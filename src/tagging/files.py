@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from src.audio import log_mel, read_audio
-from src.predictions import check_finite
-from src.streaming import audio_info
+from src.audio.frontend import log_mel, read_audio
+from src.predict.prediction_sets import check_finite
+from src.audio.streaming import audio_info
 from src.tagging.chunked import tag_long_file
 from src.tagging.models import Tagger
 from src.utils import atomic_path

@@ -5,13 +5,13 @@ from pathlib import Path
 
 import numpy as np
 
-from src.argus_models import FreesoundModel
-from src.checkpoints import read_checkpoint, safe_torch_load
+from src.train.argus_model import FreesoundModel
+from src.train.checkpoints import read_checkpoint, safe_torch_load
 from src.config import AUDIO, AudioConfig, resolve_data_dir
 from src.errors import BadCheckpoint, BadInput, BadSetting, InputFileNotFound
-from src.predictions import geometric_mean
-from src.predictor import Predictor, load_fold_models, tile_steps
-from src.training import best_checkpoint, experiments_dir, trained_folds
+from src.predict.prediction_sets import geometric_mean
+from src.predict.predictor import Predictor, load_fold_models, tile_steps
+from src.train.fit import best_checkpoint, experiments_dir, trained_folds
 from src.utils import pick_device
 
 BUNDLE_FORMAT = "fsat2019-tagger-bundle"

@@ -7,7 +7,7 @@ import numpy as np
 from tqdm import tqdm
 
 from src.config import AUDIO
-from src.streaming import MaxPoolTimeline, StreamingLogMel, audio_info, clip_top_db, stream_audio, stream_log_mel
+from src.audio.streaming import MaxPoolTimeline, StreamingLogMel, audio_info, clip_top_db, stream_audio, stream_log_mel
 from src.tagging.models import Tagger
 from src.utils import atomic_path
 

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from src.labels import REMOVE, apply_corrections, load_corrections
+from src.data.labels import REMOVE, apply_corrections, load_corrections
 
-SHIPPED_DIR = Path(__file__).resolve().parent.parent / "corrections"
+SHIPPED_DIR = Path(__file__).resolve().parents[2] / "corrections"  # the repository's corrections/
 AUTO = "auto"
 KINDS = ("curated", "noisy")
 DATA_DIR_FILES = {"curated": "corrections.json", "noisy": "noisy_corrections.json"}

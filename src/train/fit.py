@@ -4,7 +4,7 @@
 best checkpoint by val_lwlrap (written atomically, so Ctrl-C or a crash
 mid-fold leaves the best model so far usable), reduce-on-plateau and early
 stopping on val_lwlrap, a CSV and a text log, a PNG of the curves redrawn
-every epoch, and the full training state for --resume (src/resume.py).
+every epoch, and the full training state for --resume (src/train/resume.py).
 """
 import json
 import logging
@@ -24,10 +24,10 @@ from argus.callbacks import (Callback, EarlyStopping, LoggingToCSV, LoggingToFil
                              ReduceLROnPlateau)
 from tqdm import tqdm
 
-from src.distributed import SyncMetrics
+from src.train.distributed import SyncMetrics
 from src.metrics import Lwlrap
 from src.plots import plot_training_curves
-from src.resume import LAST_STATE, TrainingState, load_training_state, move_aside, trim_log_csv
+from src.train.resume import LAST_STATE, TrainingState, load_training_state, move_aside, trim_log_csv
 from src.utils import atomic_path, write_json_atomic
 
 DONE_FILE = "done.json"
@@ -106,10 +106,10 @@ def fit_fold(model, train_loader, val_loader, fold_dir, epochs, plateau: dict, e
     """Train `model` and keep its best checkpoint by val_lwlrap in `fold_dir`. Returns a summary.
 
     After every epoch the whole training state is saved to fold_dir/last_state.pth
-    (src/resume.py); with `resume`, a fold that has one continues from it. `seed` is
+    (src/train/resume.py); with `resume`, a fold that has one continues from it. `seed` is
     recorded in done.json's provenance (and reseeds other ranks on a resume).
 
-    Data-parallel training (src/distributed.py) calls this on every rank: all ranks run
+    Data-parallel training (src/train/distributed.py) calls this on every rank: all ranks run
     reduce-on-plateau and early stopping on the same metrics (`SyncMetrics`), so they
     change the learning rate and stop together; only the main rank (`is_main`) writes the
     checkpoint, logs, curves, training state and done.json. Other ranks return a shorter summary.
@@ -200,7 +200,7 @@ def provenance(seed, started, resumed_at_epochs) -> dict:
 
 def git_commit():
     """The repository's HEAD commit (with '-dirty' when files differ from it), or None outside git."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]  # the repository (src/train/fit.py)
     try:
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                               timeout=10)

@@ -14,7 +14,7 @@ from pathlib import Path
 import argus
 import torch
 
-import src.argus_models  # noqa: F401  (registers FreesoundModel with argus)
+import src.train.argus_model  # noqa: F401  (registers FreesoundModel with argus)
 from src.errors import BadCheckpoint, InputFileNotFound
 
 REQUIRED_KEYS = ("model_name", "params", "nn_state_dict")

@@ -2,7 +2,7 @@
 from pathlib import Path
 
 from src.errors import InputFileNotFound
-from src.labels import check_fnames, read_csv_columns
+from src.data.labels import check_fnames, read_csv_columns
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 

@@ -1,13 +1,13 @@
-"""The audio front end of `src.audio`, computed several times faster.
+"""The audio front end of `src.audio.frontend`, computed several times faster.
 
 Same maths, same rules, same outputs (within 0.01 dB; tested against the
-librosa reference in `src.audio` and measured by `bench/frontend.py`). The
-functions mirror `src.audio`'s (`trim_to_min_length`, `read_audio`, `log_mel`,
-`audio_to_log_mel`), so `src.features` can use either module.
+librosa reference in `src.audio.frontend` and measured by `bench/frontend.py`). The
+functions mirror `src.audio.frontend`'s (`trim_to_min_length`, `read_audio`, `log_mel`,
+`audio_to_log_mel`), so `src.audio.cache` can use either module.
 
 Where the time goes in the reference, and what this module does instead:
 
-- Silence trimming. The reference (`src.audio.trim_bounds`, librosa's RMS)
+- Silence trimming. The reference (`src.audio.frontend.trim_bounds`, librosa's RMS)
   frames the signal (2048-sample frames every 512 samples: every sample squared
   4 times) and works in float32. Here the frame energies are sums of four
   512-sample block energies of the same edge-padded signal (`config.pad_mode`),
@@ -33,7 +33,7 @@ Where the time goes in the reference, and what this module does instead:
   10x longer than single-threaded. `power_to_db`'s 80 dB floor is relative to
   the clip's maximum, which the float64 STFT reproduces to ~1e-6 dB.
 
-Decoding is `src.audio.decode_audio` (soundfile, no resampling at 44.1 kHz,
+Decoding is `src.audio.frontend.decode_audio` (soundfile, no resampling at 44.1 kHz,
 soxr_hq otherwise, errors naming the file). Everything is numpy/scipy, so it
 runs in forked worker processes even after torch has started its thread pools.
 """
@@ -44,8 +44,8 @@ import numpy as np
 import scipy.fft
 import scipy.sparse
 
-from src import audio as reference
-from src.audio import TRIM_FRAME_LENGTH, TRIM_HOP_LENGTH, decode_audio, extend_to_min_length
+from src.audio import frontend as reference
+from src.audio.frontend import TRIM_FRAME_LENGTH, TRIM_HOP_LENGTH, decode_audio, extend_to_min_length
 from src.config import AUDIO, AudioConfig
 
 # amplitude_to_db's default amin (1e-5) squared: trim compares powers floored at this.
@@ -57,7 +57,7 @@ STFT_BLOCK = 64  # frames per FFT call: ~1.3 MB of float64, stays in cache
 
 
 def trim_bounds(audio: np.ndarray, config: AudioConfig = AUDIO) -> tuple:
-    """The same (start, end) as `src.audio.trim_bounds(audio, config)`, computed faster."""
+    """The same (start, end) as `src.audio.frontend.trim_bounds(audio, config)`, computed faster."""
     audio = np.asarray(audio)
     top_db = config.trim_top_db
     n = len(audio)
@@ -84,13 +84,13 @@ def trim_bounds(audio: np.ndarray, config: AudioConfig = AUDIO) -> tuple:
 
 
 def trim_to_min_length(audio: np.ndarray, config: AudioConfig = AUDIO) -> np.ndarray:
-    """Same as `src.audio.trim_to_min_length` (librosa-style trim + the 0.5 s rules)."""
+    """Same as `src.audio.frontend.trim_to_min_length` (librosa-style trim + the 0.5 s rules)."""
     start, end = trim_bounds(audio, config)
     return extend_to_min_length(audio, start, end, config)
 
 
 def read_audio(path, config: AudioConfig = AUDIO) -> np.ndarray:
-    """Same as `src.audio.read_audio`: decoded, trimmed, float32 mono; AudioReadError names the file."""
+    """Same as `src.audio.frontend.read_audio`: decoded, trimmed, float32 mono; AudioReadError names the file."""
     return trim_to_min_length(decode_audio(path, config.sampling_rate), config)
 
 
@@ -132,7 +132,7 @@ def power_spectrogram(audio: np.ndarray, n_fft: int, hop_length: int, pad_mode: 
 
 
 def log_mel(audio: np.ndarray, config: AudioConfig = AUDIO, fft_dtype=np.float64) -> np.ndarray:
-    """Same as `src.audio.log_mel`: power mel spectrogram in dB, float32 (n_mels, 1 + len(audio) // hop)."""
+    """Same as `src.audio.frontend.log_mel`: power mel spectrogram in dB, float32 (n_mels, 1 + len(audio) // hop)."""
     power = power_spectrogram(audio, config.n_fft, config.hop_length, config.pad_mode, fft_dtype)
     # (n_mels, frames), float32 like librosa's. The sparse product skips the zeros, and unlike a
     # multi-threaded BLAS call it does not slow down when other processes keep the cores busy.
@@ -145,5 +145,5 @@ def log_mel(audio: np.ndarray, config: AudioConfig = AUDIO, fft_dtype=np.float64
 
 
 def audio_to_log_mel(path, config: AudioConfig = AUDIO) -> np.ndarray:
-    """Same as `src.audio.audio_to_log_mel`."""
+    """Same as `src.audio.frontend.audio_to_log_mel`."""
     return log_mel(read_audio(path, config), config)

@@ -3,7 +3,7 @@
     <data>/train_folds.csv     curated clips with a fold column (make_folds.py)
     <data>/train_noisy.csv     noisy clips (only read when an experiment samples them)
     label corrections          the experiment's `curated_corrections` / `noisy_corrections`:
-                               files shipped in corrections/ or in the data dir (src/corrections.py)
+                               files shipped in corrections/ or in the data dir (src/data/corrections.py)
 
 Curated corrections relabel curated clips or drop them ("remove") from training
 and validation. Noisy corrections define the two noisy streams by the
@@ -27,9 +27,9 @@ import numpy as np
 import pandas as pd
 
 from src.config import AUDIO, read_classes
-from src.corrections import AUTO, Corrections, load_experiment_corrections
-from src.features import load_features
-from src.labels import check_files, check_labels, read_train_csv, targets_matrix
+from src.data.corrections import AUTO, Corrections, load_experiment_corrections
+from src.audio.cache import load_features
+from src.data.labels import check_files, check_labels, read_train_csv, targets_matrix
 
 NOISY_SOURCES = ("all", "relabelled", "kept")
 
@@ -61,7 +61,7 @@ class TrainingData:
     folds: np.ndarray                 # fold number of each curated clip
     noisy: Optional[Source] = None
     corrected: Optional[Source] = None
-    # {"curated": record, "noisy": record}: the corrections files applied (src/corrections.py), for config.json
+    # {"curated": record, "noisy": record}: the corrections files applied (src/data/corrections.py), for config.json
     corrections: dict = field(default_factory=dict)
 
 
@@ -78,7 +78,7 @@ def read_folds(data_dir) -> pd.DataFrame:
 
 def read_corrected_folds(data_dir, classes, curated_corrections=AUTO):
     """train_folds.csv with an experiment's curated corrections applied, and the record of the file
-    (src/corrections.py; None without one): the labels training and scoring use."""
+    (src/data/corrections.py; None without one): the labels training and scoring use."""
     folds = read_folds(data_dir)
     check_labels(folds, classes, source=str(Path(data_dir) / "train_folds.csv"))
     corrections = load_experiment_corrections(curated_corrections, "curated", data_dir)

@@ -1,6 +1,6 @@
 """Resumable training: the whole state of a fold, saved every epoch beside its best checkpoint.
 
-`TrainingState` is the last callback of `src.training.fit_fold`. After every epoch
+`TrainingState` is the last callback of `src.train.fit.fit_fold`. After every epoch
 it writes fold_K/last_state.pth atomically (temp file, then rename), holding what
 the next epoch depends on:
 
@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from argus.callbacks import Callback, EarlyStopping, MonitorCheckpoint
 
-from src.checkpoints import safe_torch_load
+from src.train.checkpoints import safe_torch_load
 from src.errors import BadCheckpoint
 from src.utils import atomic_path
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from src.deltas import delta_numpy
+from src.audio.deltas import delta_numpy
 
 
 def _check_image(image, name):
@@ -317,7 +317,7 @@ class ImageToTensor:
         if image.shape[1] < self.delta_width:
             raise ValueError(f"ImageToTensor: image has {image.shape[1]} frames, but the delta features "
                              f"need at least delta_width={self.delta_width}")
-        # Same numbers as librosa.feature.delta (tested), ~10x faster: see src/deltas.py.
+        # Same numbers as librosa.feature.delta (tested), ~10x faster: see src/audio/deltas.py.
         delta = delta_numpy(image, order=1, width=self.delta_width)
         delta2 = delta_numpy(image, order=2, width=self.delta_width)
         stacked = np.stack([image, delta, delta2], axis=0).astype(np.float32) / np.float32(self.scale)

@@ -10,7 +10,7 @@ AddMixer (p 0.4). Randomness comes from numpy's global RNG (seeded per DataLoade
 import numpy as np
 import torch
 
-from src.transforms import _check_prob, _check_range, _normalise_probs
+from src.augment.transforms import _check_prob, _check_range, _normalise_probs
 
 
 class SigmoidConcatMixer:

@@ -1,6 +1,6 @@
 """Audio front end: decode a file into a mono 44.1 kHz signal, then a log-mel image.
 
-This module is the reference, written with librosa calls; `src.fast_frontend`
+This module is the reference, written with librosa calls; `src.audio.fast_frontend`
 computes the same numbers faster. Two settings of `AudioConfig` choose between
 what the 2019 code ran (the defaults) and the newer behaviour:
 
@@ -91,7 +91,7 @@ def extend_to_min_length(audio: np.ndarray, start: int, end: int, config: AudioC
     """`audio[start:end]` (the non-silent part), extended to `config.min_samples` by `config.short_clip`.
 
     The rules are the module docstring's. Shared by this reference front end and
-    `src.fast_frontend`, which finds (start, end) faster but must apply the same rules.
+    `src.audio.fast_frontend`, which finds (start, end) faster but must apply the same rules.
     """
     need = config.min_samples
     if end - start >= need:

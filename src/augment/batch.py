@@ -1,9 +1,9 @@
 """Training augmentation for whole batches, as tensor ops on the training device.
 
-The per-sample path (src/transforms.py + src/mixers.py, kept as the reference)
+The per-sample path (src/augment/transforms.py + src/augment/mixers.py, kept as the reference)
 augments every clip in numpy inside the DataLoader workers; a mixed sample costs
 two full transforms, and the workers, not the GPU, set the pace. Here the
-workers only cut raw log-mel crops (`src.datasets.RawCropDataset`: pad + random
+workers only cut raw log-mel crops (`src.data.datasets.RawCropDataset`: pad + random
 crop, cheap slicing) and `BatchAugment` does the expensive part for a whole
 batch (B, n_mels, W) on the device, with the same distributions:
 
@@ -12,9 +12,9 @@ batch (B, n_mels, W) on the device, with the same distributions:
                                 exactly the points F.interpolate(bilinear) uses
     SpecAugment (p 0.5)         1..num_masks rounds of a band of mel bins and a block of
                                 frames, as broadcast masks filled with each image's minimum
-    deltas                      [log-mel, delta, delta-delta] / 100 (src.deltas)
+    deltas                      [log-mel, delta, delta-delta] / 100 (src.audio.deltas)
     mixing (p 0.8)              sigmoid concat (p 0.6, integer radius per sample) or add
-                                (p 0.4, alpha per sample); targets as in src/mixers.py
+                                (p 0.4, alpha per sample); targets as in src/augment/mixers.py
 
 Mixing partners. The per-sample mixer draws its partner, transformed the same way
 but not mixed, from the sample's own source. Here the partner is another element
@@ -49,8 +49,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from src.deltas import delta_matrix, stack_deltas
-from src.transforms import _check_positive_int, _check_prob, _check_range, _normalise_probs
+from src.audio.deltas import delta_matrix, stack_deltas
+from src.augment.transforms import _check_positive_int, _check_prob, _check_range, _normalise_probs
 
 AUGMENT_MODES = ("sample", "device")
 CPU_CHUNK = 8  # rows per step of a CPU batch (see BatchAugment.apply)
@@ -206,7 +206,7 @@ def spec_augment(images, freq_start, freq_width, time_start, time_width, active)
 @functools.lru_cache(maxsize=8)
 def _block_delta_matrices(frames, width, block):
     """(n_blocks, block + 2 * (width - 1), 2 * block) float32: for output block k, the rows of
-    [D_1 | D_2] (src.deltas) of its input window (zero outside the clip), columns of its frames."""
+    [D_1 | D_2] (src.audio.deltas) of its input window (zero outside the clip), columns of its frames."""
     reach = width - 1  # the edge fits look up to width - 1 frames away; interior frames width // 2
     n_blocks = -(-frames // block)
     padded = n_blocks * block
@@ -223,7 +223,7 @@ def _block_delta_matrices(frames, width, block):
 def fast_deltas(images, width=9, scale=100.0, block=32, out=None):
     """stack_deltas for CPU tensors: (B, H, W) -> (B, 3, H, W), the same numbers.
 
-    The delta matrix D (src.deltas) is banded: output frame t only uses input frames within
+    The delta matrix D (src.audio.deltas) is banded: output frame t only uses input frames within
     width - 1 of it (width // 2 in the interior, up to width - 1 for librosa's edge fits). So each
     block of `block` output frames is a small matmul with its input window: ~4x fewer FLOPs than
     the dense (W, W) product, which dominates a CPU batch. On CUDA the dense product is cheap and
@@ -264,7 +264,7 @@ def mix_images(images, partner, weight):
 
 def mix_targets(targets, partner, use_sigmoid, alpha, mixed):
     """Sigmoid concat clamp(ta + tb, 0, 1), add clamp((1 - alpha) ta + alpha tb, 0, 1), unmixed ta
-    (as src/mixers.py), with tb = targets[partner]."""
+    (as src/augment/mixers.py), with tb = targets[partner]."""
     other = targets[partner]
     alpha = alpha[:, None]
     summed = torch.clamp(targets + other, 0.0, 1.0)
@@ -285,8 +285,8 @@ def mix(images, targets, partner, weight, use_sigmoid, alpha, mixed):
 class BatchAugment:
     """Device-side training augmentation: raw crops (B, n_mels, W) -> model input (B, 3, n_mels, W).
 
-    Same settings (and defaults) as `src.transforms.get_transforms(train=True)` (minus the
-    worker-side padding) and `src.mixers.get_mixer`. `sample(noisy, height, width)` draws every
+    Same settings (and defaults) as `src.augment.transforms.get_transforms(train=True)` (minus the
+    worker-side padding) and `src.augment.mixers.get_mixer`. `sample(noisy, height, width)` draws every
     random choice of a batch; `apply(images, targets, params)` applies them; calling the object
     does both: `(images, targets, noisy) -> (inputs, targets, noisy)`.
     """

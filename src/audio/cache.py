@@ -35,8 +35,8 @@ parallel, on the same cache):
   replaced automatically. NaN or inf cannot be in a cache that passes: the
   features are checked finite before the checksum is taken.
 
-Two front ends compute the same features: 'fast' (`src.fast_frontend`, the
-default; 2-6x less CPU per clip) and 'librosa' (`src.audio`, the reference). The
+Two front ends compute the same features: 'fast' (`src.audio.fast_frontend`, the
+default; 2-6x less CPU per clip) and 'librosa' (`src.audio.frontend`, the reference). The
 key deliberately does NOT include which one ran: both give the same trim
 indices and log-mels equal within 0.01 dB (measured max ~2e-5 dB; tested in
 tests/test_fast_frontend.py), far below anything training can see, so a cache
@@ -56,8 +56,9 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from src import audio, fast_frontend
-from src.audio import AudioReadError
+from src.audio import fast_frontend
+from src.audio import frontend as audio
+from src.audio.frontend import AudioReadError
 from src.config import AUDIO, AudioConfig, stable_hash
 from src.utils import atomic_new_dir
 

@@ -23,7 +23,7 @@ the same weights; `SyncMetrics` then hands rank 0's validation numbers to every
 rank anyway (GPU kernels need not be bitwise deterministic), so all ranks change
 the learning rate and stop at the same epoch, and averages the training loss
 over ranks. Only rank 0 writes files (checkpoint, logs, curves, config.json,
-done.json); see `src.training.fit_fold(is_main=...)`.
+done.json); see `src.train.fit.fit_fold(is_main=...)`.
 """
 import os
 from dataclasses import dataclass

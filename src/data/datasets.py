@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from src.transforms import Compose, OneOf, PadToSize, RandomCrop, get_transforms
+from src.augment.transforms import Compose, OneOf, PadToSize, RandomCrop, get_transforms
 from src.utils import seed_worker
 
 PROB_TOLERANCE = 1e-6
@@ -41,7 +41,7 @@ class ClipDataset(Dataset):
                transform can write into the shared feature cache.
     targets:   (N, C) multi-hot matrix (float32 after conversion).
     transform: numpy (n_mels, frames) -> torch (3, n_mels, W), e.g. `get_transforms(train)`.
-    mixer:     optional `mixer(dataset, image, target) -> (image, target)` from `src.mixers`,
+    mixer:     optional `mixer(dataset, image, target) -> (image, target)` from `src.augment.mixers`,
                applied after the transform; its partner comes from `self.random_sample()`.
     noisy:     flag value of every sample: True for the noisy set (L-soft loss), False for
                curated or hand-corrected clips (BCE).
@@ -107,7 +107,7 @@ class RawCropDataset(ClipDataset):
     with the clip's minimum; split evenly left/right) and a random window of `size` frames, drawn
     exactly as the per-sample path's first two steps (the same transform classes). That is cheap
     slicing, so it stays in the DataLoader workers; resized crop, SpecAugment, deltas and mixing
-    run on the training device (`src.batch_augment.BatchAugment`). No mixer here: partners are
+    run on the training device (`src.augment.batch.BatchAugment`). No mixer here: partners are
     picked within the batch.
     """
 
@@ -179,7 +179,7 @@ def build_train_dataset(curated, noisy=None, corrected=None, noisy_prob=0.0, cor
     noisy     -> flag 1, probability noisy_prob
     corrected -> flag 0 (hand-corrected noisy clips are trusted like curated ones), corr_noisy_prob
     Sources with probability 0 are left out. `transform` defaults to `get_transforms(train=True)`;
-    `mixer` defaults to None (no mixing): pass `src.mixers.get_mixer(...)` for the experiment's mixing.
+    `mixer` defaults to None (no mixing): pass `src.augment.mixers.get_mixer(...)` for the experiment's mixing.
     raw_crop: None (the per-sample path above), or RawCropDataset kwargs such as
     {"size": 256, "wrap_pad_prob": 0.5} to serve raw crops for the device-side batch augmentation
     (experiment setting augment="device"); transform and mixer must then be None.
@@ -226,7 +226,7 @@ def make_loader(dataset, batch_size, shuffle=False, workers=0, seed=0, drop_last
     Persistent workers keep their RNG state across epochs, so every epoch draws new samples.
     persistent=False starts fresh workers each epoch, seeded from the generator (a new base
     seed each epoch): the generator's state then determines every epoch, so a saved state
-    can be resumed exactly (src/resume.py).
+    can be resumed exactly (src/train/resume.py).
     """
     generator = torch.Generator()
     generator.manual_seed(int(seed))

@@ -2,7 +2,7 @@
 
 Batches are `(image, target, noisy_flag)`. The loss always receives the flag, so
 the curated/noisy split (BCE vs. L-soft) and the auxiliary-head weighting live in
-`src.losses`; the steps here only move tensors, run autocast and step the
+`src.train.losses`; the steps here only move tensors, run autocast and step the
 optimizer:
 
 - CUDA: autocast to bf16 (default) or fp16 with a gradient scaler;
@@ -11,13 +11,13 @@ optimizer:
 Optional speed settings (params, from the experiment): `channels_last` (NHWC
 weights and inputs), `compile` (torch.compile the network for the training
 step), and `batch_augment` (the experiment's augmentation settings: the
-loader then serves raw crops, and `src.batch_augment.BatchAugment` augments
+loader then serves raw crops, and `src.augment.batch.BatchAugment` augments
 each batch on the device at the start of the step). Adam/AdamW use the fused
 kernel on CUDA. On CUDA the training step never waits on the device: the loss
 is returned as a tensor, and nothing in it reads values back to the host (with
 fp16 the gradient scaler's inf check is the one exception).
 
-Checkpoints are argus checkpoints: `src.checkpoints.load_checkpoint(path, device)` loads them
+Checkpoints are argus checkpoints: `src.train.checkpoints.load_checkpoint(path, device)` loads them
 back on CPU or CUDA once this module is imported.
 """
 import functools
@@ -26,8 +26,8 @@ import argus
 import torch
 from argus.utils import deep_to
 
-from src.batch_augment import create_batch_augment
-from src.losses import create_loss
+from src.augment.batch import create_batch_augment
+from src.train.losses import create_loss
 from src.models import MODELS
 
 LOSS_NAMES = ("bce", "lsoft", "lq", "noisy_curated", "aux")

@@ -18,10 +18,10 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from src.labels import (apply_corrections, check_fnames, check_labels, load_corrections, read_csv_columns,
+from src.data.labels import (apply_corrections, check_fnames, check_labels, load_corrections, read_csv_columns,
                         read_train_csv, targets_matrix)
 from src.metrics import lwlrap
-from src.predictions import PredictionSet, geometric_mean, predictions_dir, read_prediction_set
+from src.predict.prediction_sets import PredictionSet, geometric_mean, predictions_dir, read_prediction_set
 
 SPLITS = ("oof", "test")
 SHOW = 5  # how many missing / extra names an error message lists

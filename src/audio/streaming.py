@@ -6,9 +6,9 @@ Three pieces, each holding only a few seconds of audio at a time:
   mono and resample to the model's rate with soxr's *streaming* resampler.
   The resampler keeps its filter state between chunks, so the output is the
   same, sample for sample, as resampling the whole file at once (what
-  `src.audio.decode_audio` does) -- chunk edges create no clicks or gaps.
+  `src.audio.frontend.decode_audio` does) -- chunk edges create no clicks or gaps.
 - `StreamingLogMel`: turns audio chunks into log-mel frames identical to
-  `src.audio.log_mel` on the whole signal. It keeps the unconsumed tail of the
+  `src.audio.frontend.log_mel` on the whole signal. It keeps the unconsumed tail of the
   audio (the samples the next STFT frames still need, fewer than n_fft) as
   overlap, and pads n_fft/2 samples at both ends exactly as the whole-file
   STFT does (`AudioConfig.pad_mode`: the reflection of the first/last samples,
@@ -35,7 +35,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from src.audio import AudioReadError
+from src.audio.frontend import AudioReadError
 from src.config import AUDIO, AudioConfig
 
 

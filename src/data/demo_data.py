@@ -29,7 +29,7 @@ API: `generate_demo_dataset(out_dir, seed, ...)` writes it all; `make_plan`
 gives the labels/durations/file names without audio; `make_clip(labels,
 duration, rng)` synthesises one clip; `DEMO_CLASSES` is the class order.
 
-    python -m src.demo_data --out data/demo --seed 0 [--overwrite]
+    python -m src.data.demo_data --out data/demo --seed 0 [--overwrite]
 """
 import argparse
 import dataclasses
@@ -460,7 +460,7 @@ def _write_dataset(folder: Path, plan, progress=True):
     submission.to_csv(folder / "sample_submission.csv", index=False)
 
     meta = {
-        "generator": "src.demo_data", "version": GENERATOR_VERSION, "seed": plan[0].seed,
+        "generator": "src.data.demo_data", "version": GENERATOR_VERSION, "seed": plan[0].seed,
         "sample_rate": SAMPLE_RATE, "subtype": "PCM_16", "classes": DEMO_CLASSES,
         "multi_label_share": MULTI_LABEL_SHARE, "noisy_corruption_share": NOISY_CORRUPTION_SHARE,
         "splits": {split: {
@@ -526,7 +526,7 @@ def _dir_size(path: Path) -> int:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        prog="python -m src.demo_data",
+        prog="python -m src.data.demo_data",
         description="Write the procedural demo dataset (12 synthetic sound classes) in the Kaggle "
                     "Freesound 2019 layout: train_curated/, train_noisy/, test/ WAV folders, their "
                     "CSVs, sample_submission.csv, test_labels.csv and DATASET.json.")

@@ -9,17 +9,17 @@ gives per-tile probabilities, and their mean the clip's probabilities.
 
 Unlike the original (one clip at a time, batches of 16), tiles from many clips
 fill each batch, deltas are computed on the device by one matmul
-(`src.deltas`), and every fold model sees a batch while it is on the device.
+(`src.audio.deltas`), and every fold model sees a batch while it is on the device.
 """
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from src.checkpoints import load_checkpoint
-from src.deltas import stack_deltas
+from src.train.checkpoints import load_checkpoint
+from src.audio.deltas import stack_deltas
 from src.errors import InputFileNotFound
-from src.training import best_checkpoint, trained_folds
+from src.train.fit import best_checkpoint, trained_folds
 
 
 def pad_for_tiles(spec: np.ndarray, tile_size: int, step: int) -> np.ndarray:
