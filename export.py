@@ -28,7 +28,7 @@ from torch import nn
 from src.train.argus_model import main_output
 from src.cli import run
 from src.config import resolve_data_dir
-from src.audio.deltas import delta_matrix
+from src.audio.deltas import DeltaStack
 from src.errors import BadSetting
 from src.tagging import bundle_models, make_bundle
 from src.utils import atomic_path
@@ -37,19 +37,16 @@ from src.utils import atomic_path
 class SigmoidMainHead(nn.Module):
     """log-mel tiles (B, n_mels, frames) -> [log-mel, delta, delta-delta]/100 -> network -> sigmoid(main head).
 
-    The delta filters are the (frames x frames) matrices of `src.audio.deltas` (librosa's
+    The delta filters are the (frames x frames) matrices of `src.audio.deltas.DeltaStack` (librosa's
     delta, edges included) stored as buffers, which fixes the tile width.
     """
 
-    def __init__(self, net: nn.Module, frames: int, scale: float = 100.0):
+    def __init__(self, net: nn.Module, frames: int):
         super().__init__()
-        self.net, self.scale = net, scale
-        self.register_buffer("delta1", torch.from_numpy(delta_matrix(frames, 1)).float())
-        self.register_buffer("delta2", torch.from_numpy(delta_matrix(frames, 2)).float())
+        self.net, self.deltas = net, DeltaStack(frames)
 
     def forward(self, logmel: torch.Tensor) -> torch.Tensor:
-        images = torch.stack([logmel, logmel @ self.delta1, logmel @ self.delta2], dim=1) / self.scale
-        return torch.sigmoid(main_output(self.net(images)))
+        return torch.sigmoid(main_output(self.net(self.deltas(logmel))))
 
 
 def trace_fold(bundle: dict, fold_index: int = 0) -> torch.jit.ScriptModule:

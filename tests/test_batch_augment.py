@@ -17,11 +17,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from src.augment import batch as batch_augment_module
 from src.train.argus_model import FreesoundModel
 from src.augment.batch import (
-    BatchAugment, augment_mode, batch_augment_params, create_batch_augment, fast_deltas, mix,
+    BatchAugment, augment_mode, batch_augment_params, create_batch_augment, mix,
     resized_crop, sample_crop_boxes, sample_partners, spec_augment,
 )
 from src.data.datasets import RawCropDataset, build_train_dataset, make_loader
-from src.audio.deltas import stack_deltas
 from src.experiments import BASE, argus_params, get_experiment
 from src.augment.mixers import AddMixer, SigmoidConcatMixer, get_mixer
 from src.augment.transforms import ImageToTensor, PadToSize, RandomResizedCrop, SpecAugment, get_transforms
@@ -132,13 +131,7 @@ class PartnerStub:
         return self.pair
 
 
-# ---------------------------------------------------------------- deltas, shapes
-
-@pytest.mark.parametrize("frames", [16, 65, 100, 256, 300])
-def test_fast_deltas_equal_stack_deltas(frames):
-    x = images_batch(3, frames)
-    torch.testing.assert_close(fast_deltas(x), stack_deltas(x), rtol=0, atol=1e-5)
-
+# ---------------------------------------------------------------- shapes
 
 def test_no_augmentation_gives_image_to_tensor_output():
     # With every probability 0 the batch path is exactly ImageToTensor per image.

@@ -96,7 +96,7 @@ def test_channels_last_and_compiled_steps_equal_the_plain_step(variant, exact_fp
     plain = make_model("corr_noisy_007", **settings)
     other = make_model("corr_noisy_007", **settings, **{variant: True})
     other.nn_module.load_state_dict(plain.nn_module.state_dict())
-    from src.augment.batch import deltas
+    from src.audio.deltas import deltas
 
     images, targets, noisy = raw_batch(16, seed=3)
     batch = (deltas(images), targets, noisy)  # the 3-channel input of the per-sample path

@@ -43,13 +43,12 @@ shortcuts for speed (chunks of rows that stay in cache, resampling only the
 chosen rows, banded deltas, row-by-row mixing); a test checks both code paths
 give the same output.
 """
-import functools
 import math
 
 import torch
 import torch.nn.functional as F
 
-from src.audio.deltas import delta_matrix, stack_deltas
+from src.audio.deltas import deltas
 from src.augment.transforms import _check_positive_int, _check_prob, _check_range, _normalise_probs
 
 AUGMENT_MODES = ("sample", "device")
@@ -201,59 +200,6 @@ def spec_augment(images, freq_start, freq_width, time_start, time_width, active)
     mask = (band_mask(freq_start, freq_width, active, height)[:, :, None]
             | band_mask(time_start, time_width, active, width)[:, None, :])
     return torch.where(mask, images.amin(dim=(1, 2), keepdim=True), images)
-
-
-@functools.lru_cache(maxsize=8)
-def _block_delta_matrices(frames, width, block):
-    """(n_blocks, block + 2 * (width - 1), 2 * block) float32: for output block k, the rows of
-    [D_1 | D_2] (src.audio.deltas) of its input window (zero outside the clip), columns of its frames."""
-    reach = width - 1  # the edge fits look up to width - 1 frames away; interior frames width // 2
-    n_blocks = -(-frames // block)
-    padded = n_blocks * block
-    d = torch.zeros(2, padded + 2 * reach, padded, dtype=torch.float64)
-    for order in (1, 2):
-        d[order - 1, reach:reach + frames, :frames] = torch.from_numpy(delta_matrix(frames, order, width))
-    starts = torch.arange(n_blocks) * block
-    rows = starts[:, None] + torch.arange(block + 2 * reach)  # window rows, in padded coordinates
-    cols = starts[:, None] + torch.arange(block)
-    m = d[:, rows[:, :, None], cols[:, None, :]]             # (2, n_blocks, window, block)
-    return torch.cat([m[0], m[1]], dim=-1).float()
-
-
-def fast_deltas(images, width=9, scale=100.0, block=32, out=None):
-    """stack_deltas for CPU tensors: (B, H, W) -> (B, 3, H, W), the same numbers.
-
-    The delta matrix D (src.audio.deltas) is banded: output frame t only uses input frames within
-    width - 1 of it (width // 2 in the interior, up to width - 1 for librosa's edge fits). So each
-    block of `block` output frames is a small matmul with its input window: ~4x fewer FLOPs than
-    the dense (W, W) product, which dominates a CPU batch. On CUDA the dense product is cheap and
-    `stack_deltas` is used as is. `out`: an optional (B, 3, H, W) tensor to write into.
-    """
-    batch, height, frames = images.shape
-    reach = width - 1
-    m = _block_delta_matrices(frames, width, block).to(images) / scale
-    n_blocks = m.shape[0]
-    padded = n_blocks * block
-    x = F.pad(images, (reach, reach + padded - frames))  # (B, H, padded + 2 * reach)
-    windows = x.unfold(-1, block + 2 * reach, block)     # (B, H, n_blocks, window), a view
-    blocks = torch.einsum("bhkw,kwo->bhko", windows, m)  # (B, H, n_blocks, 2 * block)
-    if out is None:
-        out = images.new_empty(batch, 3, height, frames)
-    torch.div(images, scale, out=out[:, 0])
-    for channel, part in ((1, blocks[..., :block]), (2, blocks[..., block:])):
-        if padded == frames:  # the usual case (256 frames): copy the blocks straight into place
-            out[:, channel].view(batch, height, n_blocks, block).copy_(part)
-        else:
-            out[:, channel].copy_(part.reshape(batch, height, padded)[..., :frames])
-    return out
-
-
-def deltas(images, width=9, scale=100.0, out=None):
-    """[log-mel, delta, delta-delta] / scale for a batch, with the fastest exact form for the device."""
-    if _on_host(images) and images.shape[-1] > 64:
-        return fast_deltas(images, width, scale, out=out)
-    result = stack_deltas(images, width, scale)
-    return result if out is None else out.copy_(result)
 
 
 def mix_images(images, partner, weight):
