@@ -34,16 +34,14 @@ import time
 
 from src.train import distributed
 from src.train.argus_model import FreesoundModel
-from src.augment.batch import augment_mode
+from src.augment.settings import augment_mode
 from src.cli import add_training_args, apply_training_args, run
 from src.config import AUDIO, resolve_data_dir
 from src.data.corrections import describe as describe_corrections
 from src.data.sources import load_training_data, specs_and_targets
-from src.data.datasets import ClipDataset, build_train_dataset, make_loader
+from src.data.datasets import experiment_train_dataset, experiment_val_dataset, make_loader
 from src.experiments import EXPERIMENTS, argus_params, data_settings, get_experiment, use_available_sources
-from src.augment.mixers import get_mixer
 from src.train.fit import experiments_dir, fit_fold, prepare_experiment_dir, set_cpu_threads, worker_count
-from src.augment.transforms import get_transforms
 from src.utils import seed_everything
 
 
@@ -105,26 +103,17 @@ def main(argv=None):
         if data.noisy or data.corrected:
             print("  " + describe_corrections(data.corrections["noisy"], "noisy", "train_noisy.csv"))
 
-    train_transform = get_transforms(train=True, size=experiment["crop_size"], **experiment["transforms"])
-    val_transform = get_transforms(train=False, size=experiment["crop_size"])
-    mixer = get_mixer(experiment["mixer_prob"], experiment["sigmoid_range"], experiment["alpha_range"],
-                      experiment["mixer_choice"])
-    augmentation = {"transform": train_transform, "mixer": mixer}
-    if augment_mode(experiment) == "device":  # workers pad + crop; the model augments batches on the device
-        augmentation = {"raw_crop": {"size": experiment["crop_size"],
-                                     "wrap_pad_prob": experiment["transforms"].get("wrap_pad_prob", 0.5)}}
     results = {}
     for fold in todo:
         seed = distributed.rank_seed(args.seed + fold, ddp.rank)  # rank 0: the one-process seed
         seed_everything(seed)
         train_part = data.curated.subset((data.folds != fold).nonzero()[0])
         val_part = data.curated.subset((data.folds == fold).nonzero()[0])
-        train_dataset = build_train_dataset(
-            curated=specs_and_targets(train_part), noisy=specs_and_targets(data.noisy),
-            corrected=specs_and_targets(data.corrected),
-            noisy_prob=experiment["noisy_prob"], corr_noisy_prob=experiment["corr_noisy_prob"],
-            epoch_size=rank_epoch, **augmentation)
-        val_dataset = ClipDataset(val_part.specs, val_part.targets, val_transform)
+        # augment="device": the workers only pad and crop; the model augments whole batches on the device.
+        train_dataset = experiment_train_dataset(experiment, specs_and_targets(train_part),
+                                                 specs_and_targets(data.noisy), specs_and_targets(data.corrected),
+                                                 epoch_size=rank_epoch)
+        val_dataset = experiment_val_dataset(experiment, val_part.specs, val_part.targets)
         # Fresh workers each epoch, seeded from the loader's generator: --resume can then restore them.
         train_loader = make_loader(train_dataset, rank_batch, shuffle=True, workers=workers,
                                    seed=seed, drop_last=True, persistent=False)

@@ -47,11 +47,9 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from src.train.argus_model import FreesoundModel  # noqa: E402
 from src.augment.batch import create_batch_augment  # noqa: E402
-from src.data.datasets import build_train_dataset, make_loader  # noqa: E402
+from src.data.datasets import experiment_train_dataset, make_loader  # noqa: E402
 from src.experiments import argus_params, get_experiment  # noqa: E402
-from src.augment.mixers import get_mixer  # noqa: E402
 from src.overrides import apply_overrides  # noqa: E402
-from src.augment.transforms import get_transforms  # noqa: E402
 from src.utils import pick_device, seed_everything, write_json_atomic  # noqa: E402
 
 FRAMES_PER_SECOND = 44100 / 690  # ~63.9
@@ -125,15 +123,9 @@ def time_batches(batches, iters, step, device, warm_up=1):
 
 
 def train_dataset(experiment, pool, epoch_size, raw):
-    common = dict(curated=pool, noisy=pool, corrected=pool, noisy_prob=experiment["noisy_prob"],
-                  corr_noisy_prob=experiment["corr_noisy_prob"], epoch_size=epoch_size)
-    if raw:
-        return build_train_dataset(**common, raw_crop={"size": experiment["crop_size"],
-                                                       "wrap_pad_prob": experiment["transforms"]["wrap_pad_prob"]})
-    transform = get_transforms(train=True, size=experiment["crop_size"], **experiment["transforms"])
-    mixer = get_mixer(experiment["mixer_prob"], experiment["sigmoid_range"], experiment["alpha_range"],
-                      experiment["mixer_choice"])
-    return build_train_dataset(**common, transform=transform, mixer=mixer)
+    """The experiment's training stream (as train_folds.py builds it), raw crops or per-sample augmented."""
+    experiment = dict(experiment, augment="device" if raw else "sample")
+    return experiment_train_dataset(experiment, pool, pool, pool, epoch_size=epoch_size)
 
 
 def bench_data(experiment, pool, args, device, batch_size):

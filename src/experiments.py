@@ -31,6 +31,7 @@ Keys:
   amp              'bf16' | 'fp16' | 'none' (CUDA only; CPU always runs fp32)
   augment          'sample': per-sample numpy augmentation in the DataLoader workers (the reference);
                    'device': workers serve raw crops, src.augment.batch augments whole batches on the device
+                   (src/augment/settings.py)
   channels_last    NHWC memory format for the network and its inputs (faster convs on recent GPUs)
   compile          torch.compile the network for the training step
   val_batch_size
@@ -41,7 +42,7 @@ Keys:
 import copy
 from pathlib import Path
 
-from src.augment.batch import augment_mode, batch_augment_params
+from src.augment.settings import augment_mode, batch_augment_params
 
 AUX_WEIGHTS = [1.0, 0.4, 0.2, 0.1]  # main, aux3, aux2, aux1
 

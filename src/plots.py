@@ -13,7 +13,7 @@ from src.config import AUDIO  # noqa: E402
 from src.utils import atomic_path  # noqa: E402
 
 
-def _save(fig, path):
+def save_figure(fig, path):
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=100, bbox_inches="tight", format="png")
     plt.close(fig)
@@ -30,7 +30,7 @@ def plot_log_mel(spec: np.ndarray, path, title="", config=AUDIO):
     ax.set_ylabel("mel band")
     ax.set_title(title or f"log-mel {spec.shape[0]}x{spec.shape[1]}")
     fig.colorbar(image, ax=ax, label="dB")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_training_curves(log, path, title=""):
@@ -52,7 +52,7 @@ def plot_training_curves(log, path, title=""):
     ax_score.set_title("validation lwlrap")
     ax_score.legend(loc="lower right")
     fig.suptitle(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_per_class(scores: dict, path, title="per-class lwlrap"):
@@ -64,4 +64,4 @@ def plot_per_class(scores: dict, path, title="per-class lwlrap"):
     ax.set_xlabel("lwlrap")
     ax.set_title(title)
     ax.tick_params(axis="y", labelsize=7)
-    _save(fig, path)
+    save_figure(fig, path)

@@ -17,9 +17,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from src.augment import batch as batch_augment_module
 from src.train.argus_model import FreesoundModel
 from src.augment.batch import (
-    BatchAugment, augment_mode, batch_augment_params, create_batch_augment, mix,
-    resized_crop, sample_crop_boxes, sample_partners, spec_augment,
+    BatchAugment, create_batch_augment, mix, resized_crop, sample_crop_boxes, sample_partners, spec_augment,
 )
+from src.augment.settings import TRANSFORM_KEYS, augment_mode, batch_augment_params
 from src.data.datasets import RawCropDataset, build_train_dataset, make_loader
 from src.experiments import BASE, argus_params, get_experiment
 from src.augment.mixers import AddMixer, SigmoidConcatMixer, get_mixer
@@ -204,7 +204,7 @@ def test_no_resized_crop_in_corrections_002_and_003(monkeypatch, name, resizes):
     calls = []
     real = batch_augment_module.resized_crop
     monkeypatch.setattr(batch_augment_module, "resized_crop", lambda *args: calls.append(1) or real(*args))
-    augment = BatchAugment(**{k: v for k, v in transforms.items() if k in batch_augment_module.TRANSFORM_KEYS},
+    augment = BatchAugment(**{k: v for k, v in transforms.items() if k in TRANSFORM_KEYS},
                            mixer_prob=0.0)
     x = images_batch(64)
     expected = torch.stack([ImageToTensor()(row.numpy()) for row in x])

@@ -49,37 +49,17 @@ import torch
 import torch.nn.functional as F
 
 from src.audio.deltas import deltas
-from src.augment.transforms import _check_positive_int, _check_prob, _check_range, _normalise_probs
+from src.augment.checks import (check_delta_width, check_int_range, check_positive_int, check_prob, check_range,
+                                 check_resize_box, normalise_probs)
+from src.augment.settings import TRANSFORM_KEYS, batch_augment_params
 
-AUGMENT_MODES = ("sample", "device")
 CPU_CHUNK = 8  # rows per step of a CPU batch (see BatchAugment.apply)
-
-# Experiment keys that BatchAugment reads (transforms' wrap_pad_prob belongs to the workers' crops).
-EXPERIMENT_KEYS = ("transforms", "mixer_prob", "mixer_choice", "sigmoid_range", "alpha_range")
-TRANSFORM_KEYS = ("resize_scale", "resize_ratio", "resize_prob", "spec_num_mask", "spec_freq_masking",
-                  "spec_time_masking", "spec_prob")
 
 
 def _on_host(tensor) -> bool:
     """CPU tensors: there, reading values back and looping over chunks cost nothing, so the CPU path
     takes such shortcuts; on an accelerator every step stays a fixed-shape, sync-free tensor op."""
     return tensor.device.type == "cpu"
-
-
-def augment_mode(experiment: dict) -> str:
-    """The experiment's "augment" setting: 'sample' (default, per-sample numpy) or 'device'."""
-    mode = experiment.get("augment", "sample")
-    if mode not in AUGMENT_MODES:
-        raise ValueError(f"experiment setting augment must be one of {AUGMENT_MODES}, got {mode!r}")
-    return mode
-
-
-def batch_augment_params(experiment: dict) -> dict:
-    """The subset of an experiment that `create_batch_augment` needs, as plain data (argus params)."""
-    missing = [key for key in EXPERIMENT_KEYS if key not in experiment]
-    if missing:
-        raise KeyError(f"batch augmentation: experiment lacks setting(s) {missing}")
-    return {key: experiment[key] for key in EXPERIMENT_KEYS}
 
 
 # ---------------------------------------------------------------------------
@@ -241,27 +221,18 @@ class BatchAugment:
                  spec_num_mask=2, spec_freq_masking=0.15, spec_time_masking=0.20, spec_prob=0.5,
                  mixer_prob=0.8, mixer_choice=(0.6, 0.4), sigmoid_range=(3, 12), alpha_range=(0.0, 0.5),
                  delta_width=9, scale=100.0, generator=None):
-        self.resize_scale = _check_range(resize_scale, "BatchAugment resize_scale", low=0.0, high=1.0)
-        self.resize_ratio = _check_range(resize_ratio, "BatchAugment resize_ratio")
-        if self.resize_scale[1] <= 0 or self.resize_ratio[0] <= 0:
-            raise ValueError(f"BatchAugment resize_scale and resize_ratio must be positive, got "
-                             f"{resize_scale!r}, {resize_ratio!r}")
-        self.resize_prob = _check_prob(resize_prob, "BatchAugment resize_prob")
-        self.spec_num_mask = _check_positive_int(spec_num_mask, "BatchAugment spec_num_mask")
-        self.spec_freq_masking = _check_prob(spec_freq_masking, "BatchAugment spec_freq_masking")
-        self.spec_time_masking = _check_prob(spec_time_masking, "BatchAugment spec_time_masking")
-        self.spec_prob = _check_prob(spec_prob, "BatchAugment spec_prob")
-        self.mixer_prob = _check_prob(mixer_prob, "BatchAugment mixer_prob")
-        self.mixer_choice = tuple(float(p) for p in _normalise_probs(mixer_choice, 2, "BatchAugment mixer_choice"))
-        low, high = sigmoid_range
-        if int(low) != low or int(high) != high or not 0 < low <= high:
-            raise ValueError(f"BatchAugment sigmoid_range must be positive integers (min, max) with min <= max, "
-                             f"got {sigmoid_range!r}")
-        self.sigmoid_range = (int(low), int(high))
-        self.alpha_range = _check_range(alpha_range, "BatchAugment alpha_range", low=0.0, high=1.0)
-        self.delta_width = _check_positive_int(delta_width, "BatchAugment delta_width")
-        if self.delta_width < 3 or self.delta_width % 2 == 0:
-            raise ValueError(f"BatchAugment delta_width must be odd and >= 3, got {delta_width}")
+        self.resize_scale, self.resize_ratio = check_resize_box(resize_scale, resize_ratio, "BatchAugment resize_scale",
+                                                                "BatchAugment resize_ratio")
+        self.resize_prob = check_prob(resize_prob, "BatchAugment resize_prob")
+        self.spec_num_mask = check_positive_int(spec_num_mask, "BatchAugment spec_num_mask")
+        self.spec_freq_masking = check_prob(spec_freq_masking, "BatchAugment spec_freq_masking")
+        self.spec_time_masking = check_prob(spec_time_masking, "BatchAugment spec_time_masking")
+        self.spec_prob = check_prob(spec_prob, "BatchAugment spec_prob")
+        self.mixer_prob = check_prob(mixer_prob, "BatchAugment mixer_prob")
+        self.mixer_choice = tuple(float(p) for p in normalise_probs(mixer_choice, 2, "BatchAugment mixer_choice"))
+        self.sigmoid_range = check_int_range(sigmoid_range, "BatchAugment sigmoid_range")
+        self.alpha_range = check_range(alpha_range, "BatchAugment alpha_range", low=0.0, high=1.0)
+        self.delta_width = check_delta_width(delta_width, "BatchAugment")
         self.scale = float(scale)
         self.generator = generator  # optional torch.Generator on the batch's device (tests)
 

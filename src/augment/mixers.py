@@ -10,7 +10,7 @@ AddMixer (p 0.4). Randomness comes from numpy's global RNG (seeded per DataLoade
 import numpy as np
 import torch
 
-from src.augment.transforms import _check_prob, _check_range, _normalise_probs
+from src.augment.checks import check_int_range, check_prob, check_range, normalise_probs
 
 
 class SigmoidConcatMixer:
@@ -26,11 +26,7 @@ class SigmoidConcatMixer:
     """
 
     def __init__(self, sigmoid_range=(3, 12)):
-        low, high = sigmoid_range
-        if int(low) != low or int(high) != high or not 0 < low <= high:
-            raise ValueError(f"SigmoidConcatMixer sigmoid_range must be positive integers (min, max) with "
-                             f"min <= max, got {sigmoid_range!r}")
-        self.sigmoid_range = (int(low), int(high))
+        self.sigmoid_range = check_int_range(sigmoid_range, "SigmoidConcatMixer sigmoid_range")
 
     def sample_mask(self, width, dtype=torch.float32):
         """Time mask of shape (width,), increasing from sigmoid(-r) to sigmoid(r)."""
@@ -62,7 +58,7 @@ class AddMixer:
     """
 
     def __init__(self, alpha_dist=(0.0, 0.5)):
-        self.alpha_dist = _check_range(alpha_dist, "AddMixer alpha_dist", low=0.0, high=1.0)
+        self.alpha_dist = check_range(alpha_dist, "AddMixer alpha_dist", low=0.0, high=1.0)
 
     def sample_alpha(self):
         return float(np.random.uniform(*self.alpha_dist))
@@ -87,7 +83,7 @@ class RandomMixer:
         self.mixers = list(mixers)
         if not self.mixers:
             raise ValueError("RandomMixer: mixers must not be empty")
-        self.p = _normalise_probs(p, len(self.mixers), "RandomMixer")
+        self.p = normalise_probs(p, len(self.mixers), "RandomMixer")
 
     def __call__(self, dataset, image, target):
         index = np.random.choice(len(self.mixers), p=self.p)
@@ -103,7 +99,7 @@ class UseMixerWithProb:
 
     def __init__(self, mixer, prob=0.5):
         self.mixer = mixer
-        self.prob = _check_prob(prob)
+        self.prob = check_prob(prob)
 
     def __call__(self, dataset, image, target):
         if np.random.random() < self.prob:
@@ -117,7 +113,7 @@ class UseMixerWithProb:
 def get_mixer(mixer_prob=0.8, sigmoid_range=(3, 12), alpha_range=(0.0, 0.5), p=(0.6, 0.4)):
     """Training mixer: with `mixer_prob`, SigmoidConcatMixer or AddMixer (probabilities `p`).
     Returns None when mixer_prob == 0 (no mixing)."""
-    mixer_prob = _check_prob(mixer_prob, "mixer_prob")
+    mixer_prob = check_prob(mixer_prob, "mixer_prob")
     if mixer_prob == 0:
         return None
     return UseMixerWithProb(

@@ -9,8 +9,8 @@ Randomness comes from numpy's global RNG (`np.random`), which is seeded per
 DataLoader worker elsewhere (`src.utils.seed_worker`), so runs are reproducible.
 
 Training pipeline (see `get_transforms`), as in the 2019 winning solution:
-    pad to `size` (wrap with p=0.5 else constant with the minimum)
-    -> random crop of `size` frames
+    `pad_and_crop`: pad to `size` (wrap with p=0.5 else constant with the minimum)
+                    -> random crop of `size` frames
     -> with p=0.33 RandomResizedCrop (scale 0.8-1.0, ratio 1.7-2.3) back to the same shape
     -> with p=0.5 SpecAugment (1-2 rounds of frequency + time masks filled with the minimum)
     -> ImageToTensor
@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from src.audio.deltas import delta_numpy
+from src.augment.checks import (check_delta_width, check_positive_int, check_prob, check_resize_box,
+                                 normalise_probs)
 
 
 def _check_image(image, name):
@@ -30,37 +32,6 @@ def _check_image(image, name):
         shape = getattr(image, "shape", None)
         raise ValueError(f"{name}: expected a 2-D numpy array (n_mels, frames), got {type(image).__name__} "
                          f"with shape {shape}")
-
-
-def _check_positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _check_range(value, name, low=None, high=None):
-    """Validate a (min, max) pair with min <= max (optionally inside [low, high])."""
-    if len(value) != 2 or value[0] > value[1]:
-        raise ValueError(f"{name} must be a (min, max) pair with min <= max, got {value!r}")
-    if (low is not None and value[0] < low) or (high is not None and value[1] > high):
-        raise ValueError(f"{name} must lie within [{low}, {high}], got {value!r}")
-    return tuple(float(v) for v in value)
-
-
-def _check_prob(prob, name="prob"):
-    if not 0.0 <= prob <= 1.0:
-        raise ValueError(f"{name} must be a probability in [0, 1], got {prob!r}")
-    return float(prob)
-
-
-def _normalise_probs(p, n, name):
-    """None -> uniform; otherwise non-negative weights of length n, normalised to sum 1."""
-    if p is None:
-        return np.full(n, 1.0 / n)
-    p = np.asarray(p, dtype=np.float64)
-    if p.shape != (n,) or (p < 0).any() or p.sum() <= 0:
-        raise ValueError(f"{name}: p must be {n} non-negative weights with a positive sum, got {p.tolist()}")
-    return p / p.sum()
 
 
 # ---------------------------------------------------------------------------
@@ -88,7 +59,7 @@ class UseWithProb:
 
     def __init__(self, transform, prob=0.5):
         self.transform = transform
-        self.prob = _check_prob(prob)
+        self.prob = check_prob(prob)
 
     def __call__(self, image):
         if np.random.random() < self.prob:
@@ -107,7 +78,7 @@ class OneOf:
         self.transforms = list(transforms)
         if not self.transforms:
             raise ValueError("OneOf: transforms must not be empty")
-        self.p = _normalise_probs(p, len(self.transforms), "OneOf")
+        self.p = normalise_probs(p, len(self.transforms), "OneOf")
 
     def __call__(self, image):
         index = np.random.choice(len(self.transforms), p=self.p)
@@ -135,7 +106,7 @@ class PadToSize:
     modes = ("constant", "wrap")
 
     def __init__(self, size, mode="constant"):
-        self.size = _check_positive_int(size, "PadToSize size")
+        self.size = check_positive_int(size, "PadToSize size")
         if mode not in self.modes:
             raise ValueError(f"PadToSize mode must be one of {self.modes}, got {mode!r}")
         self.mode = mode
@@ -162,7 +133,7 @@ class _TimeCrop:
     """A contiguous window of `size` frames along time; subclasses choose where it starts."""
 
     def __init__(self, size):
-        self.size = _check_positive_int(size, f"{self.__class__.__name__} size")
+        self.size = check_positive_int(size, f"{self.__class__.__name__} size")
 
     def _start(self, frames) -> int:
         raise NotImplementedError
@@ -209,12 +180,9 @@ class RandomResizedCrop:
         if size is not None:
             if len(size) != 2:
                 raise ValueError(f"RandomResizedCrop size must be None or (height, width), got {size!r}")
-            size = tuple(_check_positive_int(s, "RandomResizedCrop size") for s in size)
+            size = tuple(check_positive_int(s, "RandomResizedCrop size") for s in size)
         self.size = size
-        self.scale = _check_range(scale, "RandomResizedCrop scale", low=0.0, high=1.0)
-        self.ratio = _check_range(ratio, "RandomResizedCrop ratio")
-        if self.scale[1] <= 0 or self.ratio[0] <= 0:
-            raise ValueError(f"RandomResizedCrop scale and ratio must be positive, got {scale!r}, {ratio!r}")
+        self.scale, self.ratio = check_resize_box(scale, ratio, "RandomResizedCrop scale", "RandomResizedCrop ratio")
 
     def get_params(self, height, width):
         """Return the crop box (top, left, crop_height, crop_width)."""
@@ -266,9 +234,9 @@ class SpecAugment:
     """
 
     def __init__(self, num_masks=2, freq_masking=0.15, time_masking=0.20):
-        self.num_masks = _check_positive_int(num_masks, "SpecAugment num_masks")
-        self.freq_masking = _check_prob(freq_masking, "SpecAugment freq_masking")
-        self.time_masking = _check_prob(time_masking, "SpecAugment time_masking")
+        self.num_masks = check_positive_int(num_masks, "SpecAugment num_masks")
+        self.freq_masking = check_prob(freq_masking, "SpecAugment freq_masking")
+        self.time_masking = check_prob(time_masking, "SpecAugment time_masking")
 
     @staticmethod
     def _band(total, max_fraction):
@@ -307,9 +275,7 @@ class ImageToTensor:
     """
 
     def __init__(self, delta_width=9, scale=100.0):
-        self.delta_width = _check_positive_int(delta_width, "ImageToTensor delta_width")
-        if self.delta_width < 3 or self.delta_width % 2 == 0:
-            raise ValueError(f"ImageToTensor delta_width must be odd and >= 3, got {delta_width}")
+        self.delta_width = check_delta_width(delta_width, "ImageToTensor")
         self.scale = float(scale)
 
     def __call__(self, image):
@@ -331,26 +297,35 @@ class ImageToTensor:
 # Factory
 # ---------------------------------------------------------------------------
 
+def pad_and_crop(size, train, wrap_pad_prob=0.5):
+    """Any clip -> exactly `size` frames: the first steps of every pipeline.
+
+    train=True: pad by wrapping (probability wrap_pad_prob) or with the minimum, then a random
+    window (the training crop, also what `src.data.datasets.RawCropDataset` serves to the batch
+    augmentation). train=False: pad with the minimum, then the centre window (validation, test).
+    """
+    if not train:
+        return Compose([PadToSize(size, mode="constant"), CenterCrop(size)])
+    wrap_pad_prob = check_prob(wrap_pad_prob, "wrap_pad_prob")
+    return Compose([
+        OneOf([PadToSize(size, mode="wrap"), PadToSize(size, mode="constant")], p=[wrap_pad_prob, 1.0 - wrap_pad_prob]),
+        RandomCrop(size),
+    ])
+
+
 def get_transforms(train, size=256, wrap_pad_prob=0.5, resize_scale=(0.8, 1.0), resize_ratio=(1.7, 2.3),
                    resize_prob=0.33, spec_num_mask=2, spec_freq_masking=0.15, spec_time_masking=0.20,
                    spec_prob=0.5):
     """Build the training (train=True) or validation/test (train=False) spectrogram pipeline."""
-    if train:
-        wrap_pad_prob = _check_prob(wrap_pad_prob, "wrap_pad_prob")
-        # resize_prob 0 leaves the step out, as in the pipelines that predate it (corrections_002/003).
-        resized_crop = [] if _check_prob(resize_prob, "resize_prob") == 0 else [
-            UseWithProb(RandomResizedCrop(scale=resize_scale, ratio=resize_ratio), prob=resize_prob)]
-        return Compose([
-            OneOf([PadToSize(size, mode="wrap"), PadToSize(size, mode="constant")],
-                  p=[wrap_pad_prob, 1.0 - wrap_pad_prob]),
-            RandomCrop(size),
-            *resized_crop,
-            UseWithProb(SpecAugment(num_masks=spec_num_mask, freq_masking=spec_freq_masking,
-                                    time_masking=spec_time_masking), prob=spec_prob),
-            ImageToTensor(),
-        ])
+    if not train:
+        return Compose([pad_and_crop(size, train=False), ImageToTensor()])
+    # resize_prob 0 leaves the step out, as in the pipelines that predate it (corrections_002/003).
+    resized_crop = [] if check_prob(resize_prob, "resize_prob") == 0 else [
+        UseWithProb(RandomResizedCrop(scale=resize_scale, ratio=resize_ratio), prob=resize_prob)]
     return Compose([
-        PadToSize(size, mode="constant"),
-        CenterCrop(size),
+        pad_and_crop(size, train=True, wrap_pad_prob=wrap_pad_prob),
+        *resized_crop,
+        UseWithProb(SpecAugment(num_masks=spec_num_mask, freq_masking=spec_freq_masking,
+                                time_masking=spec_time_masking), prob=spec_prob),
         ImageToTensor(),
     ])

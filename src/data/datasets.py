@@ -1,5 +1,8 @@
 """Datasets and loaders: clips -> (image, target, noisy_flag) samples.
 
+`experiment_train_dataset` / `experiment_val_dataset` build both for an experiment
+(either augmentation mode); the classes below are what they assemble.
+
 `ClipDataset` turns a list of log-mel spectrograms and their multi-hot targets
 into model samples (per-sample transform, then an optional mixer). It serves the
 curated training folds (with a mixer), the noisy sets, and validation (the
@@ -27,7 +30,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from src.augment.transforms import Compose, OneOf, PadToSize, RandomCrop, get_transforms
+from src.augment.checks import check_positive_int, check_prob
+from src.augment.mixers import get_mixer
+from src.augment.settings import augment_mode, raw_crop_settings
+from src.augment.transforms import get_transforms, pad_and_crop
 from src.utils import seed_worker
 
 PROB_TOLERANCE = 1e-6
@@ -105,18 +111,14 @@ class RawCropDataset(ClipDataset):
     A sample is (crop, target, noisy_flag) with crop a float32 tensor (n_mels, size): the clip
     padded to `size` frames if shorter (wrap-around with probability wrap_pad_prob, else constant
     with the clip's minimum; split evenly left/right) and a random window of `size` frames, drawn
-    exactly as the per-sample path's first two steps (the same transform classes). That is cheap
+    exactly as the per-sample path's first steps (the same `pad_and_crop`). That is cheap
     slicing, so it stays in the DataLoader workers; resized crop, SpecAugment, deltas and mixing
     run on the training device (`src.augment.batch.BatchAugment`). No mixer here: partners are
     picked within the batch.
     """
 
     def __init__(self, specs, targets, size=256, wrap_pad_prob=0.5, noisy=False):
-        transform = Compose([
-            OneOf([PadToSize(size, mode="wrap"), PadToSize(size, mode="constant")],
-                  p=[wrap_pad_prob, 1.0 - wrap_pad_prob]),
-            RandomCrop(size),
-        ])
+        transform = pad_and_crop(size, train=True, wrap_pad_prob=wrap_pad_prob)
         super().__init__(specs, targets, transform, mixer=None, noisy=noisy)
 
     def _transformed(self, index):
@@ -152,10 +154,8 @@ class RandomSourceDataset(Dataset):
         if empty:
             raise ValueError(f"RandomSourceDataset: source(s) {empty} are empty but have probability > 0 "
                              f"({probs[empty].tolist()})")
-        if isinstance(epoch_size, bool) or not isinstance(epoch_size, (int, np.integer)) or epoch_size <= 0:
-            raise ValueError(f"RandomSourceDataset: epoch_size must be a positive integer, got {epoch_size!r}")
         self.probs = probs / probs.sum()  # exact sum 1 for np.random.choice
-        self.epoch_size = int(epoch_size)
+        self.epoch_size = check_positive_int(epoch_size, "RandomSourceDataset: epoch_size")
 
     def __len__(self):
         return self.epoch_size
@@ -188,8 +188,7 @@ def build_train_dataset(curated, noisy=None, corrected=None, noisy_prob=0.0, cor
         raise ValueError("build_train_dataset: raw_crop serves un-augmented crops; do not pass a transform "
                          "or a mixer with it")
     for name, p in (("noisy_prob", noisy_prob), ("corr_noisy_prob", corr_noisy_prob)):
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"build_train_dataset: {name} must be in [0, 1], got {p!r}")
+        check_prob(p, f"build_train_dataset: {name}")
     curated_prob = 1.0 - noisy_prob - corr_noisy_prob
     if curated_prob < -PROB_TOLERANCE:
         raise ValueError(f"build_train_dataset: noisy_prob + corr_noisy_prob = {noisy_prob + corr_noisy_prob} "
@@ -213,6 +212,34 @@ def build_train_dataset(curated, noisy=None, corrected=None, noisy_prob=0.0, cor
             sources.append(ClipDataset(specs, targets, transform, mixer=mixer, noisy=flag))
         probs.append(prob)
     return RandomSourceDataset(sources, np.asarray(probs) / np.sum(probs), epoch_size)
+
+
+def experiment_train_dataset(experiment, curated, noisy=None, corrected=None, epoch_size=None):
+    """The training stream of an experiment, in its augmentation mode (src/augment/settings.py).
+
+    augment="sample": every source applies the experiment's per-sample transforms and mixer.
+    augment="device": every source serves raw pad-and-crop crops, and the model's BatchAugment
+    (built from the same experiment, `argus_params`) does the rest on the device.
+    curated / noisy / corrected: (specs, targets) pairs or None, as for `build_train_dataset`;
+    epoch_size: samples per epoch (default the experiment's; a DDP rank draws its share).
+    """
+    if augment_mode(experiment) == "device":
+        augmentation = {"raw_crop": raw_crop_settings(experiment)}
+    else:
+        augmentation = {
+            "transform": get_transforms(train=True, size=experiment["crop_size"], **experiment["transforms"]),
+            "mixer": get_mixer(experiment["mixer_prob"], experiment["sigmoid_range"], experiment["alpha_range"],
+                               experiment["mixer_choice"]),
+        }
+    return build_train_dataset(curated, noisy, corrected, noisy_prob=experiment["noisy_prob"],
+                               corr_noisy_prob=experiment["corr_noisy_prob"],
+                               epoch_size=experiment["epoch_size"] if epoch_size is None else epoch_size,
+                               **augmentation)
+
+
+def experiment_val_dataset(experiment, specs, targets) -> ClipDataset:
+    """Validation clips of an experiment: constant pad, centre crop of crop_size frames, no mixing."""
+    return ClipDataset(specs, targets, get_transforms(train=False, size=experiment["crop_size"]))
 
 
 def make_loader(dataset, batch_size, shuffle=False, workers=0, seed=0, drop_last=False,

@@ -158,7 +158,7 @@ def tag_timeline(tagger: Tagger, path, out_prefix, window=4.0, hop=1.0, threshol
 
 def plot_timeline(overview: MaxPoolTimeline, segments, duration, path, config=AUDIO, title=""):
     """Max-pooled log-mel on top, one row of labelled segment bars per label below, same time axis."""
-    from src.plots import _save, plt  # the repo's Agg backend and atomic PNG writer
+    from src.plots import plt, save_figure  # the repo's Agg backend and atomic PNG writer
 
     image = overview.image()
     seconds = overview.n_frames / config.frames_per_second
@@ -186,7 +186,7 @@ def plot_timeline(overview: MaxPoolTimeline, segments, duration, path, config=AU
     ax_seg.set_xlim(0, max(duration, 1e-3))
     ax_seg.set_xlabel("time (s)")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def format_segments(timeline: Timeline, limit=20) -> str:
