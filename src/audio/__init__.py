@@ -4,5 +4,5 @@
     fast_frontend.py  the same maths several times faster (the feature cache uses it)
     cache.py          on-disk, checked cache of a CSV's log-mels
     streaming.py      long files and live sources as chunks, in flat memory
-    deltas.py         delta features (numpy per clip, matrix product per batch)
+    deltas.py         delta features, the one implementation (numpy per clip, per batch, traced module)
 """
