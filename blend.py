@@ -24,9 +24,11 @@ records experiments, weights and scores.
 import argparse
 from pathlib import Path
 
-from src.predict.blending import blend, cv_scores, has_split, load_experiments, read_curated_labels, read_sample_submission
+from src.predict.blending import blend, cv_scores, has_split, load_experiments
 from src.cli import run
-from src.config import read_classes, resolve_data_dir
+from src.config import resolve_data_dir
+from src.data.corrections import cli_setting, read_curated
+from src.data.layout import read_classes, read_sample_submission
 from src.predict.prediction_sets import check_finite
 from src.utils import write_csv_atomic, write_json_atomic
 
@@ -41,10 +43,11 @@ def parse_args(argv=None):
                              "they are normalised to sum to 1, so 1 1 2 == 0.25 0.25 0.5")
     parser.add_argument("--data-dir", help="data root with sample_submission.csv and predictions/ "
                                            "(default: $FSAT_DATA_DIR or ./data)")
-    parser.add_argument("--corrections", metavar="JSON",
+    parser.add_argument("--corrections", metavar="JSON|NAME",
                         help="curated label corrections (fname -> 'A,B' or 'remove') applied to the labels the "
-                             "CV lwlrap is scored against, e.g. <data-dir>/corrections.json as used in training "
-                             "(default: none, the labels as given)")
+                             "CV lwlrap is scored against: a JSON file (e.g. <data-dir>/corrections.json as used in "
+                             "training) or a shipped version name (corrections/README.md, e.g. curated_final); "
+                             "default: none, the labels as given")
     parser.add_argument("--out", metavar="CSV",
                         help="submission file (default: <data-dir>/predictions/blend/submission.csv); "
                              "blend.json is written beside it")
@@ -67,7 +70,7 @@ def blend_experiments(args):
     test = load_experiments(data_dir, names, "test")
     sample = data_dir / "sample_submission.csv"
     if sample.is_file():
-        (fnames, classes), reference = read_sample_submission(data_dir), str(sample)
+        (fnames, classes), reference = read_sample_submission(sample), str(sample)
     else:
         fnames, classes = next(iter(test.values())).fnames, read_classes(data_dir)
         reference = f"the class list of {data_dir}"
@@ -79,7 +82,7 @@ def blend_experiments(args):
     scores = labels = None
     without = [n for n in names if not has_split(data_dir, n, "oof")]
     if not without:
-        labels = read_curated_labels(data_dir, classes, args.corrections)
+        labels = read_curated(data_dir, classes, cli_setting(args.corrections), need_folds=False)
         _, scores = cv_scores(load_experiments(data_dir, names, "oof"), labels, weights, classes)
 
     check_finite(blended.probs, blended.fnames, out)
@@ -92,7 +95,7 @@ def blend_experiments(args):
     if scores is None:
         print(f"No blended CV score: no out-of-fold predictions for {without}")
     else:
-        corrections = str(args.corrections) if args.corrections else None
+        corrections = str(labels.corrections.path) if labels.corrections.path else None
         record["cv"] = {"labels": str(labels.source), "corrections": corrections, **scores}
         notes = [str(labels.source)] + ([f"corrections {corrections}"] if corrections else []) \
             + ([f"{scores['n_skipped']} removed by corrections"] if scores["n_skipped"] else [])

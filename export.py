@@ -62,7 +62,7 @@ def torchscript_meta(bundle: dict, fold: int) -> dict:
     return {"name": bundle["name"], "fold": fold, "classes": bundle["classes"],
             "audio_config": bundle["audio_config"],
             "input": {"shape": ["batch", bundle["audio_config"]["n_mels"], bundle["crop_size"]],
-                      "content": "log-mel dB (src.audio.frontend.log_mel), one tile of crop_size frames"},
+                      "content": "log-mel dB (src.audio.fast_frontend.log_mel, = src.audio.frontend.log_mel), one tile of crop_size frames"},
             "output": "sigmoid probabilities of the main head, (batch, n_classes)"}
 
 

@@ -14,7 +14,8 @@ import numpy as np
 from sklearn.model_selection import KFold
 
 from src.cli import run
-from src.config import read_classes, resolve_data_dir
+from src.config import resolve_data_dir
+from src.data.layout import read_classes
 from src.data.labels import check_files, check_labels, read_train_csv, targets_matrix
 from src.utils import write_csv_atomic
 

@@ -33,15 +33,16 @@ import numpy as np
 
 from src.cli import run
 from src.config import resolve_data_dir
-from src.data.sources import load_training_data, read_corrected_folds
+from src.data.corrections import read_curated
+from src.data.sources import load_training_data
 from src.errors import BadSetting, InputFileNotFound
 from src.experiments import data_settings
 from src.audio.cache import load_features
 from src.data.labels import targets_matrix
-from src.metrics import lwlrap, per_class_lwlrap
-from src.predict.prediction_sets import PredictionSet, geometric_mean, predictions_dir, write_prediction_tree
-from src.predict.predictor import Predictor, clip_means, load_fold_models, tile_steps
-from src.data.test_set import test_fnames
+from src.metrics import lwlrap, oof_report
+from src.predict.prediction_sets import PredictionSet, clip_means, geometric_mean, predictions_dir, write_prediction_tree
+from src.predict.predictor import Predictor, load_fold_models, tile_steps
+from src.data.layout import read_test_fnames
 from src.train.fit import check_folds_finished, experiments_dir, set_cpu_threads
 from src.utils import pick_device
 
@@ -79,7 +80,7 @@ def main(argv=None):
     try:
         step, test_step = tile_steps(experiment, args.step, args.test_step)
     except ValueError as exc:
-        raise SystemExit(f"{args.experiment}: {exc}") from exc
+        raise BadSetting(f"{args.experiment}: {exc}") from exc
     device = pick_device(args.device)
     set_cpu_threads(device, 0, args.threads)
     check_folds_finished(exp_dir, args.allow_unfinished)
@@ -96,7 +97,7 @@ def main(argv=None):
     data = load_training_data(data_dir, curated_corrections=None, workers=args.workers)
     if data.classes != classes:
         raise BadSetting(f"class list of {data_dir} differs from the one {args.experiment} was trained on")
-    labelled, _ = read_corrected_folds(data_dir, classes, data_settings(experiment)["curated_corrections"])
+    labelled = read_curated(data_dir, classes, data_settings(experiment)["curated_corrections"]).kept
     truth_of = dict(zip(labelled["fname"], targets_matrix(labelled["labels"].tolist(), classes)))
 
     def scored(fnames, probs):
@@ -115,19 +116,15 @@ def main(argv=None):
     oof = _concat_parts(parts, data.curated.fnames, classes)
 
     truth, probs = scored(oof.fnames, oof.probs)
-    overall = lwlrap(truth, probs)
-    per_class, weights = per_class_lwlrap(truth, probs)
     report = {"experiment": args.experiment, "folds": folds, "oof_step": step,
-              "test_step": None if args.no_test else test_step, "lwlrap": overall,
-              "fold_lwlrap": {str(f): s for f, s in fold_scores.items()},
-              "per_class_lwlrap": dict(zip(classes, per_class.tolist())),
-              "class_weight": dict(zip(classes, weights.tolist()))}
+              "test_step": None if args.no_test else test_step, **oof_report(truth, probs, classes, fold_scores)}
+    overall = report["lwlrap"]
     print(f"{args.experiment}: out-of-fold lwlrap {overall:.4f} over {len(truth)} clips "
           f"(folds {folds}, tile step {step})")
 
     test_sets = {}
     if not args.no_test:
-        fnames = test_fnames(data_dir)
+        fnames = read_test_fnames(data_dir)
         features = load_features(fnames, data_dir / "test", data_dir / "features", name="test",
                                  workers=args.workers)
         predictor = Predictor([models[f] for f in folds], tile_size, test_step, args.batch_size)

@@ -53,9 +53,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from src.predict.blending import cv_scores, load_experiments, read_curated_labels
+from src.predict.blending import cv_scores, load_experiments
 from src.cli import run
-from src.config import read_classes, resolve_data_dir
+from src.config import resolve_data_dir
+from src.data.corrections import cli_setting, read_curated
+from src.data.layout import read_classes
 from src.data.labels import REMOVE, check_labels, load_corrections, parse_labels, read_csv_columns
 from src.metrics import clip_lwlrap
 from src.predict.prediction_sets import PredictionSet
@@ -84,7 +86,7 @@ def suggest_labels(probs: np.ndarray, classes, threshold=0.5) -> str:
 def review_table(pred: PredictionSet, labels, top=200, threshold=0.5) -> pd.DataFrame:
     """The `top` clips whose given labels the predictions rank worst, lowest clip lwlrap first.
 
-    `labels` is a `src.predict.blending.CuratedLabels`; clips it removed are not reviewed.
+    `labels` is a `src.data.corrections.CuratedLabels`; clips it removed are not reviewed.
     Ties keep the prediction order (stable sort), so the sheet is reproducible.
     """
     keep, y_true = labels.targets(pred.fnames, pred.classes)
@@ -171,8 +173,9 @@ def parse_args(argv=None):
     parser.add_argument("--apply", metavar="REVIEW_CSV",
                         help="instead: turn a reviewed sheet into a corrections JSON (needs --out)")
     parser.add_argument("--data-dir", help="data root (default: $FSAT_DATA_DIR or ./data)")
-    parser.add_argument("--corrections", metavar="JSON",
-                        help="review sheet: apply these corrections to the given labels first (second round)")
+    parser.add_argument("--corrections", metavar="JSON|NAME",
+                        help="review sheet: apply these corrections (a JSON file or a shipped version name) to the "
+                             "given labels first (second round)")
     parser.add_argument("--top", type=int, default=200, help="review sheet: number of clips (default 200)")
     parser.add_argument("--threshold", type=float, default=0.5,
                         help="review sheet: probability for a class to be in suggested_labels (default 0.5)")
@@ -193,7 +196,7 @@ def parse_args(argv=None):
 
 def make_review(args, data_dir):
     classes = read_classes(data_dir)
-    labels = read_curated_labels(data_dir, classes, args.corrections)
+    labels = read_curated(data_dir, classes, cli_setting(args.corrections), need_folds=False)
     blended, scores = cv_scores(load_experiments(data_dir, args.experiments, "oof"), labels, classes=classes)
     sheet = review_table(blended, labels, args.top, args.threshold)
     out = Path(args.out) if args.out else data_dir / "review.csv"

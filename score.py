@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from src.cli import run
-from src.errors import BadInput, InputFileNotFound
+from src.errors import BadInput
 from src.data.labels import check_fnames, check_labels, parse_labels, read_csv_columns, read_train_csv, targets_matrix
+from src.data.layout import read_sample_submission
 from src.metrics import lwlrap, per_class_lwlrap
 
 SHOW = 5  # names shown per problem
@@ -31,12 +32,7 @@ def read_class_list(labels, labels_path, sample_path=None) -> tuple:
     if sample_path is None and (Path(labels_path).parent / "sample_submission.csv").is_file():
         sample_path = Path(labels_path).parent / "sample_submission.csv"
     if sample_path is not None:
-        if not Path(sample_path).is_file():
-            raise InputFileNotFound(f"{sample_path}: no such sample submission (--sample-submission)")
-        columns = list(read_csv_columns(sample_path, ("fname",), what="sample submission").columns)
-        if columns[0] != "fname" or len(columns) < 2 or len(set(columns)) != len(columns):
-            raise BadInput(f"{sample_path}: expected a header 'fname,<class>,...' without repeats, got {columns[:6]}")
-        return columns[1:], str(sample_path)
+        return read_sample_submission(sample_path)[1], str(sample_path)
     classes = sorted({label for value in labels["labels"] for label in parse_labels(value)})
     return classes, f"the labels of {labels_path}"
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from src.audio.frontend import AudioReadError, audio_to_log_mel
+from src.audio.fast_frontend import audio_to_log_mel
+from src.audio.frontend import AudioReadError
 from src.cli import run
 from src.plots import plot_log_mel
 from src.utils import atomic_path

@@ -37,20 +37,24 @@ experiment; no tiles):
 import argparse
 import json
 import time
+from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
 
-from src.train.argus_model import FreesoundModel
+from src.train.argus_model import FreesoundModel, argus_params
 from src.predict.blending import aligned_probs, load_experiments
 from src.cli import add_training_args, apply_training_args, run
-from src.config import read_classes, resolve_data_dir
+from src.config import resolve_data_dir
+from src.errors import BadInput, BadSetting, InputFileNotFound
+from src.data.layout import choose_folds, read_classes
 from src.data.corrections import describe as describe_corrections
-from src.data.sources import read_corrected_folds
+from src.data.corrections import read_curated
 from src.data.datasets import RandomSourceDataset, make_loader
-from src.experiments import argus_params, data_settings
+from src.experiments import data_settings
 from src.data.labels import targets_matrix
-from src.metrics import lwlrap, per_class_lwlrap
+from src.metrics import lwlrap, oof_report
 from src.predict.prediction_sets import PredictionSet, geometric_mean, predictions_dir, read_prediction_set, write_prediction_tree
 from src.predict.predictor import load_fold_models
 from src.stacking.datasets import StackedTiles, StackingDataset, TileSubsetMean, select_clips
@@ -80,18 +84,11 @@ def parse_args(argv=None):
 def resolve_experiment(args) -> dict:
     experiment = apply_training_args(get_stacking_experiment(args.experiment), args)
     if experiment["epoch_size"] < experiment["batch_size"]:
-        raise SystemExit(f"epoch_size {experiment['epoch_size']} is smaller than batch_size "
+        raise BadSetting(f"epoch_size {experiment['epoch_size']} is smaller than batch_size "
                          f"{experiment['batch_size']}: an epoch would have no full batch")
     if not experiment["inputs"] or len(set(experiment["inputs"])) != len(experiment["inputs"]):
-        raise SystemExit(f"inputs must name distinct first-level experiments, got {experiment['inputs']}")
+        raise BadSetting(f"inputs must name distinct first-level experiments, got {experiment['inputs']}")
     return experiment
-
-
-def curated_labels(data_dir, classes, corrections_setting):
-    """(fnames, targets, folds, corrections record) of the curated clips, with the label corrections
-    the first level used (the experiment's `curated_corrections`, src/data/corrections.py)."""
-    kept, record = read_corrected_folds(data_dir, classes, corrections_setting)
-    return kept["fname"].tolist(), targets_matrix(kept["labels"].tolist(), classes), kept["fold"].to_numpy(), record
 
 
 def load_input(data_dir, name, split, classes) -> PredictionSet:
@@ -99,13 +96,13 @@ def load_input(data_dir, name, split, classes) -> PredictionSet:
     folder = predictions_dir(data_dir, name) / split
     hint = f"run `python predict_folds.py --experiment {name} --data-dir {data_dir}` first"
     if not (folder / "probs.csv").is_file():
-        raise SystemExit(f"{folder}: no {split} predictions of input experiment {name!r} ({hint})")
+        raise InputFileNotFound(f"{folder}: no {split} predictions of input experiment {name!r} ({hint})")
     pred = read_prediction_set(folder, with_tiles=True)
     if pred.tiles is None:
-        raise SystemExit(f"{folder}: predictions of {name!r} have no tiles.npy/offsets.npy, which stacking "
+        raise InputFileNotFound(f"{folder}: predictions of {name!r} have no tiles.npy/offsets.npy, which stacking "
                          f"needs ({hint})")
     if list(pred.classes) != list(classes):
-        raise SystemExit(f"{folder}: classes of {name!r} differ from {data_dir}'s class list")
+        raise BadInput(f"{folder}: classes of {name!r} differ from {data_dir}'s class list")
     return pred
 
 
@@ -116,7 +113,7 @@ def load_inputs(data_dir, names, split, classes, fnames=None) -> StackedTiles:
         fnames = next(iter(sets.values())).fnames
         for name, pred in sets.items():
             if set(pred.fnames) != set(fnames):
-                raise SystemExit(f"{split} predictions of {name!r} and {names[0]!r} cover different clips")
+                raise BadInput(f"{split} predictions of {name!r} and {names[0]!r} cover different clips")
     sets = {name: select_clips(pred, fnames, f"{split} predictions of {name!r}") for name, pred in sets.items()}
     return StackedTiles.from_predictions(sets)
 
@@ -133,8 +130,10 @@ def load_test_inputs(data_dir, names, classes) -> tuple:
         sets = load_experiments(data_dir, names, "test")
         probs = aligned_probs(sets, classes=classes, what="test predictions (stacking inputs)",
                               reference=f"{data_dir}'s class list")
-    except (FileNotFoundError, ValueError) as exc:
-        raise SystemExit(str(exc)) from exc
+    except FileNotFoundError as exc:
+        raise InputFileNotFound(str(exc)) from exc
+    except ValueError as exc:
+        raise BadInput(str(exc)) from exc
     fnames = sets[names[0]].fnames
     return list(fnames), np.concatenate([probs[name] for name in names], axis=1).astype(np.float32)
 
@@ -146,6 +145,61 @@ def predict_probs(model, features: np.ndarray, batch_size: int) -> np.ndarray:
     return np.concatenate(out)
 
 
+@dataclass
+class StackingData:
+    """Everything a stacking run reads before it trains: the curated clips' labels and folds (with the
+    first level's label corrections), the inputs' stacked out-of-fold tiles, and their test clip features."""
+    classes: list
+    fnames: list                        # curated clips kept by the corrections, in train_folds.csv order
+    targets: np.ndarray                 # (n_clips, n_classes) multi-hot
+    folds: np.ndarray                   # fold of each clip
+    corrections: Optional[dict]         # the corrections record (config.json)
+    stacked: StackedTiles               # the inputs' out-of-fold tiles, rows in `fnames` order
+    input_scores: dict                  # input experiment -> its own out-of-fold lwlrap on these clips
+    test: Optional[tuple] = None        # (fnames, features (n_test, n_features)); None with --no-test
+
+
+def load_stacking_data(data_dir, experiment, with_test=True) -> StackingData:
+    """Read the labels and every input's predictions first, so a missing input stops the run before anything
+    is written. Labels use the experiment's `curated_corrections` (src/data/corrections.py)."""
+    classes = read_classes(data_dir)
+    curated = read_curated(data_dir, classes, data_settings(experiment)["curated_corrections"])
+    fnames = curated.kept["fname"].tolist()
+    targets = targets_matrix(curated.kept["labels"].tolist(), classes)
+    names = list(experiment["inputs"])
+    stacked = load_inputs(data_dir, names, "oof", classes, fnames)
+    means, n_classes = stacked.clip_means(), len(classes)  # an input's clip mean = its own OOF prediction
+    input_scores = {name: lwlrap(targets, means[:, k * n_classes:(k + 1) * n_classes])
+                    for k, name in enumerate(names)}
+    return StackingData(classes, fnames, targets, curated.kept["fold"].to_numpy(), curated.record(), stacked,
+                        input_scores, load_test_inputs(data_dir, names, classes) if with_test else None)
+
+
+def train_folds(args, experiment, data: StackingData, device, exp_dir, todo):
+    """Train one FCNet per fold of `todo` with the first level's fit_fold (checkpoints, logs, resume)."""
+    model_name, model_kwargs = experiment["model"]
+    params = argus_params({**experiment, "model": (model_name, {**model_kwargs,
+                                                                "in_features": data.stacked.n_features})},
+                          len(data.classes), device)
+    augment = TileSubsetMean(experiment["run_prob"], experiment["subset_prob"])
+    for fold in todo:
+        seed_everything(args.seed + fold)
+        train_part = StackingDataset(data.stacked, data.targets, np.flatnonzero(data.folds != fold), augment)
+        val_part = StackingDataset(data.stacked, data.targets, np.flatnonzero(data.folds == fold))
+        # An epoch is `epoch_size` clips drawn at random: the first level's stream, with one source.
+        train_dataset = RandomSourceDataset([train_part], [1.0], experiment["epoch_size"])
+        train_loader = make_loader(train_dataset, experiment["batch_size"], shuffle=True, workers=args.workers,
+                                   seed=args.seed + fold, drop_last=True, persistent=False)
+        val_loader = make_loader(val_part, experiment["val_batch_size"], shuffle=False, workers=args.workers,
+                                 seed=args.seed + fold, drop_last=False)
+        summary = fit_fold(FreesoundModel(params), train_loader, val_loader, exp_dir / f"fold_{fold}",
+                           experiment["epochs"], experiment["plateau"], experiment["early_stopping"],
+                           title=f"{args.experiment} fold {fold}", progress=not args.no_progress,
+                           seed=args.seed + fold, resume=args.resume)
+        print(f"fold {fold}: best val_lwlrap {summary['best_val_lwlrap']:.4f} at epoch {summary['best_epoch']} "
+              f"({summary['epochs_run']} epochs, {summary['seconds']:.0f} s) -> {exp_dir / f'fold_{fold}'}")
+
+
 def main(argv=None):
     args = parse_args(argv)
     experiment = resolve_experiment(args)
@@ -153,62 +207,25 @@ def main(argv=None):
     device = pick_device(args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    classes = read_classes(data_dir)
-    fnames, targets, clip_folds, corrections = curated_labels(data_dir, classes,
-                                                              data_settings(experiment)["curated_corrections"])
-
-    # Inputs first, so a missing prediction set stops the run before anything is written.
-    names = list(experiment["inputs"])
-    stacked = load_inputs(data_dir, names, "oof", classes, fnames)
-    test_inputs = None if args.no_test else load_test_inputs(data_dir, names, classes)
-    means, n_classes = stacked.clip_means(), len(classes)  # an input's clip mean = its own OOF prediction
-    input_scores = {name: lwlrap(targets, means[:, k * n_classes:(k + 1) * n_classes]) for k, name in enumerate(names)}
-
-    all_folds = sorted(set(clip_folds.tolist()))
-    folds = args.folds if args.folds is not None else all_folds
-    unknown = sorted(set(folds) - set(all_folds))
-    if unknown:
-        raise SystemExit(f"--folds {unknown}: train_folds.csv only has folds {all_folds}")
+    data = load_stacking_data(data_dir, experiment, with_test=not args.no_test)
+    folds = choose_folds(args.folds, data.folds)
 
     exp_dir = experiments_dir(data_dir, args.experiment)
-    record = {"name": args.experiment, "level": 2, "experiment": experiment, "classes": classes,
+    record = {"name": args.experiment, "level": 2, "experiment": experiment, "classes": data.classes,
               "seed": args.seed, "overrides": args.set, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-              "corrections": {"curated": corrections}}
+              "corrections": {"curated": data.corrections}}
     todo = prepare_experiment_dir(exp_dir, json.loads(json.dumps(record)), folds, args.resume, args.overwrite)
-    print(f"stacking {args.experiment} on {device}: {len(fnames)} curated clips, {len(stacked.tiles)} tiles, "
-          f"{stacked.n_features} features = {len(names)} experiments x {len(classes)} classes; folds {todo}; "
-          f"output {exp_dir}")
-    print("  " + describe_corrections(corrections, "curated", "train_folds.csv"))
-    print("  inputs' out-of-fold lwlrap: " + ", ".join(f"{n} {s:.4f}" for n, s in input_scores.items()))
+    print(f"stacking {args.experiment} on {device}: {len(data.fnames)} curated clips, {len(data.stacked.tiles)} "
+          f"tiles, {data.stacked.n_features} features = {len(experiment['inputs'])} experiments x "
+          f"{len(data.classes)} classes; folds {todo}; output {exp_dir}")
+    print("  " + describe_corrections(data.corrections, "curated", "train_folds.csv"))
+    print("  inputs' out-of-fold lwlrap: " + ", ".join(f"{n} {s:.4f}" for n, s in data.input_scores.items()))
 
-    model_name, model_kwargs = experiment["model"]
-    params = argus_params({**experiment, "model": (model_name, {**model_kwargs, "in_features": stacked.n_features})},
-                          len(classes), device)
-    augment = TileSubsetMean(experiment["run_prob"], experiment["subset_prob"])
-    for fold in todo:
-        seed_everything(args.seed + fold)
-        train_part = StackingDataset(stacked, targets, np.flatnonzero(clip_folds != fold), augment)
-        val_part = StackingDataset(stacked, targets, np.flatnonzero(clip_folds == fold))
-        # An epoch is `epoch_size` clips drawn at random: the first level's stream, with one source.
-        train_dataset = RandomSourceDataset([train_part], [1.0], experiment["epoch_size"])
-        train_loader = make_loader(train_dataset, experiment["batch_size"], shuffle=True, workers=args.workers,
-                                   seed=args.seed + fold, drop_last=True, persistent=False)
-        val_loader = make_loader(val_part, experiment["val_batch_size"], shuffle=False, workers=args.workers,
-                                 seed=args.seed + fold, drop_last=False)
-        model = FreesoundModel(params)
-        summary = fit_fold(model, train_loader, val_loader, exp_dir / f"fold_{fold}", experiment["epochs"],
-                           experiment["plateau"], experiment["early_stopping"],
-                           title=f"{args.experiment} fold {fold}", progress=not args.no_progress,
-                           seed=args.seed + fold, resume=args.resume)
-        print(f"fold {fold}: best val_lwlrap {summary['best_val_lwlrap']:.4f} at epoch {summary['best_epoch']} "
-              f"({summary['epochs_run']} epochs, {summary['seconds']:.0f} s) -> {exp_dir / f'fold_{fold}'}")
-
-    return predict(args, experiment, data_dir, device, exp_dir, classes, fnames, targets, clip_folds, stacked,
-                   test_inputs, input_scores)
+    train_folds(args, experiment, data, device, exp_dir, todo)
+    return predict(args, experiment, data, device, exp_dir)
 
 
-def predict(args, experiment, data_dir, device, exp_dir, classes, fnames, targets, clip_folds, stacked,
-            test_inputs, input_scores) -> dict:
+def predict(args, experiment, data: StackingData, device, exp_dir) -> dict:
     """Out-of-fold and test predictions of every fold model found; writes the prediction tree.
 
     All or nothing, like predict_folds.py: the tree is written into a hidden folder and
@@ -217,33 +234,27 @@ def predict(args, experiment, data_dir, device, exp_dir, classes, fnames, target
     check_folds_finished(exp_dir, args.allow_unfinished)
     models = load_fold_models(exp_dir, device)
     folds = sorted(models)
-    out_dir = predictions_dir(data_dir, args.experiment)
-    batch = experiment["val_batch_size"]
+    batch, classes = experiment["val_batch_size"], data.classes
 
-    features = stacked.clip_means()
-    oof = np.zeros((len(fnames), len(classes)), np.float32)
+    features = data.stacked.clip_means()
+    oof = np.zeros((len(data.fnames), len(classes)), np.float32)
     fold_scores = {}
     for fold in folds:
-        index = np.flatnonzero(clip_folds == fold)
+        index = np.flatnonzero(data.folds == fold)
         oof[index] = predict_probs(models[fold], features[index], batch)
-        fold_scores[fold] = lwlrap(targets[index], oof[index])
-    covered = np.flatnonzero(np.isin(clip_folds, folds))
-    sets = {"oof": PredictionSet([fnames[i] for i in covered], classes, oof[covered])}
-
-    overall = lwlrap(targets[covered], oof[covered])
-    per_class, weights = per_class_lwlrap(targets[covered], oof[covered])
-    report = {"experiment": args.experiment, "level": 2, "inputs": list(experiment["inputs"]), "folds": folds,
-              "lwlrap": overall, "fold_lwlrap": {str(f): s for f, s in fold_scores.items()},
-              "input_lwlrap": input_scores,
-              "per_class_lwlrap": dict(zip(classes, per_class.tolist())),
-              "class_weight": dict(zip(classes, weights.tolist()))}
-    for fold in folds:
+        fold_scores[fold] = lwlrap(data.targets[index], oof[index])
         print(f"  fold {fold}: val lwlrap {fold_scores[fold]:.4f}")
+    covered = np.flatnonzero(np.isin(data.folds, folds))
+    sets = {"oof": PredictionSet([data.fnames[i] for i in covered], classes, oof[covered])}
+    report = {"experiment": args.experiment, "level": 2, "inputs": list(experiment["inputs"]), "folds": folds,
+              **oof_report(data.targets[covered], oof[covered], classes, fold_scores),
+              "input_lwlrap": data.input_scores}
+    overall = report["lwlrap"]
     print(f"{args.experiment}: stacking out-of-fold lwlrap {overall:.4f} over {len(covered)} clips (folds {folds}; "
-          f"best input {max(input_scores.values()):.4f})")
+          f"best input {max(data.input_scores.values()):.4f})")
 
-    if test_inputs is not None:
-        test_fnames, test_features = test_inputs
+    if data.test is not None:
+        test_fnames, test_features = data.test
         fold_probs = []
         for fold in folds:
             probs = predict_probs(models[fold], test_features, batch)
@@ -252,6 +263,7 @@ def predict(args, experiment, data_dir, device, exp_dir, classes, fnames, target
         sets["test"] = PredictionSet(test_fnames, classes, geometric_mean(fold_probs))
         print(f"{args.experiment}: test predictions for {len(test_fnames)} clips, geometric mean of folds {folds}")
 
+    out_dir = predictions_dir(resolve_data_dir(args.data_dir), args.experiment)
     write_prediction_tree(out_dir, sets, report, title=f"{args.experiment}: out-of-fold lwlrap {overall:.4f}")
     print(f"{args.experiment}: predictions written to {out_dir}")
     return report

@@ -33,14 +33,15 @@ import json
 import time
 
 from src.train import distributed
-from src.train.argus_model import FreesoundModel
+from src.train.argus_model import FreesoundModel, argus_params
 from src.augment.settings import augment_mode
 from src.cli import add_training_args, apply_training_args, run
 from src.config import AUDIO, resolve_data_dir
 from src.data.corrections import describe as describe_corrections
+from src.data.layout import choose_folds
 from src.data.sources import load_training_data, specs_and_targets
 from src.data.datasets import experiment_train_dataset, experiment_val_dataset, make_loader
-from src.experiments import EXPERIMENTS, argus_params, data_settings, get_experiment, use_available_sources
+from src.experiments import EXPERIMENTS, data_settings, get_experiment, use_available_sources
 from src.train.fit import experiments_dir, fit_fold, prepare_experiment_dir, set_cpu_threads, worker_count
 from src.utils import seed_everything
 
@@ -77,11 +78,7 @@ def main(argv=None):
     # Rank 0 computes any missing feature cache first; the other ranks then read it.
     data = distributed.main_first(lambda: load_training_data(data_dir, **data_settings(experiment),
                                                              workers=args.workers))
-    all_folds = sorted(set(data.folds.tolist()))
-    folds = args.folds if args.folds is not None else all_folds
-    unknown = sorted(set(folds) - set(all_folds))
-    if unknown:
-        raise SystemExit(f"--folds {unknown}: train_folds.csv only has folds {all_folds}")
+    folds = choose_folds(args.folds, data.folds)
 
     exp_dir = experiments_dir(data_dir, args.experiment)
     record = {"name": args.experiment, "experiment": experiment, "classes": data.classes,

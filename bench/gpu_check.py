@@ -135,7 +135,7 @@ def stage_train(args, work: Path) -> dict:
 
     import make_folds
     import train_folds
-    from src.config import read_classes
+    from src.data.layout import read_classes
     from src.data.demo_data import generate_demo_dataset
     from src.data.labels import targets_matrix
     from src.metrics import lwlrap

@@ -28,12 +28,11 @@ from sklearn.preprocessing import StandardScaler
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from src.config import AUDIO, read_classes  # noqa: E402
-from src.data.sources import read_folds  # noqa: E402
+from src.config import AUDIO  # noqa: E402
+from src.data.layout import read_classes, read_folds, read_test_fnames  # noqa: E402
 from src.audio.cache import load_features  # noqa: E402
 from src.data.labels import read_train_csv, targets_matrix  # noqa: E402
 from src.metrics import lwlrap  # noqa: E402
-from src.data.test_set import test_fnames  # noqa: E402
 
 EXPERIMENT = "small"
 
@@ -84,7 +83,7 @@ def main(argv=None):
 
     if not (data_dir / "train_folds.csv").is_file():
         run("make_folds.py", "--data-dir", str(data_dir))
-    classes, names = read_classes(data_dir), test_fnames(data_dir)
+    classes, names = read_classes(data_dir), read_test_fnames(data_dir)
     start = time.perf_counter()
     base_test = test_lwlrap(data_dir, classes, names, baseline_test_probs(data_dir, classes, names))
     base_seconds = time.perf_counter() - start

@@ -45,10 +45,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from src.train.argus_model import FreesoundModel  # noqa: E402
+from src.train.argus_model import FreesoundModel, argus_params  # noqa: E402
 from src.augment.batch import create_batch_augment  # noqa: E402
 from src.data.datasets import experiment_train_dataset, make_loader  # noqa: E402
-from src.experiments import argus_params, get_experiment  # noqa: E402
+from src.experiments import get_experiment  # noqa: E402
 from src.overrides import apply_overrides  # noqa: E402
 from src.utils import pick_device, seed_everything, write_json_atomic  # noqa: E402
 

@@ -1,7 +1,7 @@
-"""Settings shared by every script: audio front end, data paths, class vocabulary.
+"""Settings shared by every script: the audio front end and the data root.
 
 The audio settings are the ones of the original 2019 solution (see
-`ORIGINAL.md`): 44.1 kHz mono, 128 mel bands, n_fft 2560, hop 690 (about 64
+docs/recipe.md): 44.1 kHz mono, 128 mel bands, n_fft 2560, hop 690 (about 64
 frames a second), frames padded by reflection at the clip's edges (librosa
 0.6.3's default) and the short-clip rule the 2019 code ran (see src/audio/frontend.py).
 They live in one frozen dataclass whose short hash keys the on-disk feature
@@ -13,7 +13,6 @@ import json
 import os
 from pathlib import Path
 
-from src.errors import BadInput, InputFileNotFound
 
 DATA_DIR_ENV = "FSAT_DATA_DIR"
 
@@ -92,32 +91,3 @@ def resolve_data_dir(cli_value=None) -> Path:
     if cli_value:
         return Path(cli_value)
     return Path(os.environ.get(DATA_DIR_ENV, "data"))
-
-
-def read_classes(data_dir) -> list:
-    """Class vocabulary in the order submissions use.
-
-    Kaggle's order is the column order of `sample_submission.csv`. Without that
-    file (a user's own dataset) the sorted union of the labels in the train CSVs
-    is used, so the same code runs on any tag set.
-    """
-    from src.data.labels import parse_labels, read_csv_columns  # local: labels imports this module
-
-    data_dir = Path(data_dir)
-    sample = data_dir / "sample_submission.csv"
-    if sample.exists():
-        columns = list(read_csv_columns(sample, (), what="sample submission").columns)
-        if not columns or columns[0] != "fname" or len(columns) < 2:
-            raise BadInput(f"{sample}: expected a header 'fname,<class>,...', got {columns[:5]}")
-        return columns[1:]
-    labels = set()
-    for name in ("train_curated.csv", "train_noisy.csv"):
-        path = data_dir / name
-        if path.exists():
-            for value in read_csv_columns(path, ("labels",))["labels"]:
-                labels.update(parse_labels(value))
-    if not labels:
-        raise InputFileNotFound(
-            f"No class list found in {data_dir}: expected sample_submission.csv "
-            f"or train_curated.csv / train_noisy.csv with a 'labels' column")
-    return sorted(labels)

@@ -42,8 +42,6 @@ Keys:
 import copy
 from pathlib import Path
 
-from src.augment.settings import augment_mode, batch_augment_params
-
 AUX_WEIGHTS = [1.0, 0.4, 0.2, 0.1]  # main, aux3, aux2, aux1
 
 # BCE on curated (flag 0), L-soft with beta 0.7 on noisy (flag 1), each weighted 0.5 (src/train/losses.py).
@@ -52,7 +50,7 @@ NOISY_CURATED_LOSS = {
     "curated": "bce", "noisy_weight": 0.5, "curated_weight": 0.5,
 }
 
-# The original's first-level recipe (ORIGINAL.md, "Optimisation" and augmentations).
+# The original's first-level recipe (docs/recipe.md, sections 3 and 4).
 BASE = {
     "model": ("AuxSkipAttention", {"base_size": 64, "dropout": 0.4, "ratio": 16, "kernel_size": 7}),
     "loss": ("aux", {"base": {"name": "noisy_curated", **NOISY_CURATED_LOSS}, "weights": AUX_WEIGHTS}),
@@ -215,19 +213,3 @@ def data_settings(experiment: dict) -> dict:
             "noisy_source": experiment.get("noisy_source", "all"),
             "need_noisy": experiment.get("noisy_prob", 0) > 0,
             "need_corrected": experiment.get("corr_noisy_prob", 0) > 0}
-
-
-def argus_params(experiment: dict, num_classes: int, device) -> dict:
-    """The argus `FreesoundModel` params dict of an experiment."""
-    model_name, model_kwargs = experiment["model"]
-    return {
-        "nn_module": (model_name, {**model_kwargs, "num_classes": num_classes}),
-        "loss": tuple(experiment["loss"]),
-        "optimizer": tuple(experiment["optimizer"]),
-        "device": str(device),
-        "amp": experiment.get("amp", "bf16"),
-        "channels_last": experiment.get("channels_last", False),
-        "compile": experiment.get("compile", False),
-        # augment="device": the model augments raw-crop batches itself (plain settings, built in the model).
-        "batch_augment": batch_augment_params(experiment) if augment_mode(experiment) == "device" else None,
-    }

@@ -98,6 +98,16 @@ def lwlrap(y_true, y_score) -> float:
     return float((per_class * weight).sum())
 
 
+def oof_report(y_true, y_score, classes, fold_scores: dict) -> dict:
+    """The out-of-fold scores of an experiment (val_lwlrap.json of predict_folds.py and stacking_train.py):
+    overall lwlrap, each fold's, and each class's with its weight."""
+    per_class, weights = per_class_lwlrap(y_true, y_score)
+    return {"lwlrap": lwlrap(y_true, y_score),
+            "fold_lwlrap": {str(fold): float(score) for fold, score in fold_scores.items()},
+            "per_class_lwlrap": dict(zip(classes, per_class.tolist())),
+            "class_weight": dict(zip(classes, weights.tolist()))}
+
+
 class Lwlrap(Metric):
     """argus metric: lwlrap over a whole epoch (monitor key ``val_lwlrap``).
 

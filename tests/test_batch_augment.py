@@ -15,13 +15,13 @@ from scipy import stats
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from src.augment import batch as batch_augment_module
-from src.train.argus_model import FreesoundModel
+from src.train.argus_model import FreesoundModel, argus_params
 from src.augment.batch import (
     BatchAugment, create_batch_augment, mix, resized_crop, sample_crop_boxes, sample_partners, spec_augment,
 )
 from src.augment.settings import TRANSFORM_KEYS, augment_mode, batch_augment_params
 from src.data.datasets import RawCropDataset, build_train_dataset, make_loader
-from src.experiments import BASE, argus_params, get_experiment
+from src.experiments import BASE, get_experiment
 from src.augment.mixers import AddMixer, SigmoidConcatMixer, get_mixer
 from src.augment.transforms import ImageToTensor, PadToSize, RandomResizedCrop, SpecAugment, get_transforms
 

@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from src.config import AUDIO, AudioConfig, read_classes, resolve_data_dir
+from src.config import AUDIO, AudioConfig, resolve_data_dir
+from src.data.layout import read_classes
 from src.data.labels import (apply_corrections, check_files, check_labels, labels_to_target, load_corrections,
                         parse_labels, read_train_csv)
 

@@ -10,9 +10,9 @@ import pytest
 import soundfile as sf
 
 import predict_folds
-import stacking_train
 import train_folds
-from src.data.corrections import SHIPPED_DIR, Corrections, load_experiment_corrections, resolve_corrections, shipped_names
+from src.data.corrections import (SHIPPED_DIR, Corrections, cli_setting, load_experiment_corrections, read_curated,
+                                  resolve_corrections, shipped_names)
 from src.data.sources import load_training_data, noisy_sources
 from src.experiments import EXPERIMENTS, data_settings
 from src.data.labels import REMOVE, load_corrections
@@ -214,10 +214,15 @@ def test_data_settings_of_experiments_and_old_configs():
     assert data_settings({"corrections": False})["noisy_corrections"] is None
 
 
-def test_stacking_labels_record_the_curated_file(noisy_data):
-    fnames, targets, folds, record = stacking_train.curated_labels(noisy_data, CLASSES, "auto")
-    assert "c00.wav" not in fnames and len(fnames) == len(targets) == len(folds) == 9
-    assert record["sha256"] == hashlib.sha256((noisy_data / "corrections.json").read_bytes()).hexdigest()
+def test_one_reader_of_curated_labels_for_training_stacking_and_scoring(noisy_data):
+    # Training and stacking name a setting ("auto"); blend.py / review_labels.py a file path (cli_setting).
+    by_setting = read_curated(noisy_data, CLASSES, "auto")
+    by_path = read_curated(noisy_data, CLASSES, cli_setting(str(noisy_data / "corrections.json")), need_folds=False)
+    assert by_setting.labels == by_path.labels
+    assert "c00.wav" not in by_setting.labels and by_setting.removed == {"c00.wav"} and len(by_setting.kept) == 9
+    assert by_setting.record()["sha256"] == hashlib.sha256((noisy_data / "corrections.json").read_bytes()).hexdigest()
+    keep, y_true = by_setting.targets(["c00.wav", "c01.wav"], CLASSES)
+    assert keep.tolist() == [False, True] and y_true.shape == (1, len(CLASSES))
 
 
 def test_training_records_the_files_and_oof_covers_removed_clips(noisy_data):

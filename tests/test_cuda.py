@@ -46,8 +46,8 @@ def raw_batch(n, seed=0, device="cuda"):
 
 
 def make_model(name, device="cuda", **changes):
-    from src.train.argus_model import FreesoundModel
-    from src.experiments import argus_params, get_experiment
+    from src.train.argus_model import FreesoundModel, argus_params
+    from src.experiments import get_experiment
 
     experiment = get_experiment(name)
     experiment.update(changes)

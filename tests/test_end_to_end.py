@@ -23,7 +23,7 @@ from src.data.labels import read_train_csv, targets_matrix
 from src.metrics import lwlrap
 from src.predict.prediction_sets import read_prediction_set
 from src.predict.predictor import count_tiles
-from src.data.test_set import test_fnames as read_test_fnames  # (a test_* name would be collected)
+from src.data.layout import read_test_fnames
 
 TINY = ["--workers", "0", "--no-progress", "--set", "epoch_size=96", "--set", "batch_size=16"]
 

@@ -4,8 +4,7 @@ import pandas as pd
 import pytest
 
 import score
-from src.data import test_set
-from src.predict.blending import read_sample_submission
+from src.data.layout import read_classes, read_sample_submission, read_test_fnames
 from src.errors import BadInput, UserError
 from src.data.labels import check_fnames, read_csv_columns, read_train_csv
 from src.metrics import lwlrap
@@ -53,10 +52,12 @@ def test_plain_names_pass(tmp_path):
 def test_sample_submission_readers_check_names(tmp_path):
     write_csv(tmp_path / "sample_submission.csv", ["t1.wav,0,0,0", "../train_curated/c.wav,0,0,0"],
               header="fname," + ",".join(CLASSES))
-    with pytest.raises(BadInput, match=r"sample_submission\.csv.*line 3.*'\.\./train_curated/c\.wav'"):
-        test_set.test_fnames(tmp_path)
+    # One reader (src/data/layout.py) behind the test clips, the class list and the submission order.
+    for read in (read_test_fnames, read_classes):
+        with pytest.raises(BadInput, match=r"sample_submission\.csv.*line 3.*'\.\./train_curated/c\.wav'"):
+            read(tmp_path)
     with pytest.raises(BadInput, match=r"sample_submission\.csv.*line 3"):
-        read_sample_submission(tmp_path)
+        read_sample_submission(tmp_path / "sample_submission.csv")
 
 
 def test_non_utf8_csv_names_the_file(tmp_path):
@@ -160,3 +161,12 @@ def test_writers_refuse_nan(tmp_path):
         write_results([("a.wav", probs[0]), ("b.wav", probs[1])], CLASSES, tmp_path / "out.csv")
     assert not (tmp_path / "out.csv").exists()
     assert not issubclass(ValueError, UserError)  # a NaN output is a bug somewhere: it keeps its traceback
+
+
+def test_folds_option_is_checked_against_train_folds(tmp_path):
+    from src.data.layout import choose_folds
+    from src.errors import BadSetting
+    assert choose_folds(None, [2, 0, 1, 0]) == [0, 1, 2]
+    assert choose_folds([1], [0, 1, 2]) == [1]
+    with pytest.raises(BadSetting, match=r"--folds \[7\]: train_folds.csv only has folds \[0, 1, 2\]"):
+        choose_folds([1, 7], [0, 1, 2])

@@ -207,3 +207,20 @@ def test_metric_handles_low_precision_and_grad_tensors():
 def test_metric_compute_without_update_raises():
     with pytest.raises(RuntimeError, match="before any update"):
         Lwlrap().compute()
+
+
+def test_oof_report_matches_sklearn_and_per_class_weights():
+    from sklearn.metrics import label_ranking_average_precision_score
+    from src.metrics import oof_report
+    rng = np.random.default_rng(3)
+    y_true = (rng.random((40, 5)) < 0.3).astype(np.float32)
+    y_true[y_true.sum(1) == 0, 0] = 1
+    y_score = rng.random((40, 5)).astype(np.float32)
+    report = oof_report(y_true, y_score, list("abcde"), {0: 0.5, 1: 0.25})
+    expected = label_ranking_average_precision_score(y_true, y_score, sample_weight=y_true.sum(1))
+    assert abs(report["lwlrap"] - expected) < 1e-6
+    assert report["fold_lwlrap"] == {"0": 0.5, "1": 0.25}
+    assert list(report["per_class_lwlrap"]) == list("abcde")
+    # the overall score is the class-weighted mean of the per-class scores
+    weighted = sum(report["per_class_lwlrap"][c] * report["class_weight"][c] for c in "abcde")
+    assert abs(weighted - report["lwlrap"]) < 1e-6

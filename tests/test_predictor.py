@@ -5,7 +5,8 @@ import torch
 from src.train.argus_model import FreesoundModel
 from src.audio.deltas import stack_deltas
 from src.experiments import EXPERIMENTS, get_experiment
-from src.predict.predictor import Predictor, clip_means, count_tiles, make_tiles, tile_steps
+from src.predict.prediction_sets import clip_means
+from src.predict.predictor import Predictor, count_tiles, make_tiles, tile_steps
 from src.stacking.experiments import FIRST_LEVEL
 from src.augment.transforms import ImageToTensor, get_transforms
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 import stacking_train
+from src.errors import InputFileNotFound, UserError
 from src.metrics import lwlrap
 from src.models import MODELS, create_model
-from src.predict.prediction_sets import PredictionSet, geometric_mean, read_prediction_set, write_prediction_set
-from src.predict.predictor import clip_means
+from src.predict.prediction_sets import PredictionSet, clip_means, geometric_mean, read_prediction_set, write_prediction_set
 from src.stacking import datasets as stacking_datasets
 from src.stacking.datasets import StackedTiles, StackingDataset, TileSubsetMean, select_clips
 from src.stacking.experiments import FIRST_LEVEL, STACKING_EXPERIMENTS
@@ -353,14 +353,14 @@ def test_test_inputs_must_cover_the_same_clips(tmp_path):
     for name, fnames in zip(INPUTS, (["a.wav", "b.wav"], ["a.wav", "c.wav"])):
         tiles = [rng.random((2, len(CLASSES))).astype(np.float32) for _ in range(2)]
         write_fold_test_sets(tmp_path / "predictions" / name / "test", fnames, tiles, offsets)
-    with pytest.raises(SystemExit, match=r"'demo_skip'.*c\.wav"):
+    with pytest.raises(UserError, match=r"'demo_skip'.*c\.wav"):
         stacking_train.load_test_inputs(tmp_path, INPUTS, CLASSES)
 
 
 def test_missing_input_predictions_name_the_path(tmp_path):
     write_fake_data(tmp_path, np.random.default_rng(0))
     (tmp_path / "predictions" / "demo_skip" / "test" / "probs.csv").unlink()
-    with pytest.raises(SystemExit) as err:
+    with pytest.raises(InputFileNotFound) as err:
         stacking_train.main(run_args(tmp_path))
     message = str(err.value)
     assert str(tmp_path / "predictions" / "demo_skip" / "test") in message and "predict_folds.py" in message

@@ -19,11 +19,11 @@ import torch
 from torch import nn
 
 import tag
-from src.train.argus_model import FreesoundModel
+from src.train.argus_model import FreesoundModel, argus_params
 from src.audio.frontend import decode_audio, log_mel, read_audio, trim_bounds
 from src.config import AUDIO, AudioConfig
 from src.errors import UserError
-from src.experiments import argus_params, get_experiment
+from src.experiments import get_experiment
 from src.models import MODELS
 from src.predict.prediction_sets import geometric_mean
 from src.predict.predictor import Predictor, load_fold_models, pad_for_tiles
@@ -157,6 +157,17 @@ def test_exit_code_zero_when_everything_decodes(tiny_experiment, mixed_folder, c
     expected = expected_probs(tiny_experiment, "tiny", [mixed_folder / "a.wav"])[0]
     (label, prob), _ = top_k(expected, CLASSES, 2)
     assert any(line.split()[:4] == ["a.wav", "1", label, f"{prob:.3f}"] for line in printed.splitlines())
+
+
+def test_tagging_computes_the_feature_caches_log_mels(mixed_folder):
+    """Tagging and training see the same numbers: the cache's front end, not the librosa reference."""
+    from src.audio.cache import compute_log_mels
+    from src.tagging import files as tagging_files
+    paths = [mixed_folder / "a.wav", mixed_folder / "sub" / "b.flac", mixed_folder / "sub" / "d.mp3"]
+    cached = compute_log_mels(paths, workers=1, progress=False)
+    tagged = [tagging_files.log_mel(tagging_files.read_audio(p)) for p in paths]
+    for cache_spec, tag_spec in zip(cached, tagged):
+        np.testing.assert_array_equal(cache_spec, tag_spec)
 
 
 def test_blend_is_geometric_mean_over_all_fold_models(tmp_path, mixed_folder):

@@ -3,7 +3,8 @@
 Same maths, same rules, same outputs (within 0.01 dB; tested against the
 librosa reference in `src.audio.frontend` and measured by `bench/frontend.py`). The
 functions mirror `src.audio.frontend`'s (`trim_to_min_length`, `read_audio`, `log_mel`,
-`audio_to_log_mel`), so `src.audio.cache` can use either module.
+`audio_to_log_mel`), so `src.audio.cache` can use either module. The feature cache,
+tagging and the streaming log-mel (`src.audio.streaming`) all use this one.
 
 Where the time goes in the reference, and what this module does instead:
 
@@ -117,11 +118,9 @@ def stft_window(n_fft: int) -> np.ndarray:
     return window
 
 
-def power_spectrogram(audio: np.ndarray, n_fft: int, hop_length: int, pad_mode: str = "reflect",
-                      fft_dtype=np.float64) -> np.ndarray:
-    """|STFT|^2 as librosa computes it (centre=True, `pad_mode` edges, periodic Hann), float32 (frames, bins)."""
-    padded = np.pad(np.asarray(audio, dtype=fft_dtype), n_fft // 2, mode=pad_mode)
-    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop_length]  # 1 + len // hop frames
+def framed_power(audio: np.ndarray, n_fft: int, hop_length: int, fft_dtype=np.float64) -> np.ndarray:
+    """|STFT|^2 of uncentred frames (frame t starts at sample t * hop), periodic Hann, float32 (frames, bins)."""
+    frames = np.lib.stride_tricks.sliding_window_view(np.asarray(audio, dtype=fft_dtype), n_fft)[::hop_length]
     window = stft_window(n_fft).astype(fft_dtype, copy=False)
     power = np.empty((len(frames), n_fft // 2 + 1), np.float32)
     for start in range(0, len(frames), STFT_BLOCK):
@@ -131,16 +130,28 @@ def power_spectrogram(audio: np.ndarray, n_fft: int, hop_length: int, pad_mode: 
     return power
 
 
-def log_mel(audio: np.ndarray, config: AudioConfig = AUDIO, fft_dtype=np.float64) -> np.ndarray:
-    """Same as `src.audio.frontend.log_mel`: power mel spectrogram in dB, float32 (n_mels, 1 + len(audio) // hop)."""
-    power = power_spectrogram(audio, config.n_fft, config.hop_length, config.pad_mode, fft_dtype)
-    # (n_mels, frames), float32 like librosa's. The sparse product skips the zeros, and unlike a
-    # multi-threaded BLAS call it does not slow down when other processes keep the cores busy.
+def power_spectrogram(audio: np.ndarray, n_fft: int, hop_length: int, pad_mode: str = "reflect",
+                      fft_dtype=np.float64) -> np.ndarray:
+    """|STFT|^2 as librosa computes it (centre=True, `pad_mode` edges, periodic Hann), float32 (frames, bins)."""
+    padded = np.pad(np.asarray(audio, dtype=fft_dtype), n_fft // 2, mode=pad_mode)
+    return framed_power(padded, n_fft, hop_length, fft_dtype)  # 1 + len(audio) // hop frames
+
+
+def mel_db(power: np.ndarray, config: AudioConfig = AUDIO) -> np.ndarray:
+    """(frames, bins) power -> (n_mels, frames) mel power in dB, float32, BEFORE the top_db clipping."""
+    # float32 like librosa's. The sparse product skips the zeros, and unlike a multi-threaded
+    # BLAS call it does not slow down when other processes keep the cores busy.
     mel = sparse_mel_basis(config) @ power.T
-    # librosa.power_to_db: 10 log10(max(amin, S) / max(amin, ref)), floored top_db below the clip's max.
+    # librosa.power_to_db: 10 log10(max(amin, S) / max(amin, ref)).
     db = 10.0 * np.log10(np.maximum(mel, np.float32(config.amin)))
     db -= np.float32(10.0 * np.log10(max(config.amin, abs(config.ref))))
-    np.maximum(db, db.max() - np.float32(config.top_db), out=db)
+    return db
+
+
+def log_mel(audio: np.ndarray, config: AudioConfig = AUDIO, fft_dtype=np.float64) -> np.ndarray:
+    """Same as `src.audio.frontend.log_mel`: power mel spectrogram in dB, float32 (n_mels, 1 + len(audio) // hop)."""
+    db = mel_db(power_spectrogram(audio, config.n_fft, config.hop_length, config.pad_mode, fft_dtype), config)
+    np.maximum(db, db.max() - np.float32(config.top_db), out=db)  # top_db below the clip's maximum
     return db
 
 

@@ -31,6 +31,10 @@ from src.config import AUDIO, AudioConfig
 from src.errors import UserError
 
 
+# File extensions taken as audio when a folder is searched (a file named directly is always tried).
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".w64", ".rf64", ".caf", ".au")
+
+
 class AudioReadError(UserError, RuntimeError):
     """A file could not be turned into audio samples (a user error: scripts report it in one line)."""
 

@@ -1,6 +1,8 @@
 """Audio as a stream of chunks: long files in flat memory, and live/replay chunk sources.
 
-Three pieces, each holding only a few seconds of audio at a time:
+Three pieces, each holding only a few seconds of audio at a time (the log-mel maths
+is the feature cache's front end, `src.audio.fast_frontend`, applied to the frames
+complete so far):
 
 - `stream_audio(path)`: decode a file block by block with soundfile, mix to
   mono and resample to the model's rate with soxr's *streaming* resampler.
@@ -30,11 +32,11 @@ import queue
 import time
 from pathlib import Path
 
-import librosa
 import numpy as np
 import soundfile as sf
 import soxr
 
+from src.audio.fast_frontend import framed_power, mel_db
 from src.audio.frontend import AudioReadError
 from src.config import AUDIO, AudioConfig
 
@@ -136,8 +138,6 @@ class StreamingLogMel:
     def __init__(self, config: AudioConfig = AUDIO):
         self.config = config
         self.n_fft, self.hop = config.n_fft, config.hop_length
-        self.mel_basis = librosa.filters.mel(sr=config.sampling_rate, n_fft=config.n_fft, n_mels=config.n_mels,
-                                             fmin=config.fmin, fmax=config.fmax)
         # The centred STFT pads n_fft // 2 samples on the left: frame t is centred on sample t * hop.
         # Zeros can go in now; a reflection needs the first n_fft // 2 + 1 samples (see _pad_head).
         self._reflect = config.pad_mode == "reflect"
@@ -191,10 +191,9 @@ class StreamingLogMel:
     def _take_frames(self, count: int) -> np.ndarray:
         if count <= 0:
             return np.zeros((self.config.n_mels, 0), np.float32)
+        # The whole-file front end's pieces (src/audio/fast_frontend.py), on the frames now complete.
         segment = self._buffer[:(count - 1) * self.hop + self.n_fft]
-        power = np.abs(librosa.stft(segment, n_fft=self.n_fft, hop_length=self.hop, center=False)) ** 2
-        mel = self.mel_basis @ power
-        db = librosa.power_to_db(mel, ref=self.config.ref, amin=self.config.amin, top_db=None)
+        db = mel_db(framed_power(segment, self.n_fft, self.hop), self.config)
         self._buffer = self._buffer[count * self.hop:]  # the overlap the next frames still need
         self.n_frames += count
         return db.astype(np.float32)

@@ -24,7 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from src.data.labels import REMOVE, apply_corrections, load_corrections
+import numpy as np
+import pandas as pd
+
+from src.data.labels import REMOVE, apply_corrections, check_labels, load_corrections, read_train_csv, targets_matrix
+from src.data.layout import read_folds
+from src.errors import BadInput, InputFileNotFound
 
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "corrections"  # the repository's corrections/
 AUTO = "auto"
@@ -118,3 +123,74 @@ def describe(record: Optional[dict], kind: str, csv_name: str) -> str:
             f"{record['entries']} entries match {csv_name} ({record['relabel']} relabel, {record['remove']} remove)")
     ignored = record["entries"] - record["matched"]
     return line + (f"; {ignored} name clips not in {csv_name}, ignored" if ignored else "")
+
+
+def cli_setting(value):
+    """A `--corrections` option as a corrections setting: an existing file (relative to the working
+    directory) becomes its absolute path; anything else (None, 'auto', a shipped version name) is kept."""
+    if value is not None and Path(value).is_file():
+        return str(Path(value).resolve())
+    return value
+
+
+@dataclass
+class CuratedLabels:
+    """The curated clips as an experiment sees them: every row of the CSV, and its labels after corrections.
+
+    The one reader behind training (the curated source), out-of-fold scoring (predict_folds.py,
+    stacking_train.py) and blending / label review (CV against corrected labels).
+    """
+    source: Path                 # train_folds.csv (else train_curated.csv, where folds are not needed)
+    rows: pd.DataFrame           # every clip of the CSV: fname, labels (, fold)
+    kept: pd.DataFrame           # the corrections applied: relabelled rows, removed clips dropped
+    corrections: Corrections
+
+    @property
+    def labels(self) -> dict:
+        """fname -> "A,B" of the kept clips."""
+        return dict(zip(self.kept["fname"], self.kept["labels"]))
+
+    @property
+    def removed(self) -> set:
+        return set(self.rows["fname"]) - set(self.kept["fname"])
+
+    def record(self) -> Optional[dict]:
+        """The corrections record config.json keeps (`Corrections.record`)."""
+        return self.corrections.record(self.rows["fname"])
+
+    def targets(self, fnames, classes) -> tuple:
+        """(keep, y_true): mask of the `fnames` that have labels, and their multi-hot targets.
+
+        Clips removed by the corrections are skipped (training dropped them too); a clip
+        that is not in the curated CSV at all means the predictions belong to another
+        data set, so that is an error.
+        """
+        labels, removed = self.labels, self.removed
+        unknown = [f for f in fnames if f not in labels and f not in removed]
+        if unknown:
+            raise BadInput(f"{len(unknown)} out-of-fold clip(s) are not in {self.source}, e.g. {unknown[:5]} "
+                           f"(predictions of another data dir?)")
+        keep = np.array([f in labels for f in fnames], dtype=bool)
+        if not keep.any():
+            raise BadInput(f"none of the {len(fnames)} out-of-fold clips has a label in {self.source}")
+        return keep, targets_matrix([labels[f] for f, k in zip(fnames, keep) if k], classes)
+
+
+def read_curated(data_dir, classes, setting=AUTO, need_folds=True) -> CuratedLabels:
+    """The curated clips of `data_dir` with a `curated_corrections` setting applied (see `resolve_corrections`).
+
+    Reads train_folds.csv; without `need_folds`, train_curated.csv stands in when there are no folds yet.
+    """
+    data_dir = Path(data_dir)
+    source = data_dir / "train_folds.csv"
+    if source.is_file() or need_folds:
+        rows = read_folds(data_dir)
+    else:
+        source = data_dir / "train_curated.csv"
+        if not source.is_file():
+            raise InputFileNotFound(f"{data_dir}: neither train_folds.csv nor train_curated.csv found "
+                                    "(the curated labels that out-of-fold predictions are scored against)")
+        rows = read_train_csv(source)
+    check_labels(rows, classes, source=str(source))
+    corrections = load_experiment_corrections(setting, "curated", data_dir)
+    return CuratedLabels(source, rows, corrections.apply(rows, classes), corrections)

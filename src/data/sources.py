@@ -26,8 +26,9 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from src.config import AUDIO, read_classes
-from src.data.corrections import AUTO, Corrections, load_experiment_corrections
+from src.config import AUDIO
+from src.data.layout import read_classes
+from src.data.corrections import AUTO, Corrections, load_experiment_corrections, read_curated
 from src.audio.cache import load_features
 from src.data.labels import check_files, check_labels, read_train_csv, targets_matrix
 
@@ -63,26 +64,6 @@ class TrainingData:
     corrected: Optional[Source] = None
     # {"curated": record, "noisy": record}: the corrections files applied (src/data/corrections.py), for config.json
     corrections: dict = field(default_factory=dict)
-
-
-def read_folds(data_dir) -> pd.DataFrame:
-    path = Path(data_dir) / "train_folds.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run `python make_folds.py --data-dir {data_dir}` first")
-    df = read_train_csv(path)
-    if "fold" not in df.columns:
-        raise ValueError(f"{path}: missing column 'fold' (made by make_folds.py)")
-    df["fold"] = df["fold"].astype(int)
-    return df
-
-
-def read_corrected_folds(data_dir, classes, curated_corrections=AUTO):
-    """train_folds.csv with an experiment's curated corrections applied, and the record of the file
-    (src/data/corrections.py; None without one): the labels training and scoring use."""
-    folds = read_folds(data_dir)
-    check_labels(folds, classes, source=str(Path(data_dir) / "train_folds.csv"))
-    corrections = load_experiment_corrections(curated_corrections, "curated", data_dir)
-    return corrections.apply(folds, classes), corrections.record(folds["fname"])
 
 
 def noisy_sources(noisy_df: pd.DataFrame, corrections: Corrections, rule: str, classes=None):
@@ -122,15 +103,11 @@ def load_training_data(data_dir, curated_corrections=AUTO, noisy_corrections=AUT
         raise ValueError(f"experiment setting noisy_source must be one of {NOISY_SOURCES}, got {noisy_source!r}")
     data_dir = Path(data_dir)
     classes = read_classes(data_dir)
-    folds_csv = data_dir / "train_folds.csv"
-    folds = read_folds(data_dir)
-    check_labels(folds, classes, source=str(folds_csv))
-    check_files(folds, data_dir / "train_curated", source=str(folds_csv))
-    curated_corr = load_experiment_corrections(curated_corrections, "curated", data_dir)
-    specs = _features(folds, data_dir / "train_curated", data_dir, "train_curated", workers)
-    kept = curated_corr.apply(folds, classes)
-    data = TrainingData(classes, _source(kept, specs, classes), kept["fold"].to_numpy(),
-                        corrections={"curated": curated_corr.record(folds["fname"]), "noisy": None})
+    curated = read_curated(data_dir, classes, curated_corrections)
+    check_files(curated.rows, data_dir / "train_curated", source=str(curated.source))
+    specs = _features(curated.rows, data_dir / "train_curated", data_dir, "train_curated", workers)
+    data = TrainingData(classes, _source(curated.kept, specs, classes), curated.kept["fold"].to_numpy(),
+                        corrections={"curated": curated.record(), "noisy": None})
     if not (need_noisy or need_corrected):
         return data
 

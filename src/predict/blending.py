@@ -11,15 +11,13 @@ averaging.
 The same pieces serve `blend.py` (test submission + blended CV score) and
 `review_labels.py` (blended out-of-fold predictions against the given labels).
 """
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import pandas as pd
 
-from src.data.labels import (apply_corrections, check_fnames, check_labels, load_corrections, read_csv_columns,
-                        read_train_csv, targets_matrix)
+from src.data.corrections import CuratedLabels
 from src.metrics import lwlrap
 from src.predict.prediction_sets import PredictionSet, geometric_mean, predictions_dir, read_prediction_set
 
@@ -160,71 +158,7 @@ def blend(sets: dict, weights=None, fnames=None, classes=None, what="predictions
     return PredictionSet(fnames, classes, geometric_mean(list(probs.values()), weights))
 
 
-# ----------------------------------------------------------------------------- submission
-
-def read_sample_submission(data_dir) -> tuple:
-    """(test fnames, classes) in Kaggle's row and column order."""
-    path = Path(data_dir) / "sample_submission.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found (the submission's row and column order come from it)")
-    frame = read_csv_columns(path, ("fname",), what="sample submission")
-    if len(frame.columns) < 2 or frame.columns[0] != "fname":
-        raise ValueError(f"{path}: expected a header 'fname,<class>,...', got {list(frame.columns)[:5]}")
-    check_fnames(frame["fname"], path)
-    return frame["fname"].tolist(), list(frame.columns[1:])
-
-
 # ----------------------------------------------------------------------------- curated labels and CV
-
-@dataclass
-class CuratedLabels:
-    """The curated clips' labels (after corrections) that out-of-fold predictions are scored against."""
-    source: Path
-    labels: dict                                  # fname -> "A,B"
-    removed: set = field(default_factory=set)     # fnames dropped by the corrections
-    corrections: Optional[Path] = None
-
-    def __len__(self):
-        return len(self.labels)
-
-    def targets(self, fnames, classes) -> tuple:
-        """(keep, y_true): mask of the `fnames` that have labels, and their multi-hot targets.
-
-        Clips removed by the corrections are skipped (training dropped them too);
-        a clip that is not in the curated CSV at all means the predictions belong
-        to another data set, so that is an error.
-        """
-        unknown = [f for f in fnames if f not in self.labels and f not in self.removed]
-        if unknown:
-            raise ValueError(f"{len(unknown)} out-of-fold clip(s) are not in {self.source}, "
-                             f"e.g. {unknown[:SHOW]} (predictions of another data dir?)")
-        keep = np.array([f in self.labels for f in fnames], dtype=bool)
-        if not keep.any():
-            raise ValueError(f"none of the {len(fnames)} out-of-fold clips has a label in {self.source}")
-        kept = [self.labels[f] for f, k in zip(fnames, keep) if k]
-        return keep, targets_matrix(kept, classes)
-
-
-def read_curated_labels(data_dir, classes, corrections=None) -> CuratedLabels:
-    """Curated labels from train_folds.csv (else train_curated.csv), label corrections applied.
-
-    `corrections` is a path to a corrections JSON (fname -> "A,B" or "remove") or None.
-    """
-    data_dir = Path(data_dir)
-    source = data_dir / "train_folds.csv"
-    if not source.is_file():
-        source = data_dir / "train_curated.csv"
-    if not source.is_file():
-        raise FileNotFoundError(f"{data_dir}: neither train_folds.csv nor train_curated.csv found "
-                                "(the curated labels that out-of-fold predictions are scored against)")
-    df = read_train_csv(source)
-    check_labels(df, classes, source=str(source))
-    corr = load_corrections(corrections)
-    corrected = apply_corrections(df, corr, classes)
-    removed = set(df["fname"]) - set(corrected["fname"])
-    return CuratedLabels(source, dict(zip(corrected["fname"], corrected["labels"])), removed,
-                         Path(corrections) if corrections else None)
-
 
 def cv_scores(sets: dict, labels: CuratedLabels, weights=None, classes=None) -> tuple:
     """Blend out-of-fold sets and score the blend and every experiment on the same clips.

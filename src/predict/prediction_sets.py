@@ -24,6 +24,12 @@ import pandas as pd
 from src.utils import atomic_path, write_csv_atomic, write_json_atomic
 
 
+def clip_means(tiles: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Mean of each clip's tile rows: clip k's tiles are rows offsets[k]:offsets[k + 1]."""
+    sums = np.add.reduceat(tiles, offsets[:-1], axis=0)
+    return (sums / np.diff(offsets)[:, None]).astype(np.float32)
+
+
 @dataclass
 class PredictionSet:
     fnames: list

@@ -19,6 +19,7 @@ import torch
 from src.train.checkpoints import load_checkpoint
 from src.audio.deltas import stack_deltas
 from src.errors import InputFileNotFound
+from src.predict.prediction_sets import clip_means
 from src.train.fit import best_checkpoint, trained_folds
 
 
@@ -113,12 +114,6 @@ class Predictor:
         offsets = self.offsets(specs)
         clips = [clip_means(t, offsets) for t in tiles]
         return tiles, offsets, clips
-
-
-def clip_means(tiles: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Mean of each clip's tile rows."""
-    sums = np.add.reduceat(tiles, offsets[:-1], axis=0)
-    return (sums / np.diff(offsets)[:, None]).astype(np.float32)
 
 
 def load_fold_models(exp_dir, device, folds=None) -> dict:

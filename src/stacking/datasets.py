@@ -22,8 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from src.predict.prediction_sets import PredictionSet
-from src.predict.predictor import clip_means
+from src.predict.prediction_sets import PredictionSet, clip_means
 
 SHOW = 5  # how many offending file names an error lists
 

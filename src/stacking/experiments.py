@@ -1,7 +1,7 @@
 """Named stacking (second-level) experiments, as plain data like src/experiments.py.
 
 `stacking_train.py --experiment NAME` looks the name up here. The keys the
-first level also has mean the same thing (and `src.experiments.argus_params`
+first level also has mean the same thing (and `src.train.argus_model.argus_params`
 turns model/loss/optimizer/amp into the argus params of both levels):
 
   inputs           first-level experiments whose out-of-fold tile predictions and test clip
@@ -20,7 +20,7 @@ turns model/loss/optimizer/amp into the argus params of both levels):
                    labels (the 2019 stacking used curated_final, the last version)
   amp              'bf16' | 'fp16' | 'none' (CUDA only)
 
-The three configurations of the original (ORIGINAL.md, "Second level") differ in
+The three configurations of the original (docs/recipe.md, section 6) differ in
 the gate's reduction, dropout, learning rate and plateau schedule; the odd
 numbers come from the original's hyper-parameter search.
 """

@@ -29,8 +29,8 @@ the sound: rare, and the one case whose memory grows with the file).
 """
 import numpy as np
 
-from src.audio.frontend import TRIM_FRAME_LENGTH, TRIM_HOP_LENGTH, log_mel, read_audio
-from src.audio.fast_frontend import TRIM_AMIN
+from src.audio.fast_frontend import TRIM_AMIN, log_mel, read_audio
+from src.audio.frontend import TRIM_FRAME_LENGTH, TRIM_HOP_LENGTH
 from src.predict.prediction_sets import geometric_mean
 from src.predict.predictor import Predictor, pad_for_tiles
 from src.audio.streaming import stream_audio, stream_log_mel

@@ -1,5 +1,4 @@
 """Tagging whole files: finding audio, batched prediction, top-k tables, CSV/JSON results, failures."""
-import csv
 import json
 import sys
 from pathlib import Path
@@ -7,7 +6,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from src.audio.frontend import log_mel, read_audio
+from src.audio.fast_frontend import log_mel, read_audio  # the feature cache's front end
+from src.audio.frontend import AUDIO_EXTENSIONS
 from src.predict.prediction_sets import check_finite
 from src.audio.streaming import audio_info
 from src.tagging.chunked import tag_long_file
@@ -16,8 +16,6 @@ from src.utils import atomic_path
 
 # Files longer than this are tagged in chunks (src.tagging.chunked): memory stays flat for any length.
 LONG_FILE_SECONDS = 60.0
-
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".w64", ".rf64", ".caf", ".au")
 
 
 def find_audio_files(paths):

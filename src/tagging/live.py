@@ -1,7 +1,7 @@
 """Live tagging: a rolling buffer over any chunk source (microphone or a replayed file)."""
 import numpy as np
 
-from src.audio.frontend import log_mel
+from src.audio.fast_frontend import log_mel
 from src.tagging.files import top_k
 from src.tagging.models import Tagger
 

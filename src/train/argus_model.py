@@ -27,6 +27,7 @@ import torch
 from argus.utils import deep_to
 
 from src.augment.batch import create_batch_augment
+from src.augment.settings import augment_mode, batch_augment_params
 from src.train.losses import create_loss
 from src.models import MODELS
 
@@ -130,3 +131,19 @@ class FreesoundModel(argus.Model):
             with self.autocast():
                 prediction = self.nn_module(self.prepare_input(deep_to(input, self.device)))
             return self.prediction_transform(prediction)
+
+
+def argus_params(experiment: dict, num_classes: int, device) -> dict:
+    """The argus `FreesoundModel` params dict of an experiment (src/experiments.py)."""
+    model_name, model_kwargs = experiment["model"]
+    return {
+        "nn_module": (model_name, {**model_kwargs, "num_classes": num_classes}),
+        "loss": tuple(experiment["loss"]),
+        "optimizer": tuple(experiment["optimizer"]),
+        "device": str(device),
+        "amp": experiment.get("amp", "bf16"),
+        "channels_last": experiment.get("channels_last", False),
+        "compile": experiment.get("compile", False),
+        # augment="device": the model augments raw-crop batches itself (plain settings, built in the model).
+        "batch_augment": batch_augment_params(experiment) if augment_mode(experiment) == "device" else None,
+    }

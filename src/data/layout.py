@@ -1,0 +1,93 @@
+"""A Kaggle-layout data folder: the one reader of its class list and of its test clips.
+
+    <data>/sample_submission.csv   fname + one column per class: the test clips' order and the class order
+    <data>/train_curated.csv       fname,labels (curated clips)      <data>/train_curated/*.wav
+    <data>/train_noisy.csv         fname,labels (noisy clips)        <data>/train_noisy/*.wav
+    <data>/train_folds.csv         train_curated.csv + a fold column (make_folds.py)
+    <data>/test/*.wav
+
+Kaggle's class order is the column order of `sample_submission.csv`, and its
+row order is the submission's. A user's own data set may have neither: the
+class list is then the sorted union of the train CSVs' labels, and the test
+clips are the audio files of `test/`.
+"""
+from pathlib import Path
+
+from src.audio.frontend import AUDIO_EXTENSIONS
+from src.data.labels import check_fnames, parse_labels, read_csv_columns, read_train_csv
+from src.errors import BadInput, BadSetting, InputFileNotFound
+
+SAMPLE_SUBMISSION = "sample_submission.csv"
+
+
+def read_sample_submission(path) -> tuple:
+    """(fnames, classes) of a sample submission, in its row and column order.
+
+    The header must be `fname,<class>,...` without repeats; the fnames are checked
+    like every CSV's (plain file names, no duplicates).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileNotFound(f"{path}: no such sample submission (it gives the submission's rows and columns)")
+    frame = read_csv_columns(path, ("fname",), what="sample submission")
+    # pandas renames a repeated header cell 'A' to 'A.1'; the raw header shows the repeat.
+    with open(path, encoding="utf-8") as handle:
+        header = handle.readline().rstrip("\r\n").split(",")
+    if header[0] != "fname" or len(header) < 2 or len(set(header)) != len(header):
+        raise BadInput(f"{path}: expected a header 'fname,<class>,...' without repeats, got {header[:6]}")
+    check_fnames(frame["fname"], path)
+    return frame["fname"].tolist(), list(frame.columns[1:])
+
+
+def read_classes(data_dir) -> list:
+    """Class vocabulary in the order submissions use: sample_submission.csv's, else the train CSVs' labels, sorted."""
+    data_dir = Path(data_dir)
+    sample = data_dir / SAMPLE_SUBMISSION
+    if sample.exists():
+        return read_sample_submission(sample)[1]
+    labels = set()
+    for name in ("train_curated.csv", "train_noisy.csv"):
+        path = data_dir / name
+        if path.exists():
+            for value in read_csv_columns(path, ("labels",))["labels"]:
+                labels.update(parse_labels(value))
+    if not labels:
+        raise InputFileNotFound(
+            f"No class list found in {data_dir}: expected {SAMPLE_SUBMISSION} "
+            f"or train_curated.csv / train_noisy.csv with a 'labels' column")
+    return sorted(labels)
+
+
+def read_test_fnames(data_dir) -> list:
+    """Test clips in submission order: sample_submission.csv's rows, else the audio files of test/, sorted."""
+    data_dir = Path(data_dir)
+    sample = data_dir / SAMPLE_SUBMISSION
+    if sample.is_file():
+        return read_sample_submission(sample)[0]
+    folder = data_dir / "test"
+    if not folder.is_dir():
+        raise InputFileNotFound(f"{data_dir}: neither {SAMPLE_SUBMISSION} nor a test/ folder")
+    return sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+
+
+def read_folds(data_dir):
+    """train_folds.csv (fname, labels, fold as int): the curated clips and the fold of each."""
+    path = Path(data_dir) / "train_folds.csv"
+    if not path.is_file():
+        raise InputFileNotFound(f"{path} not found: run `python make_folds.py --data-dir {data_dir}` first")
+    df = read_train_csv(path)
+    if "fold" not in df.columns:
+        raise BadInput(f"{path}: missing column 'fold' (made by make_folds.py)")
+    df["fold"] = df["fold"].astype(int)
+    return df
+
+
+def choose_folds(requested, available) -> list:
+    """The folds a run works on: `requested` (a --folds option; None = all), each one of train_folds.csv's."""
+    available = sorted(set(int(f) for f in available))
+    if requested is None:
+        return available
+    unknown = sorted(set(requested) - set(available))
+    if unknown:
+        raise BadSetting(f"--folds {unknown}: train_folds.csv only has folds {available}")
+    return list(requested)
