@@ -67,79 +67,83 @@ def main(argv=None):
     experiment = use_available_sources(resolve_experiment(args), data_dir)
     # One process, or one rank of a torchrun launch (device cuda:LOCAL_RANK, process group joined).
     ddp = distributed.init_distributed(args.device)
-    device = ddp.device
     workers = worker_count(args.workers)
     # With augment="device" the workers only cut raw crops: torch may use every core.
-    set_cpu_threads(device, workers, args.threads, light_workers=augment_mode(experiment) == "device")
-    # Per rank: the global batch and epoch are kept, split over the ranks.
-    rank_batch = distributed.split_per_rank(experiment["batch_size"], ddp.world_size, "batch_size")
-    rank_epoch = distributed.split_per_rank(experiment["epoch_size"], ddp.world_size, "epoch_size")
+    set_cpu_threads(ddp.device, workers, args.threads, light_workers=augment_mode(experiment) == "device")
+    # Per rank: the global batch and epoch are kept, split over the ranks (checked before anything is written).
+    per_rank = {key: distributed.split_per_rank(experiment[key], ddp.world_size, key)
+                for key in ("batch_size", "epoch_size")}
 
     # Rank 0 computes any missing feature cache first; the other ranks then read it.
     data = distributed.main_first(lambda: load_training_data(data_dir, **data_settings(experiment),
                                                              workers=args.workers))
     folds = choose_folds(args.folds, data.folds)
-
     exp_dir = experiments_dir(data_dir, args.experiment)
     record = {"name": args.experiment, "experiment": experiment, "classes": data.classes,
               "audio_config": AUDIO.to_dict(), "seed": args.seed, "overrides": args.set,
               "world_size": ddp.world_size, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
               "corrections": data.corrections}  # the files applied: name, path, sha256, matching entries
-
-    def prepare():
-        return prepare_experiment_dir(exp_dir, json.loads(json.dumps(record)), folds, args.resume, args.overwrite)
-
-    todo = distributed.run_on_main(prepare)  # only rank 0 touches the folder; every rank gets its fold list
+    # Only rank 0 touches the folder; every rank gets the list of folds still to train.
+    todo = distributed.run_on_main(lambda: prepare_experiment_dir(exp_dir, json.loads(json.dumps(record)), folds,
+                                                                  args.resume, args.overwrite))
     if ddp.is_main:
-        where = f"{ddp.world_size} x {device.type}" if ddp.distributed else str(device)
-        print(f"experiment {args.experiment} on {where}: {len(data.curated)} curated clips"
-              + (f", {len(data.noisy)} noisy" if data.noisy else "")
-              + (f", {len(data.corrected)} corrected-noisy" if data.corrected else "")
-              + f"; {len(data.classes)} classes; folds {todo}; output {exp_dir}")
-        print("  " + describe_corrections(data.corrections["curated"], "curated", "train_folds.csv"))
-        if data.noisy or data.corrected:
-            print("  " + describe_corrections(data.corrections["noisy"], "noisy", "train_noisy.csv"))
+        print_plan(args.experiment, data, ddp, todo, exp_dir)
 
-    results = {}
-    for fold in todo:
-        seed = distributed.rank_seed(args.seed + fold, ddp.rank)  # rank 0: the one-process seed
-        seed_everything(seed)
-        train_part = data.curated.subset((data.folds != fold).nonzero()[0])
-        val_part = data.curated.subset((data.folds == fold).nonzero()[0])
-        # augment="device": the workers only pad and crop; the model augments whole batches on the device.
-        train_dataset = experiment_train_dataset(experiment, specs_and_targets(train_part),
-                                                 specs_and_targets(data.noisy), specs_and_targets(data.corrected),
-                                                 epoch_size=rank_epoch)
-        val_dataset = experiment_val_dataset(experiment, val_part.specs, val_part.targets)
-        # Fresh workers each epoch, seeded from the loader's generator: --resume can then restore them.
-        train_loader = make_loader(train_dataset, rank_batch, shuffle=True, workers=workers,
-                                   seed=seed, drop_last=True, persistent=False)
-        val_loader = make_loader(val_dataset, experiment["val_batch_size"], shuffle=False, workers=workers,
-                                 seed=args.seed + fold, drop_last=False)
-
-        model = FreesoundModel(argus_params(experiment, len(data.classes), device))
-        distributed.wrap_ddp(model, ddp)  # no-op in a one-process run
-        summary = fit_fold(model, train_loader, val_loader, exp_dir / f"fold_{fold}", experiment["epochs"],
-                           experiment["plateau"], experiment["early_stopping"],
-                           title=f"{args.experiment} fold {fold}", progress=not args.no_progress,
-                           is_main=ddp.is_main, seed=seed, resume=args.resume)
-        results[fold] = summary
-        if ddp.distributed:
-            print(f"rank {ddp.rank}/{ddp.world_size} fold {fold}: {summary['epochs_run']} epochs of "
-                  f"{len(train_dataset)} samples in {len(train_loader)} batches of {rank_batch}, seed {seed}, "
-                  f"final lr {model.get_lr():.6g}, best val_lwlrap {summary['best_val_lwlrap']:.6f}")
-        if ddp.is_main:
-            print(f"fold {fold}: best val_lwlrap {summary['best_val_lwlrap']:.4f} at epoch {summary['best_epoch']} "
-                  f"({summary['epochs_run']} epochs, {summary['seconds']:.0f} s) -> {exp_dir / f'fold_{fold}'}")
-        # Shut this fold's persistent loader workers down here, in the parent: left to the garbage
-        # collector, their iterators would be inherited by the next fold's forked workers.
-        del train_loader, val_loader
-        gc.collect()
-
+    results = {fold: train_fold(args, experiment, data, fold, ddp, per_rank, workers, exp_dir) for fold in todo}
     if ddp.is_main:
         for fold, summary in results.items():
             print(f"  fold {fold}: val_lwlrap {summary['best_val_lwlrap']:.4f}")
     return results
+
+
+def train_fold(args, experiment, data, fold, ddp, per_rank, workers, exp_dir) -> dict:
+    """Train fold `fold`: the other folds (+ noisy sources) against this one, with fit_fold's callbacks."""
+    rank_batch, rank_epoch = per_rank["batch_size"], per_rank["epoch_size"]
+    seed = distributed.rank_seed(args.seed + fold, ddp.rank)  # rank 0: the one-process seed
+    seed_everything(seed)
+    train_part = data.curated.subset((data.folds != fold).nonzero()[0])
+    val_part = data.curated.subset((data.folds == fold).nonzero()[0])
+    # augment="device": the workers only pad and crop; the model augments whole batches on the device.
+    train_dataset = experiment_train_dataset(experiment, specs_and_targets(train_part),
+                                             specs_and_targets(data.noisy), specs_and_targets(data.corrected),
+                                             epoch_size=rank_epoch)
+    val_dataset = experiment_val_dataset(experiment, val_part.specs, val_part.targets)
+    # Fresh workers each epoch, seeded from the loader's generator: --resume can then restore them.
+    train_loader = make_loader(train_dataset, rank_batch, shuffle=True, workers=workers,
+                               seed=seed, drop_last=True, persistent=False)
+    val_loader = make_loader(val_dataset, experiment["val_batch_size"], shuffle=False, workers=workers,
+                             seed=args.seed + fold, drop_last=False)
+
+    model = FreesoundModel(argus_params(experiment, len(data.classes), ddp.device))
+    distributed.wrap_ddp(model, ddp)  # no-op in a one-process run
+    summary = fit_fold(model, train_loader, val_loader, exp_dir / f"fold_{fold}", experiment["epochs"],
+                       experiment["plateau"], experiment["early_stopping"],
+                       title=f"{args.experiment} fold {fold}", progress=not args.no_progress,
+                       is_main=ddp.is_main, seed=seed, resume=args.resume)
+    if ddp.distributed:
+        print(f"rank {ddp.rank}/{ddp.world_size} fold {fold}: {summary['epochs_run']} epochs of "
+              f"{len(train_dataset)} samples in {len(train_loader)} batches of {rank_batch}, seed {seed}, "
+              f"final lr {model.get_lr():.6g}, best val_lwlrap {summary['best_val_lwlrap']:.6f}")
+    if ddp.is_main:
+        print(f"fold {fold}: best val_lwlrap {summary['best_val_lwlrap']:.4f} at epoch {summary['best_epoch']} "
+              f"({summary['epochs_run']} epochs, {summary['seconds']:.0f} s) -> {exp_dir / f'fold_{fold}'}")
+    # Shut this fold's loader workers down here, in the parent: left to the garbage
+    # collector, their iterators would be inherited by the next fold's forked workers.
+    del train_loader, val_loader
+    gc.collect()
+    return summary
+
+
+def print_plan(name, data, ddp, todo, exp_dir):
+    """What is about to be trained, on what, from which clips and label corrections."""
+    where = f"{ddp.world_size} x {ddp.device.type}" if ddp.distributed else str(ddp.device)
+    print(f"experiment {name} on {where}: {len(data.curated)} curated clips"
+          + (f", {len(data.noisy)} noisy" if data.noisy else "")
+          + (f", {len(data.corrected)} corrected-noisy" if data.corrected else "")
+          + f"; {len(data.classes)} classes; folds {todo}; output {exp_dir}")
+    print("  " + describe_corrections(data.corrections["curated"], "curated", "train_folds.csv"))
+    if data.noisy or data.corrected:
+        print("  " + describe_corrections(data.corrections["noisy"], "noisy", "train_noisy.csv"))
 
 
 if __name__ == "__main__":
