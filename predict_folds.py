@@ -41,7 +41,7 @@ from src.audio.cache import load_features
 from src.data.labels import targets_matrix
 from src.metrics import lwlrap, oof_report
 from src.predict.prediction_sets import PredictionSet, clip_means, geometric_mean, predictions_dir, write_prediction_tree
-from src.predict.predictor import Predictor, load_fold_models, tile_steps
+from src.predict.predictor import AMP_CHOICES, Predictor, bf16_autocast, load_fold_models, precision_name, tile_steps
 from src.data.layout import read_test_fnames
 from src.train.fit import check_folds_finished, experiments_dir, set_cpu_threads
 from src.utils import pick_device
@@ -58,7 +58,11 @@ def parse_args(argv=None):
                         "128 for the 2019 members)")
     parser.add_argument("--test-step", type=int, help="tile step in frames for test predictions only (overrides "
                         "--step and test_tile_step)")
-    parser.add_argument("--batch-size", type=int, default=128, help="tiles per forward pass (default 128)")
+    parser.add_argument("--batch-size", type=int, default=128, help="tiles per batch (default 128; a CPU forward "
+                        "pass takes 16 of them at a time)")
+    parser.add_argument("--amp", choices=AMP_CHOICES, default="auto",
+                        help="precision: 'auto' (default) = bf16 autocast on a CPU with native bf16 (AVX512-BF16, "
+                        "AMX), the models' own on CUDA, else fp32; 'none' = fp32; 'bf16' = bf16 anywhere")
     parser.add_argument("--workers", type=int, help="processes for computing uncached features (default: all cores)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-test", action="store_true", help="only out-of-fold predictions")
@@ -86,7 +90,8 @@ def main(argv=None):
     check_folds_finished(exp_dir, args.allow_unfinished)
     models = load_fold_models(exp_dir, device)
     folds = sorted(models)
-    print(f"{args.experiment}: found fold models {folds} in {exp_dir}; predicting on {device}")
+    print(f"{args.experiment}: found fold models {folds} in {exp_dir}; predicting on {device} "
+          f"({precision_name(bf16_autocast(args.amp, device))})")
     tile_size = experiment["crop_size"]
     out_dir = predictions_dir(data_dir, args.experiment)
 
@@ -109,7 +114,8 @@ def main(argv=None):
     for fold in folds:
         index = np.flatnonzero(data.folds == fold)
         part = data.curated.subset(index)
-        tiles, offsets, clips = Predictor(models[fold], tile_size, step, args.batch_size).predict(part.specs)
+        predictor = Predictor(models[fold], tile_size, step, args.batch_size, amp=args.amp)
+        tiles, offsets, clips = predictor.predict(part.specs)
         fold_scores[fold] = lwlrap(*scored(part.fnames, clips[0]))
         print(f"  fold {fold}: {len(index)} clips, val lwlrap {fold_scores[fold]:.4f}")
         parts.append((index, tiles[0], offsets))
@@ -127,7 +133,8 @@ def main(argv=None):
         fnames = read_test_fnames(data_dir)
         features = load_features(fnames, data_dir / "test", data_dir / "features", name="test",
                                  workers=args.workers)
-        predictor = Predictor([models[f] for f in folds], tile_size, test_step, args.batch_size)
+        predictor = Predictor([models[f] for f in folds], tile_size, test_step, args.batch_size,
+                              amp=args.amp)
         tiles, offsets, clips = predictor.predict(features.specs)
         for fold, fold_tiles, fold_clips in zip(folds, tiles, clips):
             test_sets[f"test/fold_{fold}"] = PredictionSet(fnames, classes, fold_clips, fold_tiles, offsets)

@@ -1,4 +1,4 @@
-"""Small helpers shared by the scripts: devices, seeding, atomic writes."""
+"""Small helpers shared by the scripts: devices, CPU bf16 detection, seeding, atomic writes."""
 import contextlib
 import errno
 import json
@@ -20,6 +20,32 @@ def pick_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"--device {name} asked for CUDA, but torch sees no GPU")
     return device
+
+
+# x86 CPU flags whose presence means oneDNN runs bf16 convolutions natively (AVX512-BF16 dot products,
+# AMX tiles, or AVX-NE-CONVERT on AVX2 cores). Without them, CPU bf16 autocast is emulated and can be
+# far slower than fp32 (~190x on an AVX2-only EPYC, README "Speed"). torch's capability string
+# ("AVX512") and oneDNN's bf16 check (true on any AVX512 core) do not tell the two apart.
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "avx_ne_convert")
+
+
+def cpu_flags(cpuinfo="/proc/cpuinfo") -> set:
+    """The CPU feature flags of /proc/cpuinfo (Linux); an empty set where it cannot be read."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return set()
+
+
+def cpu_has_native_bf16(flags=None) -> bool:
+    """True when this CPU computes bf16 convolutions in hardware (see NATIVE_BF16_FLAGS) and torch has oneDNN."""
+    flags = cpu_flags() if flags is None else set(flags)
+    return torch.backends.mkldnn.is_available() and any(flag in flags for flag in NATIVE_BF16_FLAGS)
 
 
 def seed_everything(seed: int):

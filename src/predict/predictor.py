@@ -10,6 +10,19 @@ gives per-tile probabilities, and their mean the clip's probabilities.
 Unlike the original (one clip at a time, batches of 16), tiles from many clips
 fill each batch, deltas are computed on the device by one matmul
 (`src.audio.deltas`), and every fold model sees a batch while it is on the device.
+
+Precision (`amp`): None keeps each model's own autocast (the experiment's bf16 /
+fp16 on CUDA, fp32 on CPU); 'none' is fp32 everywhere; 'bf16' autocasts to bf16
+on any device; 'auto' (the default of tag.py and predict_folds.py) is the
+model's own on CUDA and bf16 on a CPU that computes it natively
+(`src.utils.cpu_has_native_bf16`), else fp32.
+
+CPU shape: a CPU forward pass gets at most `cpu_batch` tiles (16: larger
+batches ran slower on a 2-core AVX512 machine, their activations no longer fit
+the caches; `python bench/inference.py --sweep`), in channels-last layout
+(input and weights: oneDNN's fast bf16 convolutions want NHWC, 2.5-3x faster
+than NCHW there; the fold models' weights are switched to NHWC in place).
+The GPU path forwards whole batches.
 """
 from pathlib import Path
 
@@ -21,6 +34,10 @@ from src.audio.deltas import stack_deltas
 from src.errors import InputFileNotFound
 from src.predict.prediction_sets import clip_means
 from src.train.fit import best_checkpoint, trained_folds
+from src.utils import cpu_has_native_bf16
+
+AMP_CHOICES = ("auto", "bf16", "none")
+CPU_BATCH = 16  # tiles per CPU forward pass (see the module docstring)
 
 
 def pad_for_tiles(spec: np.ndarray, tile_size: int, step: int) -> np.ndarray:
@@ -81,17 +98,62 @@ def _tile_batches(specs, tile_size, step, batch_size):
         yield buffer[:filled]
 
 
+def bf16_autocast(amp, device):
+    """True/False: bf16 autocast on/off for every model, for an `amp` setting on `device`;
+    None: each model's own autocast (amp None, or 'auto' off the CPU)."""
+    if amp is not None and amp not in AMP_CHOICES:
+        raise ValueError(f"amp must be one of {AMP_CHOICES} or None, got {amp!r}")
+    if amp == "auto":
+        return cpu_has_native_bf16() if torch.device(device).type == "cpu" else None
+    return {"bf16": True, "none": False}.get(amp)
+
+
+def precision_name(bf16) -> str:
+    """'bf16', 'fp32', or 'model autocast' for a `bf16_autocast` value, for log lines."""
+    return "model autocast" if bf16 is None else "bf16" if bf16 else "fp32"
+
+
 class Predictor:
     """Per-tile and per-clip probabilities of one or more argus models (e.g. all folds of an experiment)."""
 
-    def __init__(self, models, tile_size=256, step=64, batch_size=128):
+    def __init__(self, models, tile_size=256, step=64, batch_size=128, amp=None, cpu_batch=CPU_BATCH):
         self.models = list(models) if isinstance(models, (list, tuple)) else [models]
         if not self.models:
             raise ValueError("Predictor needs at least one model")
         self.tile_size, self.step, self.batch_size = int(tile_size), int(step), int(batch_size)
         self.device = self.models[0].device
+        self.on_cpu = self.device.type == "cpu"
+        self.forward_size = max(1, int(cpu_batch)) if self.on_cpu else self.batch_size
+        if self.on_cpu:
+            # NHWC weights too (in place, same values): with NCHW weights oneDNN reorders them on every call
+            for model in self.models:
+                model.nn_module.to(memory_format=torch.channels_last)
+        self.bf16 = bf16_autocast(amp, self.device)
 
-    @torch.no_grad()
+    @property
+    def precision(self) -> str:
+        return precision_name(self.bf16)
+
+    def autocast(self, model):
+        if self.bf16 is None:
+            return model.autocast()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def forward(self, model, images: torch.Tensor) -> torch.Tensor:
+        """Sigmoid probabilities (B, C) of one model for a (B, 3, H, W) batch, in chunks of `forward_size`."""
+        model.eval()
+        out = []
+        for chunk in images.split(self.forward_size):
+            if self.on_cpu:
+                chunk = chunk.contiguous(memory_format=torch.channels_last)
+            else:
+                chunk = model.prepare_input(chunk)
+            with self.autocast(model):
+                prediction = model.nn_module(chunk)
+            out.append(model.prediction_transform(prediction).float().cpu())
+        return torch.cat(out)
+
+    @torch.inference_mode()
     def predict_tiles(self, specs) -> list:
         """For each model, the concatenated tile probabilities (n_tiles_total, C) of all clips, float32."""
         if len(specs) == 0:
@@ -101,7 +163,7 @@ class Predictor:
             images = torch.from_numpy(batch).to(self.device, non_blocking=True)
             images = stack_deltas(images)
             for model, out in zip(self.models, outputs):
-                out.append(model.predict(images).float().cpu())
+                out.append(self.forward(model, images))
         return [torch.cat(out).numpy() for out in outputs]
 
     def offsets(self, specs) -> np.ndarray:

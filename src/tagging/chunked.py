@@ -32,7 +32,7 @@ import numpy as np
 from src.audio.fast_frontend import TRIM_AMIN, log_mel, read_audio
 from src.audio.frontend import TRIM_FRAME_LENGTH, TRIM_HOP_LENGTH
 from src.predict.prediction_sets import geometric_mean
-from src.predict.predictor import Predictor, pad_for_tiles
+from src.predict.predictor import pad_for_tiles
 from src.audio.streaming import stream_audio, stream_log_mel
 from src.tagging.timeline import sliding_windows
 
@@ -144,7 +144,7 @@ def tag_long_file(tagger, path, batch_size=128, chunk_seconds=10.0, in_memory_se
     # pass 3, per member: tiles of the clipped, padded log-mel; tile probabilities summed per model
     model_means = []
     for member in tagger.members:
-        predictor = Predictor(member.models, member.tile_size, member.step, batch_size)
+        predictor = tagger.predictor(member, batch_size)
         left, right = tile_padding(frames, member.tile_size, member.step)
         blocks = _clipped_padded_blocks(path, config, start, end, chunk_seconds, floor, pad_value, left, right)
         sums, count, batch = None, 0, []

@@ -10,7 +10,7 @@ from src.train.checkpoints import read_checkpoint, safe_torch_load
 from src.config import AUDIO, AudioConfig, resolve_data_dir
 from src.errors import BadCheckpoint, BadInput, BadSetting, InputFileNotFound
 from src.predict.prediction_sets import geometric_mean
-from src.predict.predictor import Predictor, load_fold_models, tile_steps
+from src.predict.predictor import AMP_CHOICES, Predictor, bf16_autocast, load_fold_models, precision_name, tile_steps
 from src.train.fit import best_checkpoint, experiments_dir, trained_folds
 from src.utils import pick_device
 
@@ -30,8 +30,9 @@ class Member:
 class Tagger:
     """Class probabilities of log-mels: geometric mean over all fold models of all members."""
 
-    def __init__(self, members, classes, audio_config: AudioConfig = AUDIO):
+    def __init__(self, members, classes, audio_config: AudioConfig = AUDIO, amp=None):
         self.members, self.classes, self.audio_config = list(members), list(classes), audio_config
+        self.amp = amp  # Predictor precision: None (each model's own), 'auto', 'bf16' or 'none' (tag.py --amp)
         if not self.members:
             raise ValueError("a Tagger needs at least one member")
 
@@ -47,14 +48,18 @@ class Tagger:
         """(len(specs), n_classes) float32 probabilities of a list of (n_mels, frames) log-mels."""
         probs = []
         for member in self.members:
-            _, _, clips = Predictor(member.models, member.tile_size, member.step, batch_size).predict(specs)
+            _, _, clips = self.predictor(member, batch_size).predict(specs)
             probs.extend(clips)
         return probs[0] if len(probs) == 1 else geometric_mean(probs)
+
+    def predictor(self, member: Member, batch_size: int = 128) -> Predictor:
+        return Predictor(member.models, member.tile_size, member.step, batch_size, amp=self.amp)
 
     def describe(self) -> str:
         parts = [f"{m.name} ({len(m.models)} fold model{'s' * (len(m.models) != 1)}, tiles {m.tile_size} "
                  f"every {m.step} frames)" for m in self.members]
-        return " + ".join(parts) + f"; {len(self.classes)} classes; {self.device}"
+        precision = precision_name(bf16_autocast(self.amp, self.device))
+        return " + ".join(parts) + f"; {len(self.classes)} classes; {self.device}, {precision}"
 
     def __repr__(self):
         return f"Tagger({self.describe()})"
@@ -186,7 +191,11 @@ def add_model_args(parser):
     group.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu', 'cuda', ...")
     group.add_argument("--step", type=int, help="tile step in frames (default: each model's test step: an "
                        "experiment's test_tile_step, a bundle's tile_step)")
-    group.add_argument("--batch-size", type=int, default=128, help="tiles per forward pass (default 128)")
+    group.add_argument("--batch-size", type=int, default=128, help="tiles per batch (default 128; a CPU forward "
+                       "pass takes 16 of them at a time)")
+    group.add_argument("--amp", choices=AMP_CHOICES, default="auto",
+                       help="precision: 'auto' (default) = bf16 autocast on a CPU with native bf16 (AVX512-BF16, "
+                       "AMX), the models' own on CUDA, else fp32; 'none' = fp32; 'bf16' = bf16 anywhere")
 
 
 def load_tagger(args) -> Tagger:
@@ -198,4 +207,6 @@ def load_tagger(args) -> Tagger:
     data_dir = resolve_data_dir(args.data_dir)
     taggers += [load_experiment(data_dir, name, device, args.step) for name in args.experiment]
     taggers += [load_bundle(path, device, args.step) for path in args.model]
-    return blend(taggers)
+    tagger = blend(taggers)
+    tagger.amp = getattr(args, "amp", "auto")
+    return tagger
