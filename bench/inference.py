@@ -250,6 +250,9 @@ def compare_bf16(args):
         truth.append(part.targets)
         for name, amp in (("fp32", "none"), ("bf16", "bf16")):
             probs[name].append(Predictor(model, tile_size, step, args.batch_size, amp=amp).predict(part.specs)[2][0])
+        fold_scores = [lwlrap(part.targets, probs[name][-1]) for name in ("fp32", "bf16")]
+        print(f"  fold {fold}: {len(part.specs)} clips, lwlrap fp32 {fold_scores[0]:.5f}, bf16 {fold_scores[1]:.5f}, "
+              f"difference {fold_scores[1] - fold_scores[0]:+.5f}")
     truth = np.concatenate(truth)
     probs = {k: np.concatenate(v) for k, v in probs.items()}
     scores = {k: lwlrap(truth, v) for k, v in probs.items()}
