@@ -5,9 +5,15 @@
 VALUE is read as a Python literal (numbers, tuples, strings, True/False/None),
 or taken as a plain string when it is not one. A dotted key reaches into a
 nested dict; for the `(name, kwargs)` pairs (model, loss, optimizer) it reaches
-into the kwargs. Unknown keys are refused, so a typo never passes silently.
+into the kwargs. Every level of the key must already exist in the experiment,
+so a typo (`plateau.patiance`, `model.base_sise`) stops the run before anything
+is written, with the valid keys at that level. To give a model, loss or
+optimizer an argument the experiment does not list, set the whole pair
+(`--set "optimizer=('AdamW', {'lr': 1e-3, 'weight_decay': 0.01})"`).
 """
 import ast
+
+from src.errors import BadSetting
 
 
 def parse_value(text: str):
@@ -17,21 +23,35 @@ def parse_value(text: str):
         return text
 
 
+def _is_pair(value) -> bool:
+    """A `(name, kwargs)` setting such as model, loss or optimizer (a list once read back from JSON)."""
+    return isinstance(value, (tuple, list)) and len(value) == 2 and isinstance(value[0], str) \
+        and isinstance(value[1], dict)
+
+
 def apply_override(experiment: dict, assignment: str) -> None:
+    """Set one `KEY=VALUE` in `experiment` (in place); BadSetting if any level of KEY is not a setting."""
     if "=" not in assignment:
-        raise ValueError(f"--set expects KEY=VALUE, got {assignment!r}")
+        raise BadSetting(f"--set expects KEY=VALUE, got {assignment!r}")
     key, text = assignment.split("=", 1)
-    *path, last = key.strip().split(".")
+    key = key.strip()
+    parts = key.split(".")
     node = experiment
-    for part in path:
+    for depth, part in enumerate(parts):
+        where, pair = ".".join(parts[:depth]), _is_pair(node)
+        if pair:
+            node = node[1]  # model.base_size: a kwarg of the (name, kwargs) pair
+        if not isinstance(node, dict):
+            raise BadSetting(f"--set {key}: {where} is a value ({node!r}), it has no setting {part!r}")
         if part not in node:
-            raise KeyError(f"--set {key}: unknown setting {part!r}; known: {', '.join(sorted(node))}")
-        node = node[part]
-        if isinstance(node, (tuple, list)) and len(node) == 2 and isinstance(node[1], dict):
-            node = node[1]  # (name, kwargs) pair: override a kwarg
-    if not path and last not in node:
-        raise KeyError(f"--set {key}: unknown setting; known: {', '.join(sorted(node))}")
-    node[last] = parse_value(text)
+            level = f"settings of {where}" if where else "top-level settings"
+            hint = f"; to pass another argument, set the whole pair: --set {where}=(name, {{...}})" if pair else ""
+            raise BadSetting(f"--set {key}: unknown setting {part!r}; valid {level}: "
+                             f"{', '.join(sorted(node)) or '(none)'}{hint}")
+        if depth == len(parts) - 1:
+            node[part] = parse_value(text)
+        else:
+            node = node[part]
 
 
 def apply_overrides(experiment: dict, assignments) -> dict:

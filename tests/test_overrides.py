@@ -1,0 +1,115 @@
+"""Strict `--set KEY=VALUE`: every level of a dotted key must be a setting of the experiment."""
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from src.errors import BadSetting, UserError
+from src.experiments import BASE, EXPERIMENTS, get_experiment
+from src.overrides import apply_override, apply_overrides, parse_value
+from src.stacking.experiments import STACKING_EXPERIMENTS, get_stacking_experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def leaves(settings, prefix=""):
+    """(dotted key, value) of every setting --set can reach: dict keys and the kwargs of (name, kwargs) pairs."""
+    pair = isinstance(settings, tuple) and len(settings) == 2 and isinstance(settings[1], dict)
+    children = settings[1] if pair else settings
+    if not isinstance(children, dict) or not children:  # a value (or a pair without kwargs: set as a whole)
+        yield prefix, settings
+        return
+    for key, value in children.items():
+        yield from leaves(value, f"{prefix}.{key}" if prefix else key)
+
+
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS) + sorted(STACKING_EXPERIMENTS))
+def test_every_setting_of_every_experiment_can_be_set_to_itself(name):
+    experiment = get_experiment(name) if name in EXPERIMENTS else get_stacking_experiment(name)
+    original = copy.deepcopy(experiment)
+    keys = [key for key, _ in leaves(experiment)]
+    assert {"plateau.patience", "optimizer.lr", "model.dropout"} <= set(keys)
+    for key, value in leaves(original):
+        apply_override(experiment, f"{key}={value!r}")
+    assert experiment == original
+
+
+def test_valid_keys_change_only_their_setting():
+    experiment = get_experiment("corr_noisy_007")
+    apply_overrides(experiment, ["batch_size=64", "plateau.patience=3", "model.base_size=8",
+                                 "loss.base.noisy_params.beta=0.6", "transforms.resize_scale=(0.5, 1.0)"])
+    expected = get_experiment("corr_noisy_007")
+    expected["batch_size"] = 64
+    expected["plateau"]["patience"] = 3
+    expected["model"][1]["base_size"] = 8
+    expected["loss"][1]["base"]["noisy_params"]["beta"] = 0.6
+    expected["transforms"]["resize_scale"] = (0.5, 1.0)
+    assert experiment == expected
+    # A whole (name, kwargs) pair: how a model or optimizer gets an argument the table does not list.
+    apply_override(experiment, "optimizer=('AdamW', {'lr': 1e-3, 'weight_decay': 0.01})")
+    assert experiment["optimizer"] == ("AdamW", {"lr": 1e-3, "weight_decay": 0.01})
+    stacking = get_stacking_experiment("stacking_demo")
+    apply_overrides(stacking, ["model.reduction=4", "inputs=['demo']", "run_prob=0.25"])
+    assert stacking["model"][1]["reduction"] == 4 and stacking["inputs"] == ["demo"] and stacking["run_prob"] == 0.25
+
+
+@pytest.mark.parametrize("text, value", [
+    ("3", 3), ("1e-3", 1e-3), ("-0.5", -0.5), ("(3, 12)", (3, 12)), ("[1.0, 0.4]", [1.0, 0.4]),
+    ("True", True), ("None", None), ("'none'", "none"), ("bf16", "bf16"), ("curated_final", "curated_final"),
+    ("{'patience': 2}", {"patience": 2}), ("a b", "a b"),
+])
+def test_values_are_python_literals_or_plain_strings(text, value):
+    assert parse_value(text) == value and type(parse_value(text)) is type(value)
+    experiment = get_experiment("demo")
+    apply_override(experiment, f"amp={text}")
+    assert experiment["amp"] == value
+
+
+@pytest.mark.parametrize("key, unknown, valid", [
+    ("bacth_size", "bacth_size", sorted(BASE)),                                  # top level
+    ("plateau.patiance", "patiance", sorted(BASE["plateau"])),                   # a nested dict
+    ("model.base_sise", "base_sise", sorted(BASE["model"][1])),                  # a (name, kwargs) pair
+    ("loss.base.noisy_params.betta", "betta", ["beta"]),                         # four levels down
+    ("transforms.spec_prob.x", None, None),                                      # below a value
+    ("plateu.patience", "plateu", sorted(BASE)),                                 # the first of two levels
+])
+def test_a_typo_at_any_level_is_refused_with_the_valid_keys(key, unknown, valid):
+    experiment = get_experiment("auxiliary_016")
+    before = copy.deepcopy(experiment)
+    with pytest.raises(BadSetting) as info:
+        apply_override(experiment, f"{key}=3")
+    message = str(info.value)
+    assert isinstance(info.value, UserError) and message.startswith(f"--set {key}: ")
+    if unknown is None:
+        assert "transforms.spec_prob is a value (0.5)" in message
+    else:
+        assert f"unknown setting {unknown!r}" in message
+        assert message.split("valid ")[1].split(": ", 1)[1].split(";")[0] == ", ".join(valid)
+    assert experiment == before  # nothing half-applied
+
+
+def test_error_text_names_the_level_and_the_way_out():
+    with pytest.raises(BadSetting, match=r"^--set plateau\.patiance: unknown setting 'patiance'; valid settings of "
+                                         r"plateau: factor, min_lr, patience$"):
+        apply_override(get_experiment("demo"), "plateau.patiance=3")
+    with pytest.raises(BadSetting, match=r"valid settings of optimizer: lr; to pass another argument, set the "
+                                         r"whole pair: --set optimizer="):
+        apply_override(get_experiment("demo"), "optimizer.weight_decay=0.01")
+    with pytest.raises(BadSetting, match="valid top-level settings: .*inputs.*run_prob"):
+        apply_override(get_stacking_experiment("stacking_demo"), "run_porb=0.2")
+    with pytest.raises(BadSetting, match="expects KEY=VALUE"):
+        apply_override(get_experiment("demo"), "plateau.patience")
+
+
+@pytest.mark.parametrize("script, experiment", [("train_folds.py", "demo"), ("stacking_train.py", "stacking_demo")])
+def test_scripts_refuse_a_typo_in_one_line_and_write_nothing(tmp_path, script, experiment):
+    result = subprocess.run([sys.executable, script, "--experiment", experiment, "--data-dir", str(tmp_path),
+                             "--set", "plateau.patiance=3"], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith(f"{script}: error: --set plateau.patiance: unknown setting 'patiance'")
+    assert "patience" in lines[0]
+    assert list(tmp_path.iterdir()) == []
