@@ -24,5 +24,10 @@ class BadSetting(UserError, ValueError):
     """An option or setting that cannot work (unknown fold, impossible size, mismatched experiments)."""
 
 
+class ResultsExist(UserError, FileExistsError):
+    """An output folder already holds results (or files) that the run would replace; the message names the way on
+    (--resume / --overwrite)."""
+
+
 class BadCheckpoint(UserError, ValueError):
     """A checkpoint that cannot be loaded safely (not a torch file, truncated, or holding pickled code)."""

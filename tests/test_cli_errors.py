@@ -87,3 +87,13 @@ def test_blend_reports_a_missing_experiment(tmp_path):
     (tmp_path / "sample_submission.csv").write_text("fname,Bark,Hum\na.wav,0,0\n")
     assert_one_line_error(run_script("blend.py", "--experiments", "nothing_here", "--data-dir", tmp_path),
                           "blend.py", "nothing_here")
+
+
+def test_no_exit_is_raised_inside_src():
+    """Library code raises src.errors.UserError subclasses (or plain exceptions for bugs); only src.cli.run,
+    the scripts' runner, turns them into an exit status."""
+    offenders = [f"{path.relative_to(ROOT)}:{number}"
+                 for path in sorted((ROOT / "src").rglob("*.py")) if path.name != "cli.py"
+                 for number, line in enumerate(path.read_text().splitlines(), 1)
+                 if "raise SystemExit" in line or "sys.exit(" in line]
+    assert offenders == []

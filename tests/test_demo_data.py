@@ -1,5 +1,7 @@
 import json
 import re
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import pytest
 import soundfile as sf
 
 from src.data import demo_data
+from src.errors import ResultsExist
 from src.data.demo_data import DEMO_CLASSES, SPLITS, generate_demo_dataset, make_clip, make_plan, write_clip
 
 SMALL = dict(n_curated=40, n_noisy=20, n_test=10)
@@ -214,7 +217,7 @@ def test_cli(tmp_path, capsys):
     demo_data.main(args)
     assert "wrote" in capsys.readouterr().out
     assert len(pd.read_csv(tmp_path / "cli" / "train_curated.csv")) == 4
-    with pytest.raises(SystemExit, match="--overwrite"):
+    with pytest.raises(ResultsExist, match="--overwrite"):
         demo_data.main(args)
     demo_data.main(args + ["--overwrite"])
     with pytest.raises(SystemExit) as exc:
@@ -226,6 +229,17 @@ def test_cli(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------- the sounds
+
+
+def test_module_cli_reports_a_refusal_in_one_line(tmp_path):
+    (tmp_path / "mine.txt").write_text("a user's file")
+    result = subprocess.run([sys.executable, "-m", "src.data.demo_data", "--out", str(tmp_path), "--quiet"],
+                            cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines() == [f"demo_data.py: error: {tmp_path}: folder exists and is not "
+                                                  f"empty; refusing to overwrite it (pass overwrite=True / "
+                                                  f"--overwrite to replace it)"]
+    assert [p.name for p in tmp_path.iterdir()] == ["mine.txt"]
 
 def log_mel(audio):
     mel = librosa.feature.melspectrogram(y=audio, sr=44100, n_fft=2560, hop_length=690, n_mels=128,

@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from src.errors import BadInput, UserError
 from src.train import distributed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,9 +126,9 @@ def _collectives_worker(rank, world_size, tmp):
         assert distributed.run_on_main(lambda: calls.append(rank) or [0, 3]) == [0, 3]
         assert calls == ([0] if rank == 0 else [])
         def fail():
-            raise SystemExit("disk full")
+            raise BadInput("disk full")
 
-        with pytest.raises(SystemExit, match="disk full"):  # on rank 1: "... because rank 0 failed: ..."
+        with pytest.raises(UserError, match="disk full"):  # on rank 1: "... because rank 0 failed: ..."
             distributed.run_on_main(fail)
 
         # main_first: rank 1 runs only after rank 0 finished (it reads what rank 0 wrote).

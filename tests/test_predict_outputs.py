@@ -9,6 +9,7 @@ import torch
 import make_folds
 import predict_folds
 import train_folds
+from src.errors import BadInput
 from src.predict import prediction_sets as predictions
 from src.data.demo_data import generate_demo_dataset
 
@@ -73,7 +74,7 @@ def test_unfinished_folds_are_refused_unless_allowed(trained, capsys):
     saved = done.read_bytes()
     done.unlink()
     try:
-        with pytest.raises(SystemExit, match=r"fold\(s\) \[0\] have not finished"):
+        with pytest.raises(BadInput, match=r"fold\(s\) \[0\] have not finished"):
             predict(trained, "--step", "32")
         report = predict(trained, "--step", "32", "--no-test", "--allow-unfinished")
         assert report["folds"] == [0]

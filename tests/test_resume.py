@@ -22,6 +22,7 @@ import torch
 import make_folds
 import train_folds
 from src.data.demo_data import generate_demo_dataset
+from src.errors import BadSetting, ResultsExist
 from src.train.resume import LAST_STATE, load_training_state, rng_state, set_rng_state, trim_log_csv
 from src.train.fit import prepare_experiment_dir
 
@@ -186,9 +187,9 @@ def test_a_fold_with_training_state_is_kept_for_fit_fold(tmp_path):
 
 def test_only_overwrite_discards(tmp_path):
     exp, record = make_experiment(tmp_path)
-    with pytest.raises(SystemExit, match="--resume"):
+    with pytest.raises(ResultsExist, match="--resume"):
         prepare_experiment_dir(exp, record, [0], resume=False, overwrite=False)
-    with pytest.raises(SystemExit, match="--seed 42"):
+    with pytest.raises(BadSetting, match="--seed 42"):
         prepare_experiment_dir(exp, {**record, "seed": 7}, [0], resume=True, overwrite=False)
     assert prepare_experiment_dir(exp, {**record, "started": "now"}, [0], resume=False, overwrite=True) == [0]
     assert not (exp / "fold_0").exists()

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import stacking_train
-from src.errors import InputFileNotFound, UserError
+from src.errors import InputFileNotFound, ResultsExist, UserError
 from src.metrics import lwlrap
 from src.models import MODELS, create_model
 from src.predict.prediction_sets import PredictionSet, clip_means, geometric_mean, read_prediction_set, write_prediction_set
@@ -309,7 +309,7 @@ def test_stacking_train_end_to_end(tmp_path, capsys):
     assert "stacking out-of-fold lwlrap" in capsys.readouterr().out
 
     # An existing experiment is never silently overwritten.
-    with pytest.raises(SystemExit, match="--resume"):
+    with pytest.raises(ResultsExist, match="--resume"):
         stacking_train.main(run_args(tmp_path))
     # --resume with every fold done: trains nothing, predicts again.
     again = stacking_train.main(run_args(tmp_path, "--resume"))

@@ -38,7 +38,6 @@ import json
 import os
 import secrets
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -48,6 +47,9 @@ import pandas as pd
 import scipy.fft
 import soundfile as sf
 from tqdm import tqdm
+
+from src.cli import run
+from src.errors import BadSetting, ResultsExist
 
 SAMPLE_RATE = 44100
 MIN_SECONDS, MAX_SECONDS = 0.3, 20.0
@@ -395,14 +397,14 @@ def make_plan(seed=0, n_curated=DEFAULT_COUNTS["train_curated"], n_noisy=DEFAULT
               noisy_corruption_share=NOISY_CORRUPTION_SHARE) -> list:
     """The whole dataset as a list of `ClipPlan` (no audio): cheap, and what the files follow."""
     if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise BadSetting(f"seed must be a non-negative integer, got {seed!r}")
     counts = {"train_curated": n_curated, "train_noisy": n_noisy, "test": n_test}
     for split, count in counts.items():
         if not isinstance(count, (int, np.integer)) or count < 1:
-            raise ValueError(f"{split}: clip count must be a positive integer, got {count!r}")
+            raise BadSetting(f"{split}: clip count must be a positive integer, got {count!r}")
     for name, share in (("multi_label_share", multi_label_share), ("noisy_corruption_share", noisy_corruption_share)):
         if not 0 <= share <= 1:
-            raise ValueError(f"{name} must be in [0, 1], got {share}")
+            raise BadSetting(f"{name} must be in [0, 1], got {share}")
     plan, taken = [], set()
     for split_id, split in enumerate(SPLITS):
         n = int(counts[split])
@@ -477,15 +479,15 @@ def _check_target(out_dir: Path, overwrite: bool):
     if not out_dir.exists():
         return
     if not out_dir.is_dir():
-        raise FileExistsError(f"{out_dir}: exists and is not a folder")
+        raise ResultsExist(f"{out_dir}: exists and is not a folder")
     if not any(out_dir.iterdir()):
         return
     if not overwrite:
-        raise FileExistsError(f"{out_dir}: folder exists and is not empty; refusing to overwrite it "
+        raise ResultsExist(f"{out_dir}: folder exists and is not empty; refusing to overwrite it "
                               f"(pass overwrite=True / --overwrite to replace it)")
     if not (out_dir / "DATASET.json").is_file():
         # A guard against `--out . --overwrite` and the like wiping an unrelated folder.
-        raise FileExistsError(f"{out_dir}: not a demo dataset (no DATASET.json); refusing to delete it "
+        raise ResultsExist(f"{out_dir}: not a demo dataset (no DATASET.json); refusing to delete it "
                               f"even with overwrite - remove it yourself or pick another --out")
 
 
@@ -548,14 +550,11 @@ def main(argv=None):
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    try:
-        out = generate_demo_dataset(args.out, seed=args.seed, n_curated=args.n_curated, n_noisy=args.n_noisy,
-                                    n_test=args.n_test, overwrite=args.overwrite, progress=not args.quiet)
-    except (FileExistsError, ValueError) as exc:
-        sys.exit(f"error: {exc}")
+    out = generate_demo_dataset(args.out, seed=args.seed, n_curated=args.n_curated, n_noisy=args.n_noisy,
+                                n_test=args.n_test, overwrite=args.overwrite, progress=not args.quiet)
     print(f"wrote {out} ({args.n_curated} curated, {args.n_noisy} noisy, {args.n_test} test clips, "
           f"{_dir_size(out) / 1e6:.1f} MB) in {time.perf_counter() - start:.1f} s")
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -34,6 +34,7 @@ import torch.distributed as dist
 from argus.callbacks import Callback
 from torch.nn.parallel import DistributedDataParallel
 
+from src.errors import UserError
 from src.utils import pick_device
 
 # Rank r trains with seed + RANK_SEED_STRIDE * r (fold K already adds K to the seed),
@@ -123,6 +124,11 @@ def broadcast_object(obj, src=0):
     return box[0]
 
 
+class RankZeroFailed(UserError):
+    """What the other ranks raise when rank 0's work failed: its message in one line (rank 0 reports the
+    error itself, with the traceback when it is a bug), instead of a wait at a barrier until the timeout."""
+
+
 class _Failed:
     """What rank 0 broadcasts instead of a result when its work raised."""
 
@@ -148,7 +154,7 @@ def run_on_main(fn, share_result=True):
             raise
     shared = broadcast_object(result if share_result else None)
     if isinstance(shared, _Failed):
-        raise SystemExit(f"rank {get_rank()}: stopping because rank 0 failed: {shared.message}")
+        raise RankZeroFailed(f"rank {get_rank()}: stopping because rank 0 failed: {shared.message}")
     return result if is_main() else shared
 
 

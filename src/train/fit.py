@@ -24,6 +24,7 @@ from argus.callbacks import (Callback, EarlyStopping, LoggingToCSV, LoggingToFil
                              ReduceLROnPlateau)
 from tqdm import tqdm
 
+from src.errors import BadInput, BadSetting, ResultsExist
 from src.train.distributed import SyncMetrics
 from src.metrics import Lwlrap
 from src.plots import plot_training_curves
@@ -244,7 +245,7 @@ def check_folds_finished(experiment_dir, allow_unfinished: bool):
     """Refuse to predict with unfinished folds, unless allowed (then say which they are)."""
     unfinished = unfinished_folds(experiment_dir)
     if unfinished and not allow_unfinished:
-        raise SystemExit(f"{experiment_dir}: fold(s) {unfinished} have not finished training (no {DONE_FILE}); "
+        raise BadInput(f"{experiment_dir}: fold(s) {unfinished} have not finished training (no {DONE_FILE}); "
                          f"finish them with --resume, or pass --allow-unfinished to predict with their best "
                          f"checkpoint so far")
     if unfinished:
@@ -265,16 +266,16 @@ def prepare_experiment_dir(exp_dir, record, folds, resume, overwrite) -> list:
     exp_dir = Path(exp_dir)
     config_path = exp_dir / "config.json"
     if config_path.is_file() and not (resume or overwrite):
-        raise SystemExit(f"{exp_dir} already holds experiment results. Use --resume to continue it "
+        raise ResultsExist(f"{exp_dir} already holds experiment results. Use --resume to continue it "
                          f"or --overwrite to start again.")
     keep_config = resume and config_path.is_file()
     if keep_config:
         old = json.loads(config_path.read_text())
         if old["experiment"] != record["experiment"]:
-            raise SystemExit(f"{config_path}: settings differ from this run's, so --resume would mix two "
+            raise BadSetting(f"{config_path}: settings differ from this run's, so --resume would mix two "
                              f"recipes; use --overwrite or another --data-dir.")
         if old.get("seed") != record.get("seed"):
-            raise SystemExit(f"{config_path}: trained with --seed {old.get('seed')}, this run has --seed "
+            raise BadSetting(f"{config_path}: trained with --seed {old.get('seed')}, this run has --seed "
                              f"{record.get('seed')}; resume with the same seed, or use --overwrite.")
     todo = []
     for fold in folds:
