@@ -36,7 +36,7 @@ from src.config import resolve_data_dir
 from src.data.corrections import read_curated
 from src.data.sources import load_training_data
 from src.errors import BadSetting, InputFileNotFound
-from src.experiments import data_settings
+from src.experiments import complete_config, data_settings
 from src.audio.cache import load_features
 from src.data.labels import targets_matrix
 from src.metrics import lwlrap, oof_report
@@ -80,7 +80,7 @@ def main(argv=None):
         raise InputFileNotFound(f"{config_path} not found: train it first (python train_folds.py --experiment "
                          f"{args.experiment} --data-dir {data_dir})")
     record = json.loads(config_path.read_text())
-    experiment, classes = record["experiment"], record["classes"]
+    experiment, classes = complete_config(record["experiment"]), record["classes"]  # older runs: BASE fills in
     try:
         step, test_step = tile_steps(experiment, args.step, args.test_step)
     except ValueError as exc:

@@ -52,13 +52,12 @@ from src.data.layout import choose_folds, read_classes
 from src.data.corrections import describe as describe_corrections
 from src.data.corrections import read_curated
 from src.data.datasets import RandomSourceDataset, make_loader
-from src.experiments import data_settings
 from src.data.labels import targets_matrix
 from src.metrics import lwlrap, oof_report
 from src.predict.prediction_sets import PredictionSet, geometric_mean, predictions_dir, read_prediction_set, write_prediction_tree
 from src.predict.predictor import load_fold_models
 from src.stacking.datasets import StackedTiles, StackingDataset, TileSubsetMean, select_clips
-from src.stacking.experiments import STACKING_EXPERIMENTS, get_stacking_experiment
+from src.stacking.experiments import BASE as STACKING_BASE, STACKING_EXPERIMENTS, get_stacking_experiment
 from src.train.fit import check_folds_finished, experiments_dir, fit_fold, prepare_experiment_dir
 from src.utils import pick_device, seed_everything
 
@@ -163,7 +162,7 @@ def load_stacking_data(data_dir, experiment, with_test=True) -> StackingData:
     """Read the labels and every input's predictions first, so a missing input stops the run before anything
     is written. Labels use the experiment's `curated_corrections` (src/data/corrections.py)."""
     classes = read_classes(data_dir)
-    curated = read_curated(data_dir, classes, data_settings(experiment)["curated_corrections"])
+    curated = read_curated(data_dir, classes, experiment["curated_corrections"])
     fnames = curated.kept["fname"].tolist()
     targets = targets_matrix(curated.kept["labels"].tolist(), classes)
     names = list(experiment["inputs"])
@@ -214,7 +213,8 @@ def main(argv=None):
     record = {"name": args.experiment, "level": 2, "experiment": experiment, "classes": data.classes,
               "seed": args.seed, "overrides": args.set, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
               "corrections": {"curated": data.corrections}}
-    todo = prepare_experiment_dir(exp_dir, json.loads(json.dumps(record)), folds, args.resume, args.overwrite)
+    todo = prepare_experiment_dir(exp_dir, json.loads(json.dumps(record)), folds, args.resume, args.overwrite,
+                                  base=STACKING_BASE)
     print(f"stacking {args.experiment} on {device}: {len(data.fnames)} curated clips, {len(data.stacked.tiles)} "
           f"tiles, {data.stacked.n_features} features = {len(experiment['inputs'])} experiments x "
           f"{len(data.classes)} classes; folds {todo}; output {exp_dir}")

@@ -227,7 +227,7 @@ def sweep(args):
 
 def compare_bf16(args):
     from src.data.sources import load_training_data
-    from src.experiments import data_settings
+    from src.experiments import complete_config, data_settings
     from src.metrics import lwlrap
     from src.predict.predictor import load_fold_models
     from src.train.fit import experiments_dir
@@ -238,10 +238,10 @@ def compare_bf16(args):
         raise SystemExit(f"{exp_dir}: no trained experiment. Train one first, e.g. `make demo` or "
                          f"python train_folds.py --experiment {args.experiment} --data-dir {data_dir}")
     device = pick_device(args.device)
-    experiment = json.loads((exp_dir / "config.json").read_text())["experiment"]
+    experiment = complete_config(json.loads((exp_dir / "config.json").read_text())["experiment"])
     models = load_fold_models(exp_dir, device)
     data = load_training_data(data_dir, curated_corrections=data_settings(experiment)["curated_corrections"])
-    tile_size, step = experiment["crop_size"], experiment.get("tile_step", 64)
+    tile_size, step = experiment["crop_size"], experiment["tile_step"]
     print(f"{args.experiment}: folds {sorted(models)} on {device}, tiles {tile_size} every {step} frames")
 
     truth, probs = [], {"fp32": [], "bf16": []}

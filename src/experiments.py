@@ -38,6 +38,11 @@ Keys:
   tile_step        sliding-window step in frames of out-of-fold predictions (predict_folds.py)
   test_tile_step   the step of test predictions and of tagging (tag.py, export.py bundles)
   optional_sources  use train_noisy / noisy_corrections.json only when present (use_available_sources)
+
+Every setting has its value in BASE (the code reads `experiment[key]`, never a
+fallback), so a run's config.json is the whole truth of it. A config.json written
+before a setting existed is read through `complete_config`, which fills the
+missing settings from BASE (and applies the two renames of older versions).
 """
 import copy
 from pathlib import Path
@@ -83,6 +88,7 @@ BASE = {
     "compile": False,        # torch.compile the network (first steps are slow while it compiles)
     "tile_step": 64,
     "test_tile_step": 128,   # the final submission's test predictions (out-of-fold stays at 64)
+    "optional_sources": False,
 }
 
 
@@ -182,7 +188,7 @@ def use_available_sources(experiment: dict, data_dir) -> dict:
     corrected-noisy clips (the noisy stream keeps its share). Other experiments are returned as is:
     the full-size recipes ask for their files.
     """
-    if not experiment.get("optional_sources"):
+    if not experiment["optional_sources"]:
         return experiment
     data_dir = Path(data_dir)
     experiment = copy.deepcopy(experiment)
@@ -201,15 +207,36 @@ def get_experiment(name: str) -> dict:
     return copy.deepcopy(EXPERIMENTS[name])
 
 
-def data_settings(experiment: dict) -> dict:
-    """The keyword arguments of src.data.sources.load_training_data for an experiment.
+def complete_config(experiment: dict, base: dict = BASE) -> dict:
+    """A copy of an experiment recorded by an older version (its config.json), with the settings it
+    lacks taken from `base` (BASE; the stacking table's base for stacking experiments).
 
-    A config.json saved before the corrections settings existed has `corrections: true/false`
-    instead (the data dir's files, or none); it still loads.
+    Dict settings (transforms, plateau) are completed one level deep; (name, kwargs) pairs are
+    whole settings. Two settings replaced older ones, and their old meaning is kept:
+      corrections: true/false   ->  curated_corrections and noisy_corrections "auto" (the data dir's
+                                    files) or None
+      no test_tile_step         ->  test predictions used `tile_step`, like the out-of-fold ones
+    An experiment that has every setting comes back equal to itself.
     """
-    legacy = "auto" if experiment.get("corrections", True) else None
-    return {"curated_corrections": experiment.get("curated_corrections", legacy),
-            "noisy_corrections": experiment.get("noisy_corrections", legacy),
-            "noisy_source": experiment.get("noisy_source", "all"),
-            "need_noisy": experiment.get("noisy_prob", 0) > 0,
-            "need_corrected": experiment.get("corr_noisy_prob", 0) > 0}
+    experiment = copy.deepcopy(experiment)
+    if "corrections" in experiment:
+        legacy = "auto" if experiment.pop("corrections") else None
+        experiment.setdefault("curated_corrections", legacy)
+        experiment.setdefault("noisy_corrections", legacy)
+    if "tile_step" in base and "test_tile_step" not in experiment:
+        experiment["test_tile_step"] = experiment.get("tile_step", base["tile_step"])
+    for key, default in base.items():
+        if key not in experiment:
+            experiment[key] = copy.deepcopy(default)
+        elif isinstance(default, dict) and isinstance(experiment[key], dict):
+            experiment[key] = {**copy.deepcopy(default), **experiment[key]}
+    return experiment
+
+
+def data_settings(experiment: dict) -> dict:
+    """The keyword arguments of src.data.sources.load_training_data for an experiment."""
+    return {"curated_corrections": experiment["curated_corrections"],
+            "noisy_corrections": experiment["noisy_corrections"],
+            "noisy_source": experiment["noisy_source"],
+            "need_noisy": experiment["noisy_prob"] > 0,
+            "need_corrected": experiment["corr_noisy_prob"] > 0}

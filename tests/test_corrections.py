@@ -14,7 +14,7 @@ import train_folds
 from src.data.corrections import (SHIPPED_DIR, Corrections, cli_setting, load_experiment_corrections, read_curated,
                                   resolve_corrections, shipped_names)
 from src.data.sources import load_training_data, noisy_sources
-from src.experiments import EXPERIMENTS, data_settings
+from src.experiments import EXPERIMENTS, complete_config, data_settings
 from src.data.labels import REMOVE, load_corrections
 from src.metrics import lwlrap
 from src.predict.prediction_sets import read_prediction_set
@@ -210,8 +210,8 @@ def test_data_settings_of_experiments_and_old_configs():
     assert settings == {"curated_corrections": "curated_final", "noisy_corrections": "noisy_final",
                         "noisy_source": "relabelled", "need_noisy": True, "need_corrected": True}
     # A config.json from before these settings: `corrections: true/false`.
-    assert data_settings({"corrections": True, "noisy_prob": 0.2})["curated_corrections"] == "auto"
-    assert data_settings({"corrections": False})["noisy_corrections"] is None
+    assert data_settings(complete_config({"corrections": True, "noisy_prob": 0.2}))["curated_corrections"] == "auto"
+    assert data_settings(complete_config({"corrections": False}))["noisy_corrections"] is None
 
 
 def test_one_reader_of_curated_labels_for_training_stacking_and_scoring(noisy_data):

@@ -1,5 +1,7 @@
-"""Strict `--set KEY=VALUE`: every level of a dotted key must be a setting of the experiment."""
+"""Experiment settings: strict `--set KEY=VALUE` (every level of a dotted key must be a setting), and
+every setting in the tables, with `complete_config` for the config.json of older runs."""
 import copy
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -7,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from src.errors import BadSetting, UserError
-from src.experiments import BASE, EXPERIMENTS, get_experiment
+from src.experiments import BASE, EXPERIMENTS, complete_config, get_experiment
 from src.overrides import apply_override, apply_overrides, parse_value
-from src.stacking.experiments import STACKING_EXPERIMENTS, get_stacking_experiment
+from src.stacking.experiments import BASE as STACKING_BASE, STACKING_EXPERIMENTS, get_stacking_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -113,3 +115,43 @@ def test_scripts_refuse_a_typo_in_one_line_and_write_nothing(tmp_path, script, e
     assert lines[0].startswith(f"{script}: error: --set plateau.patiance: unknown setting 'patiance'")
     assert "patience" in lines[0]
     assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- every setting in the table
+
+def test_every_experiment_has_exactly_the_settings_of_its_base():
+    for name, experiment in EXPERIMENTS.items():
+        assert set(experiment) == set(BASE), name
+        assert complete_config(experiment) == experiment, name
+    for name, experiment in STACKING_EXPERIMENTS.items():
+        assert set(experiment) == set(STACKING_BASE), name
+        assert complete_config(experiment, STACKING_BASE) == experiment, name
+
+
+def test_complete_config_fills_what_an_older_run_did_not_record():
+    old = json.loads(json.dumps(get_experiment("corr_noisy_004")))  # as read back from config.json
+    for key in ("amp", "augment", "channels_last", "compile", "optional_sources", "val_batch_size"):
+        del old[key]
+    del old["transforms"]["wrap_pad_prob"], old["plateau"]["min_lr"]
+    before = copy.deepcopy(old)
+    completed = complete_config(old)
+    assert old == before  # a copy
+    for key in ("amp", "augment", "channels_last", "compile", "optional_sources", "val_batch_size"):
+        assert completed[key] == BASE[key]
+    assert completed["transforms"] == {**old["transforms"], "wrap_pad_prob": BASE["transforms"]["wrap_pad_prob"]}
+    assert completed["plateau"] == {**old["plateau"], "min_lr": BASE["plateau"]["min_lr"]}
+    assert completed["noisy_source"] == "relabelled" and completed["model"] == old["model"]  # recorded: kept
+
+
+def test_complete_config_keeps_the_meaning_of_older_settings():
+    # `corrections: true/false` before curated_corrections / noisy_corrections: the data dir's files, or none
+    assert complete_config({"corrections": True})["curated_corrections"] == "auto"
+    completed = complete_config({"corrections": False, "noisy_corrections": "noisy_final"})
+    assert completed["curated_corrections"] is None and completed["noisy_corrections"] == "noisy_final"
+    assert "corrections" not in completed
+    # no test_tile_step: test predictions used the out-of-fold step
+    assert complete_config({"tile_step": 32})["test_tile_step"] == 32
+    assert complete_config({})["test_tile_step"] == BASE["tile_step"]
+    assert complete_config({"tile_step": 32, "test_tile_step": 96})["test_tile_step"] == 96
+    stacking = {k: v for k, v in STACKING_EXPERIMENTS["stacking_demo"].items() if k not in ("compile", "channels_last")}
+    assert complete_config(stacking, STACKING_BASE) == STACKING_EXPERIMENTS["stacking_demo"]

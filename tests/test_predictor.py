@@ -4,7 +4,7 @@ import torch
 
 from src.train.argus_model import FreesoundModel
 from src.audio.deltas import stack_deltas
-from src.experiments import EXPERIMENTS, get_experiment
+from src.experiments import EXPERIMENTS, complete_config, get_experiment
 from src.predict.prediction_sets import clip_means
 from src.predict.predictor import Predictor, count_tiles, make_tiles, tile_steps
 from src.stacking.experiments import FIRST_LEVEL
@@ -90,6 +90,7 @@ def test_tile_step_overrides_and_old_configs():
     assert tile_steps(experiment, test_step=256) == (64, 256)           # --test-step: test only
     assert tile_steps(experiment, step=32, test_step=96) == (32, 96)
     del experiment["test_tile_step"]                                    # saved before the key existed
+    experiment = complete_config(experiment)                            # as predict_folds / tag.py read it
     assert tile_steps(experiment) == (64, 64)
     with pytest.raises(ValueError, match="tile steps"):
         tile_steps(experiment, step=0)

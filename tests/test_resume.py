@@ -23,6 +23,7 @@ import make_folds
 import train_folds
 from src.data.demo_data import generate_demo_dataset
 from src.errors import BadSetting, ResultsExist
+from src.experiments import get_experiment
 from src.train.resume import LAST_STATE, load_training_state, rng_state, set_rng_state, trim_log_csv
 from src.train.fit import prepare_experiment_dir
 
@@ -214,3 +215,23 @@ def test_rng_states_round_trip_through_a_weights_only_file(tmp_path):
     again = (np.random.random(3), torch.rand(3), torch.rand(3, generator=generator), random.random())
     assert np.array_equal(first[0], again[0]) and torch.equal(first[1], again[1])
     assert torch.equal(first[2], again[2]) and first[3] == again[3]
+
+
+def test_resume_completes_a_config_of_an_older_version_before_comparing(tmp_path):
+    exp, record = make_experiment(tmp_path)
+    current = json.loads(json.dumps(get_experiment("corr_noisy_007")))  # as config.json holds it
+    old = json.loads(json.dumps(current))
+    for key in ("optional_sources", "channels_last"):  # settings that did not exist yet: BASE's values
+        del old[key]
+    del old["plateau"]["min_lr"]
+
+    def resume_over(old_experiment):
+        (exp / "config.json").write_text(json.dumps({**record, "experiment": old_experiment}))
+        return prepare_experiment_dir(exp, {**record, "experiment": current}, [0], resume=True, overwrite=False)
+
+    assert resume_over(old) == [0]
+    with pytest.raises(BadSetting, match="settings differ"):
+        resume_over({**old, "optional_sources": True})
+    del old["test_tile_step"]  # an older run predicted test clips every tile_step (64) frames, not 128
+    with pytest.raises(BadSetting, match="settings differ"):
+        resume_over(old)

@@ -16,8 +16,8 @@ TRANSFORM_KEYS = ("resize_scale", "resize_ratio", "resize_prob", "spec_num_mask"
 
 
 def augment_mode(experiment: dict) -> str:
-    """The experiment's "augment" setting: 'sample' (default, per-sample numpy) or 'device'."""
-    mode = experiment.get("augment", "sample")
+    """The experiment's "augment" setting: 'sample' (per-sample numpy, BASE's) or 'device'."""
+    mode = experiment["augment"]
     if mode not in AUGMENT_MODES:
         raise ValueError(f"experiment setting augment must be one of {AUGMENT_MODES}, got {mode!r}")
     return mode

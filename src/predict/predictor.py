@@ -70,11 +70,10 @@ def tile_steps(experiment: dict, step=None, test_step=None) -> tuple:
 
     The experiment's `tile_step` is the out-of-fold step and its `test_tile_step`
     the step of test predictions and of tagging (the 2019 members: 64 and 128, as
-    the final submission ran; an experiment saved without `test_tile_step` uses
-    `tile_step` for both). `step` overrides both, then `test_step` the test one.
+    the final submission ran). `step` overrides both, then `test_step` the test one.
     """
-    oof = int(step if step is not None else experiment.get("tile_step", 64))
-    test = int(next(s for s in (test_step, step, experiment.get("test_tile_step"), oof) if s is not None))
+    oof = int(step if step is not None else experiment["tile_step"])
+    test = int(next(s for s in (test_step, step, experiment["test_tile_step"]) if s is not None))
     if oof < 1 or test < 1:
         raise ValueError(f"tile steps must be >= 1 frame, got {oof} (out-of-fold) and {test} (test)")
     return oof, test

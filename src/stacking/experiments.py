@@ -19,6 +19,10 @@ turns model/loss/optimizer/amp into the argus params of both levels):
   curated_corrections  the curated labels' corrections, as in src/experiments.py: the inputs' training
                    labels (the 2019 stacking used curated_final, the last version)
   amp              'bf16' | 'fp16' | 'none' (CUDA only)
+  channels_last, compile   as in src/experiments.py (the argus model honours them at both levels)
+
+Every stacking experiment has every key (BASE is the first of them); a config.json
+written before a key existed is completed from BASE (src.experiments.complete_config).
 
 The three configurations of the original (docs/recipe.md, section 6) differ in
 the gate's reduction, dropout, learning rate and plateau schedule; the odd
@@ -48,11 +52,16 @@ def _fcnet(reduction, dropout, lr, patience, factor) -> dict:
         "early_stopping": 30,
         "curated_corrections": "curated_final",
         "amp": "none",  # a small MLP: fp32 costs nothing and keeps the probabilities' small differences
+        "channels_last": False,
+        "compile": False,
     }
 
 
+BASE = _fcnet(reduction=16, dropout=0.0514, lr=4.595e-5, patience=5, factor=0.658)
+
+
 STACKING_EXPERIMENTS = {
-    "stacking_008_fcnet_43040": _fcnet(reduction=16, dropout=0.0514, lr=4.595e-5, patience=5, factor=0.658),
+    "stacking_008_fcnet_43040": copy.deepcopy(BASE),
     "stacking_008_fcnet_45041": _fcnet(reduction=2, dropout=0.4836, lr=3.898e-5, patience=9, factor=0.795),
     "stacking_008_fcnet_50013": _fcnet(reduction=1, dropout=0.1663, lr=2.581e-5, patience=7, factor=0.554),
 }

@@ -9,6 +9,7 @@ from src.train.argus_model import FreesoundModel
 from src.train.checkpoints import read_checkpoint, safe_torch_load
 from src.config import AUDIO, AudioConfig, resolve_data_dir
 from src.errors import BadCheckpoint, BadInput, BadSetting, InputFileNotFound
+from src.experiments import complete_config
 from src.predict.prediction_sets import geometric_mean
 from src.predict.predictor import AMP_CHOICES, Predictor, bf16_autocast, load_fold_models, precision_name, tile_steps
 from src.train.fit import best_checkpoint, experiments_dir, trained_folds
@@ -73,7 +74,8 @@ def _audio_config(values: dict, source) -> AudioConfig:
 
 
 def read_experiment_record(exp_dir) -> dict:
-    """config.json of an experiment folder (as written by train_folds.py)."""
+    """config.json of an experiment folder (as written by train_folds.py), its experiment completed with
+    the settings that runs of older versions did not record (src.experiments.complete_config)."""
     path = Path(exp_dir) / "config.json"
     if not path.is_file():
         raise InputFileNotFound(f"{path} not found: train the experiment first (train_folds.py) "
@@ -82,6 +84,7 @@ def read_experiment_record(exp_dir) -> dict:
     for key in ("experiment", "classes"):
         if key not in record:
             raise BadInput(f"{path}: missing key {key!r}")
+    record["experiment"] = complete_config(record["experiment"])
     return record
 
 
@@ -129,7 +132,7 @@ def make_bundle(data_dir, name) -> dict:
         "audio_config": _plain(record.get("audio_config", AUDIO.to_dict())),
         "crop_size": int(experiment["crop_size"]),
         "tile_step": tile_steps(experiment)[1],  # the test-time step: a bundle only tags
-        "amp": str(experiment.get("amp", "bf16")),
+        "amp": str(experiment["amp"]),
         "model": {"name": model_name, "kwargs": model_kwargs},
         "folds": folds,
         "state_dicts": state_dicts,

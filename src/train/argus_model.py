@@ -141,9 +141,11 @@ def argus_params(experiment: dict, num_classes: int, device) -> dict:
         "loss": tuple(experiment["loss"]),
         "optimizer": tuple(experiment["optimizer"]),
         "device": str(device),
-        "amp": experiment.get("amp", "bf16"),
-        "channels_last": experiment.get("channels_last", False),
-        "compile": experiment.get("compile", False),
+        "amp": experiment["amp"],
+        "channels_last": experiment["channels_last"],
+        "compile": experiment["compile"],
         # augment="device": the model augments raw-crop batches itself (plain settings, built in the model).
-        "batch_augment": batch_augment_params(experiment) if augment_mode(experiment) == "device" else None,
+        # Only first-level experiments have the setting: stacking augments its tile sets in the loader.
+        "batch_augment": batch_augment_params(experiment)
+        if "augment" in experiment and augment_mode(experiment) == "device" else None,
     }

@@ -25,6 +25,7 @@ from argus.callbacks import (Callback, EarlyStopping, LoggingToCSV, LoggingToFil
 from tqdm import tqdm
 
 from src.errors import BadInput, BadSetting, ResultsExist
+from src.experiments import BASE, complete_config
 from src.train.distributed import SyncMetrics
 from src.metrics import Lwlrap
 from src.plots import plot_training_curves
@@ -122,7 +123,7 @@ def fit_fold(model, train_loader, val_loader, fold_dir, epochs, plateau: dict, e
         _prepare_resumed_fold(fold_dir, saved, title, epochs)
     stopping = EarlyStopping(monitor="val_lwlrap", patience=early_stopping)
     reduce_lr = ReduceLROnPlateau(monitor="val_lwlrap", patience=plateau["patience"], factor=plateau["factor"],
-                                  min_lr=plateau.get("min_lr", 1e-8))
+                                  min_lr=plateau["min_lr"])
     stateful = {"reduce_lr": reduce_lr, "early_stopping": stopping}
     epochs_run = EpochCounter()
     callbacks = [MetricsToFloat(), SyncMetrics()]  # SyncMetrics does nothing in a one-process run
@@ -253,7 +254,7 @@ def check_folds_finished(experiment_dir, allow_unfinished: bool):
               f"checkpoint so far (--allow-unfinished)")
 
 
-def prepare_experiment_dir(exp_dir, record, folds, resume, overwrite) -> list:
+def prepare_experiment_dir(exp_dir, record, folds, resume, overwrite, base=BASE) -> list:
     """Refuse to clobber earlier results; write config.json; return the folds still to train.
 
     Shared by train_folds.py and stacking_train.py. Without --resume/--overwrite an
@@ -262,6 +263,8 @@ def prepare_experiment_dir(exp_dir, record, folds, resume, overwrite) -> list:
     config.json as it is (its seed and start time are the experiment's). A fold folder
     with files but nothing to resume from has them moved into fold_K/replaced-<time>/.
     --overwrite is the only way files are deleted: the requested folds start again.
+    `base` completes a config.json of an older version before the settings are compared
+    (src.experiments.complete_config; stacking_train.py passes the stacking table's BASE).
     """
     exp_dir = Path(exp_dir)
     config_path = exp_dir / "config.json"
@@ -271,7 +274,7 @@ def prepare_experiment_dir(exp_dir, record, folds, resume, overwrite) -> list:
     keep_config = resume and config_path.is_file()
     if keep_config:
         old = json.loads(config_path.read_text())
-        if old["experiment"] != record["experiment"]:
+        if _plain(complete_config(old["experiment"], base)) != _plain(complete_config(record["experiment"], base)):
             raise BadSetting(f"{config_path}: settings differ from this run's, so --resume would mix two "
                              f"recipes; use --overwrite or another --data-dir.")
         if old.get("seed") != record.get("seed"):
@@ -294,6 +297,11 @@ def prepare_experiment_dir(exp_dir, record, folds, resume, overwrite) -> list:
     if not keep_config:
         write_json_atomic(record, config_path)
     return todo
+
+
+def _plain(obj):
+    """As config.json holds it (tuples -> lists)."""
+    return json.loads(json.dumps(obj))
 
 
 def experiments_dir(data_dir, name) -> Path:
