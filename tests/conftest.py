@@ -1,7 +1,7 @@
+"""Shared fixtures (shared functions and data are in tests/helpers.py)."""
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import soundfile as sf
 import torch
@@ -9,11 +9,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-
-
-def tone(seconds, freq=440.0, sr=44100, amp=0.3):
-    t = np.arange(int(round(seconds * sr))) / sr
-    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
 
 
 @pytest.fixture
@@ -24,6 +19,14 @@ def write_wav(tmp_path):
         sf.write(path, audio, sr, subtype=subtype, format=format)
         return path
     return _write
+
+
+@pytest.fixture(autouse=True)
+def torch_threads_restored():
+    """Scripts under test set torch's global thread count (--threads); no test leaks it to the next."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

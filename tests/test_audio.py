@@ -7,7 +7,7 @@ from src.audio.frontend import (AudioReadError, decode_audio, extend_to_min_leng
                        trim_to_min_length)
 from src.config import AUDIO, AudioConfig
 from src.audio.cache import cache_key
-from tests.conftest import tone
+from tests.helpers import reference_trim_bounds, tone
 
 # The newer behaviour, still selectable: zero-padded frames, a centred 0.5 s window.
 CONSTANT_CENTRED = AudioConfig(pad_mode="constant", short_clip="centred")
@@ -19,14 +19,6 @@ def reference_log_mel(y, pad_mode="reflect"):
     mel = librosa.feature.melspectrogram(y=y, sr=44100, n_fft=2560, hop_length=690, n_mels=128,
                                          fmin=20, fmax=22050, power=2.0, pad_mode=pad_mode)
     return librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=80).astype(np.float32)
-
-
-def reference_trim_bounds(y, pad_mode="reflect", top_db=60):
-    """librosa 0.6.3's trim, written out: mse = rms ** 2 of centred 2048-sample frames every 512
-    (padded by `pad_mode`), non-silent where power_to_db(mse, ref=max) > -top_db."""
-    mse = librosa.feature.rms(y=y, frame_length=2048, hop_length=512, center=True, pad_mode=pad_mode)[0] ** 2
-    nonzero = np.flatnonzero(librosa.power_to_db(mse, ref=np.max, top_db=None) > -top_db)
-    return int(nonzero[0]) * 512, min(len(y), (int(nonzero[-1]) + 1) * 512)
 
 
 def test_defaults_are_the_2019_front_end():

@@ -11,7 +11,7 @@ from src.train.checkpoints import load_checkpoint, read_checkpoint
 from src.errors import BadCheckpoint
 from src.predict.predictor import load_fold_models
 from src.train.fit import best_checkpoint
-from tests.test_tagging import make_experiment
+from tests.helpers import make_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 

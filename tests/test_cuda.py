@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.test_full_size_experiments import FULL_SIZE
+from tests.helpers import FULL_SIZE
 
 ROOT = Path(__file__).resolve().parents[1]
 N_CLASSES, H, W = 80, 128, 256

@@ -9,32 +9,27 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 import blend
-import make_folds
 import predict_folds
 import score
 import stacking_train
 import train_folds
-from src.data.demo_data import generate_demo_dataset
 from src.audio.cache import load_features
 from src.data.labels import read_train_csv, targets_matrix
 from src.metrics import lwlrap
 from src.predict.prediction_sets import read_prediction_set
 from src.predict.predictor import count_tiles
 from src.data.layout import read_test_fnames
+from tests.helpers import demo_dataset, torch_threads
 
 TINY = ["--workers", "0", "--no-progress", "--set", "epoch_size=96", "--set", "batch_size=16"]
 
 
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory):
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("e2e") / "demo"
-    generate_demo_dataset(root, seed=3, n_curated=60, n_noisy=30, n_test=20, progress=False)
-    make_folds.main(["--data-dir", str(root)])
-    return root
+    with torch_threads(1):
+        yield demo_dataset(tmp_path_factory.mktemp("e2e") / "demo", seed=3, n_curated=60, n_noisy=30, n_test=20)
 
 
 def test_chain_writes_every_output(demo_dir):
@@ -100,11 +95,8 @@ def test_chain_writes_every_output(demo_dir):
     assert overall == pytest.approx(lwlrap(truth, ordered))
 
 
-def test_shortened_training_learns_well_above_chance(tmp_path):
-    torch.set_num_threads(1)
-    root = tmp_path / "learn"
-    generate_demo_dataset(root, seed=5, n_curated=120, n_noisy=12, n_test=12, progress=False)
-    make_folds.main(["--data-dir", str(root)])
+def test_shortened_training_learns_well_above_chance(tmp_path, one_torch_thread):
+    root = demo_dataset(tmp_path / "learn", seed=5, n_curated=120, n_noisy=12, n_test=12)
     results = train_folds.main(["--experiment", "demo", "--data-dir", str(root), "--folds", "0", "--epochs", "6",
                                 "--workers", "0", "--no-progress", "--set", "noisy_prob=0", "--set",
                                 "corr_noisy_prob=0", "--set", "epoch_size=512"])

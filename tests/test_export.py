@@ -14,7 +14,7 @@ from src.audio.deltas import stack_deltas
 from src.errors import UserError
 from src.tagging import read_bundle
 from src.train.fit import best_checkpoint
-from tests.test_tagging import CLASSES, SR, make_experiment, sound
+from tests.helpers import CLASSES, SR, make_experiment, sound
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models (tests/conftest.py)
 

@@ -11,8 +11,7 @@ from src.audio import frontend as audio
 from src.audio.frontend import AudioReadError
 from src.config import AUDIO, AudioConfig
 from src.audio.cache import compute_log_mels, load_features
-from tests.conftest import tone
-from tests.test_audio import reference_trim_bounds
+from tests.helpers import reference_trim_bounds, tone
 
 SR = AUDIO.sampling_rate
 TOLERANCE_DB = 0.01

@@ -15,7 +15,7 @@ from src.audio.frontend import AudioReadError, audio_to_log_mel
 from src.config import AUDIO, AudioConfig
 from src.audio.cache import (FeatureCacheError, cache_key, checksum, load_features, read_feature_cache,
                           write_feature_cache)
-from tests.conftest import tone
+from tests.helpers import tone
 
 
 @pytest.fixture

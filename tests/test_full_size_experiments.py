@@ -10,23 +10,17 @@ import json
 import pytest
 import torch
 
-import make_folds
 import train_folds
 from src.train.checkpoints import load_checkpoint
 from src.data.corrections import SHIPPED_DIR
-from src.data.demo_data import generate_demo_dataset
 from src.experiments import EXPERIMENTS
+from tests.helpers import FULL_SIZE, demo_dataset
 
-FULL_SIZE = ["auxiliary_016", "auxiliary_019", "corr_noisy_003", "corr_noisy_004", "corr_noisy_007",
-             "corrections_002", "corrections_003"]
 
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("full") / "data"
-    generate_demo_dataset(root, seed=11, n_curated=15, n_noisy=10, n_test=3, progress=False)
-    make_folds.main(["--data-dir", str(root)])
-    return root
+    return demo_dataset(tmp_path_factory.mktemp("full") / "data", seed=11, n_curated=15, n_noisy=10, n_test=3)
 
 
 def test_the_seven_ensemble_members_are_named():
@@ -41,14 +35,10 @@ def test_full_size_experiment_runs_an_epoch_on_cpu(tiny_data, name):
     # The shipped 2019 noisy corrections name Kaggle clips: on generated data the corr_noisy_*
     # experiments take the data's own file instead (their curated versions match nothing and are kept).
     own_noisy = ["--set", "noisy_corrections=auto"] if EXPERIMENTS[name]["noisy_corrections"] else []
-    threads = torch.get_num_threads()
-    try:
-        results = train_folds.main(["--experiment", name, "--data-dir", str(tiny_data), "--folds", "0",
-                                    "--epochs", "1", "--workers", "0", "--threads", "2", "--no-progress",
-                                    "--set", "epoch_size=4", "--set", "batch_size=2", "--set", "val_batch_size=4",
-                                    *own_noisy])
-    finally:
-        torch.set_num_threads(threads)
+    results = train_folds.main(["--experiment", name, "--data-dir", str(tiny_data), "--folds", "0",
+                                "--epochs", "1", "--workers", "0", "--threads", "2", "--no-progress",
+                                "--set", "epoch_size=4", "--set", "batch_size=2", "--set", "val_batch_size=4",
+                                *own_noisy])  # --threads: restored after the test (tests/conftest.py)
     assert results[0]["epochs_run"] == 1
     fold_dir = tiny_data / "experiments" / name / "fold_0"
     model = load_checkpoint(next(fold_dir.glob("model-*.pth")), device="cpu")

@@ -15,7 +15,7 @@ from src.audio.frontend import decode_audio, log_mel
 from src.errors import UserError
 from src.audio.streaming import FileSource, MicrophoneSource
 from src.tagging import live_tags, load_experiment
-from tests.test_tagging import CLASSES, SR, make_experiment, sound
+from tests.helpers import CLASSES, SR, make_experiment, sound
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models (tests/conftest.py)
 

@@ -1,39 +1,25 @@
 """predict_folds.py writes its prediction tree whole or not at all, and only from finished folds."""
 import errno
-import hashlib
 from pathlib import Path
 
 import pytest
-import torch
 
-import make_folds
 import predict_folds
 import train_folds
 from src.errors import BadInput
 from src.predict import prediction_sets as predictions
-from src.data.demo_data import generate_demo_dataset
-
-
-def tree_bytes(folder) -> dict:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+from tests.helpers import demo_dataset, demo_fold0_args, torch_threads, tree_bytes
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """Fold 0 of the demo experiment, one tiny epoch, and a first set of its predictions."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("predict") / "data"
-    generate_demo_dataset(root, seed=4, n_curated=30, n_noisy=6, n_test=8, progress=False)
-    make_folds.main(["--data-dir", str(root)])
-    train_folds.main(["--experiment", "demo", "--data-dir", str(root), "--folds", "0", "--epochs", "1",
-                      "--device", "cpu", "--workers", "0", "--threads", "1", "--no-progress", "--set", "epoch_size=32",
-                      "--set", "batch_size=16"])
-    predict_folds.main(["--experiment", "demo", "--data-dir", str(root), "--step", "32", "--threads", "1",
-                        "--device", "cpu"])
-    yield root
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        root = demo_dataset(tmp_path_factory.mktemp("predict") / "data", seed=4, n_curated=30, n_noisy=6, n_test=8)
+        train_folds.main(demo_fold0_args(root, epochs=1, epoch_size=32))
+        predict_folds.main(["--experiment", "demo", "--data-dir", str(root), "--step", "32", "--threads", "1",
+                            "--device", "cpu"])
+        yield root
 
 
 def predict(root, *extra):

@@ -4,7 +4,6 @@ The end-to-end tests train fold 0 of the demo experiment for 5 tiny epochs (seco
 one thread) and compare a run that was SIGKILLed after its second epoch and resumed
 with an uninterrupted one: same log, same best checkpoint, same final weights.
 """
-import hashlib
 import json
 import os
 import random
@@ -19,13 +18,12 @@ import pandas as pd
 import pytest
 import torch
 
-import make_folds
 import train_folds
-from src.data.demo_data import generate_demo_dataset
 from src.errors import BadSetting, ResultsExist
 from src.experiments import get_experiment
 from src.train.resume import LAST_STATE, load_training_state, rng_state, set_rng_state, trim_log_csv
 from src.train.fit import prepare_experiment_dir
+from tests.helpers import demo_dataset, demo_fold0_args, torch_threads, tree_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 5
@@ -34,20 +32,14 @@ EPOCHS = 5
 def train_args(data_dir, *extra, workers=0):
     # CPU: bitwise equal results (GPU kernels need not be deterministic). Plateau patience 1: the
     # learning rate changes within 5 epochs, so the scheduler state matters.
-    return ["--experiment", "demo", "--data-dir", str(data_dir), "--folds", "0", "--epochs", str(EPOCHS),
-            "--device", "cpu", "--workers", str(workers), "--threads", "1", "--no-progress", "--set", "epoch_size=64",
-            "--set", "batch_size=16", "--set", "plateau.patience=1", "--set", "early_stopping=4", *extra]
+    return demo_fold0_args(data_dir, "--set", "plateau.patience=1", "--set", "early_stopping=4", *extra,
+                           epochs=EPOCHS, epoch_size=64, workers=workers)
 
 
 def copy_data(src, dst):
     """The dataset and its feature cache, without experiments."""
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("experiments", "predictions"))
     return dst
-
-
-def tree_bytes(folder) -> dict:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
 
 
 def fold_dir(data_dir):
@@ -63,14 +55,10 @@ def assert_same_weights(a: dict, b: dict):
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """A dataset and an uninterrupted 5-epoch run of fold 0 on it (in workers=0 and workers=1 flavours)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("resume") / "data"
-    generate_demo_dataset(root, seed=3, n_curated=40, n_noisy=10, n_test=10, progress=False)
-    make_folds.main(["--data-dir", str(root)])
-    train_folds.main(train_args(root))
-    yield root
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        root = demo_dataset(tmp_path_factory.mktemp("resume") / "data", seed=3, n_curated=40, n_noisy=10, n_test=10)
+        train_folds.main(train_args(root))
+        yield root
 
 
 def test_killed_run_resumes_at_the_next_epoch_and_matches_an_uninterrupted_one(reference, tmp_path, capsys):

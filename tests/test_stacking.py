@@ -271,13 +271,6 @@ def run_args(data_dir, *extra):
             "--set", "optimizer.lr=3e-3", *extra]
 
 
-@pytest.fixture(autouse=True)
-def restore_torch_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_stacking_train_end_to_end(tmp_path, capsys):
     rng = np.random.default_rng(0)
     fnames, targets, test_names = write_fake_data(tmp_path, rng)

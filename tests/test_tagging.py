@@ -19,11 +19,9 @@ import torch
 from torch import nn
 
 import tag
-from src.train.argus_model import FreesoundModel, argus_params
 from src.audio.frontend import decode_audio, log_mel, read_audio, trim_bounds
 from src.config import AUDIO, AudioConfig
 from src.errors import UserError
-from src.experiments import get_experiment
 from src.models import MODELS
 from src.predict.prediction_sets import geometric_mean
 from src.predict.predictor import Predictor, load_fold_models, pad_for_tiles
@@ -31,50 +29,11 @@ from src.audio.streaming import (MaxPoolTimeline, StreamingLogMel, clip_top_db, 
 from src.tagging import (SegmentTracker, blend, find_audio_files, load_experiment, sliding_windows, tag_files,
                          top_k)
 from src.tagging.chunked import stream_trim_bounds, tag_long_file, tile_padding
+from tests.helpers import CLASSES, SR, TINY_NET, make_experiment, sound
 
-CLASSES = ["Bark", "Chime", "Hum", "Rain", "Siren"]
-TINY = ("SkipAttention", {"base_size": 4, "dropout": 0.2, "ratio": 2, "kernel_size": 3})
-SR = AUDIO.sampling_rate
+TINY = TINY_NET
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models (tests/conftest.py)
-
-
-# --- helpers shared with test_export.py / test_live.py ----------------------------------------------
-
-
-def make_experiment(data_dir, name, model=TINY, classes=CLASSES, folds=2, crop_size=64, tile_step=32,
-                    test_tile_step=None, seed=0):
-    """A fake trained experiment: config.json like train_folds.py's and one argus checkpoint per fold."""
-    experiment = get_experiment("demo")
-    experiment.update(model=model, crop_size=crop_size, tile_step=tile_step,
-                      test_tile_step=test_tile_step or tile_step, amp="none")
-    experiment = json.loads(json.dumps(experiment))  # as read back from config.json (tuples -> lists)
-    exp_dir = data_dir / "experiments" / name
-    for fold in range(folds):
-        torch.manual_seed(seed + fold)
-        model_ = FreesoundModel(argus_params(experiment, len(classes), "cpu"))
-        with torch.no_grad():  # non-trivial BatchNorm statistics, different per fold
-            for module in model_.nn_module.modules():
-                if isinstance(module, nn.BatchNorm2d):
-                    module.running_mean.uniform_(-0.5, 0.5)
-                    module.running_var.uniform_(0.5, 2.0)
-        (exp_dir / f"fold_{fold}").mkdir(parents=True)
-        model_.save(exp_dir / f"fold_{fold}" / "model-001-0.500000.pth")
-    record = {"name": name, "experiment": experiment, "classes": list(classes), "audio_config": AUDIO.to_dict(),
-              "seed": seed, "overrides": [], "started": "2019-06-10 00:00:00"}
-    (exp_dir / "config.json").write_text(json.dumps(record, indent=2))
-    return exp_dir
-
-
-def sound(seconds, sr=SR, seed=0, channels=1):
-    """Tone + chirp + noise: something with energy everywhere, float32 (n,) or (n, channels)."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(round(seconds * sr))) / sr
-    mono = 0.2 * np.sin(2 * np.pi * (300 + 200 * seed) * t) + 0.1 * scipy.signal.chirp(t, 500, t[-1], 8000) \
-        + rng.normal(0, 0.02, len(t))
-    if channels == 1:
-        return mono.astype(np.float32)
-    return np.stack([mono * (1 - 0.3 * c) for c in range(channels)], axis=1).astype(np.float32)
 
 
 @pytest.fixture

@@ -10,10 +10,7 @@ CPU = torch.device("cpu")
 @pytest.fixture
 def four_cores(monkeypatch):
     monkeypatch.setattr(training.os, "cpu_count", lambda: 4)
-    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)  # torch's thread count: restored by tests/conftest.py
 
 
 @pytest.mark.parametrize("workers, light, expected", [
