@@ -139,6 +139,7 @@ def _collectives_worker(rank, world_size, tmp):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_ranks_agree_on_metrics_lr_and_stopping(tmp_path):
     mp.spawn(_collectives_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
 
@@ -171,6 +172,7 @@ RANK_LINE = re.compile(r"rank (\d)/2 fold 0: (\d+) epochs of (\d+) samples in (\
                        r"seed (\d+), final lr (\S+), best val_lwlrap (\S+)")
 
 
+@pytest.mark.slow
 def test_torchrun_trains_one_fold_on_two_processes(demo_dir, tmp_path):
     from src.train.checkpoints import load_checkpoint
 

@@ -23,6 +23,8 @@ from src.predict.predictor import count_tiles
 from src.data.layout import read_test_fnames
 from tests.helpers import demo_dataset, torch_threads
 
+pytestmark = pytest.mark.slow  # minutes on 2 cores: `pytest -m "not slow"` leaves it out
+
 TINY = ["--workers", "0", "--no-progress", "--set", "epoch_size=96", "--set", "batch_size=16"]
 
 

@@ -30,6 +30,7 @@ def test_the_seven_ensemble_members_are_named():
         assert EXPERIMENTS[name]["epoch_size"] == 32768 and EXPERIMENTS[name]["model"][1]["base_size"] == 64
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FULL_SIZE)
 def test_full_size_experiment_runs_an_epoch_on_cpu(tiny_data, name):
     # The shipped 2019 noisy corrections name Kaggle clips: on generated data the corr_noisy_*

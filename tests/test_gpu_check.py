@@ -20,6 +20,7 @@ def dry_run(tmp_path_factory):
     return done, out
 
 
+@pytest.mark.slow
 def test_dry_run_runs_every_stage_and_writes_figures(dry_run):
     done, out = dry_run
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -60,6 +61,7 @@ def test_dry_run_runs_every_stage_and_writes_figures(dry_run):
     assert all(f"===== {name}" in log for name in STAGES)
 
 
+@pytest.mark.slow
 def test_a_failing_stage_is_recorded_and_the_next_one_runs(tmp_path):
     command = [sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--dry-run", "--out", str(tmp_path),
                "--stages", "train,throughput_compiled", "--train-set", "no_such_setting=1"]

@@ -61,6 +61,7 @@ def reference(tmp_path_factory):
         yield root
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_at_the_next_epoch_and_matches_an_uninterrupted_one(reference, tmp_path, capsys):
     data = copy_data(reference, tmp_path / "data")
     # A real training process, SIGKILLed right after the training state of its 2nd epoch (epoch 1) is saved.
@@ -107,6 +108,7 @@ def test_killed_run_resumes_at_the_next_epoch_and_matches_an_uninterrupted_one(r
     assert final["optimizer"]["param_groups"][0]["lr"] == reference_final["optimizer"]["param_groups"][0]["lr"]
 
 
+@pytest.mark.slow
 def test_resume_with_loader_workers_matches_too(reference, tmp_path):
     """Fresh workers each epoch are seeded from the loader's saved generator, so workers=1 resumes exactly."""
     interrupted, uninterrupted = copy_data(reference, tmp_path / "a"), copy_data(reference, tmp_path / "b")

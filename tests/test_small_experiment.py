@@ -45,6 +45,7 @@ def test_sources_follow_the_files_of_the_data_dir(tmp_path):
         get_experiment("corr_noisy_007")
 
 
+@pytest.mark.slow
 def test_trains_with_noisy_clips_and_no_corrections(demo_dir):
     results = train_folds.main(["--experiment", "small", "--data-dir", str(demo_dir), "--epochs", "1", *SHORT])
     assert 0 < results[0]["best_val_lwlrap"] <= 1
@@ -53,6 +54,7 @@ def test_trains_with_noisy_clips_and_no_corrections(demo_dir):
     assert experiment["corr_noisy_prob"] == 0
 
 
+@pytest.mark.slow
 def test_trains_without_a_noisy_set_and_learns(demo_dir, tmp_path):
     curated_only = tmp_path / "curated_only"
     shutil.copytree(demo_dir, curated_only, ignore=shutil.ignore_patterns("train_noisy*", "experiments"))

@@ -271,6 +271,7 @@ def run_args(data_dir, *extra):
             "--set", "optimizer.lr=3e-3", *extra]
 
 
+@pytest.mark.slow
 def test_stacking_train_end_to_end(tmp_path, capsys):
     rng = np.random.default_rng(0)
     fnames, targets, test_names = write_fake_data(tmp_path, rng)
