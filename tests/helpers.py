@@ -93,6 +93,15 @@ SR = AUDIO.sampling_rate
 TINY_NET = ("SkipAttention", {"base_size": 4, "dropout": 0.2, "ratio": 2, "kernel_size": 3})
 
 
+def tiny_model(num_classes=5, model="SkipAttention"):
+    """An untrained argus model of a thin network (seeded: the same weights every call)."""
+    from src.train.argus_model import FreesoundModel
+
+    torch.manual_seed(0)
+    return FreesoundModel({"nn_module": (model, {"num_classes": num_classes, "base_size": 4, "ratio": 2}),
+                           "loss": ("bce", {}), "optimizer": ("Adam", {"lr": 1e-3}), "device": "cpu"})
+
+
 def make_experiment(data_dir, name, model=TINY_NET, classes=CLASSES, folds=2, crop_size=64, tile_step=32,
                     test_tile_step=None, seed=0):
     """A fake trained experiment: config.json like train_folds.py's and one argus checkpoint per fold

@@ -10,8 +10,7 @@ import tag
 from src.predict.predictor import Predictor, bf16_autocast, make_tiles
 from src.augment.transforms import ImageToTensor
 from src import utils
-from tests.test_predictor import tiny_model
-from tests.test_tagging import make_experiment, sound
+from tests.helpers import make_experiment, sound, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

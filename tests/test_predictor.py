@@ -2,19 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from src.train.argus_model import FreesoundModel
 from src.audio.deltas import stack_deltas
 from src.experiments import EXPERIMENTS, complete_config, get_experiment
 from src.predict.prediction_sets import clip_means
 from src.predict.predictor import Predictor, count_tiles, make_tiles, tile_steps
 from src.stacking.experiments import FIRST_LEVEL
 from src.augment.transforms import ImageToTensor, get_transforms
-
-
-def tiny_model(num_classes=5, model="SkipAttention"):
-    torch.manual_seed(0)
-    return FreesoundModel({"nn_module": (model, {"num_classes": num_classes, "base_size": 4, "ratio": 2}),
-                           "loss": ("bce", {}), "optimizer": ("Adam", {"lr": 1e-3}), "device": "cpu"})
+from tests.helpers import tiny_model
 
 
 @pytest.mark.parametrize("frames", [9, 100, 256, 257, 300, 1000])
