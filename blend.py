@@ -4,6 +4,8 @@
         corr_noisy_007 corrections_002 corrections_003 \\
         stacking_008_fcnet_43040 stacking_008_fcnet_45041 stacking_008_fcnet_50013
     python blend.py --experiments demo demo_skip --weights 1 2 --data-dir data/demo
+    python blend.py --ensemble ensemble_2019          # the same ten, by name (src/ensembles.py)
+    python blend.py --ensemble demo --data-dir data/demo
 
 Each experiment NAME is read from <data-dir>/predictions/NAME/test/probs.csv (written
 by predict_folds.py for first-level experiments and by stacking_train.py for
@@ -20,8 +22,13 @@ they are blended the same way and the blended CV lwlrap is printed next to each
 experiment's own, scored against the curated labels (train_folds.csv, else
 train_curated.csv) with --corrections applied. blend.json beside the submission
 records experiments, weights and scores.
+
+--ensemble NAME takes the members and weights of a named ensemble
+(src/ensembles.py) and checks that every first-level member's test predictions
+were made with the ensemble's test tile step (val_lwlrap.json's test_step).
 """
 import argparse
+import json
 from pathlib import Path
 
 from src.predict.blending import blend, cv_scores, has_split, load_experiments
@@ -29,15 +36,19 @@ from src.cli import run
 from src.config import resolve_data_dir
 from src.data.corrections import cli_setting, read_curated
 from src.data.layout import read_classes, read_sample_submission
-from src.predict.prediction_sets import check_finite
+from src.ensembles import ENSEMBLES, get_ensemble
+from src.predict.prediction_sets import check_finite, predictions_dir
 from src.utils import write_csv_atomic, write_json_atomic
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--experiments", nargs="+", required=True, metavar="NAME",
-                        help="experiments to blend: folders under <data-dir>/predictions/ "
-                             "(first-level or stacking alike)")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--experiments", nargs="+", metavar="NAME",
+                      help="experiments to blend: folders under <data-dir>/predictions/ "
+                           "(first-level or stacking alike)")
+    what.add_argument("--ensemble", choices=sorted(ENSEMBLES),
+                      help="a named ensemble (src/ensembles.py): its members, weights and test tile step")
     parser.add_argument("--weights", nargs="+", type=float, metavar="W",
                         help="one non-negative weight per experiment, in the same order (default: all 1); "
                              "they are normalised to sum to 1, so 1 1 2 == 0.25 0.25 0.5")
@@ -52,6 +63,13 @@ def parse_args(argv=None):
                         help="submission file (default: <data-dir>/predictions/blend/submission.csv); "
                              "blend.json is written beside it")
     args = parser.parse_args(argv)
+    if args.ensemble:
+        if args.weights is not None:
+            parser.error("--weights: an --ensemble brings its own weights (src/ensembles.py)")
+        spec = get_ensemble(args.ensemble)
+        args.experiments, args.weights, args.test_tile_step = spec["members"], spec["weights"], spec["test_tile_step"]
+    else:
+        args.test_tile_step = None
     if args.weights is not None:
         if len(args.weights) != len(args.experiments):
             parser.error(f"--weights: got {len(args.weights)} weight(s) for {len(args.experiments)} experiment(s)")
@@ -64,6 +82,8 @@ def blend_experiments(args):
     data_dir = resolve_data_dir(args.data_dir)
     names, weights = args.experiments, args.weights
     out = Path(args.out) if args.out else data_dir / "predictions" / "blend" / "submission.csv"
+    if args.test_tile_step is not None:
+        check_test_steps(data_dir, names, args.test_tile_step, args.ensemble)
 
     # Test: blend in sample_submission's row and column order (a user's own data set without
     # one gets the first experiment's file order and the data dir's class list).
@@ -90,8 +110,8 @@ def blend_experiments(args):
     weights_text = " ".join(f"{w:g}" for w in weights) if weights else "equal"
     print(f"Blended {len(names)} experiment(s) (weights {weights_text}) -> {out} "
           f"({len(fnames)} clips x {len(classes)} classes)")
-    record = {"experiments": names, "weights": weights or [1.0] * len(names), "submission": str(out),
-              "n_test_clips": len(fnames), "cv": None}
+    record = {"ensemble": args.ensemble, "experiments": names, "weights": weights or [1.0] * len(names),
+              "submission": str(out), "n_test_clips": len(fnames), "cv": None}
     if scores is None:
         print(f"No blended CV score: no out-of-fold predictions for {without}")
     else:
@@ -105,6 +125,20 @@ def blend_experiments(args):
             print(f"  {name:<{width}}  {score:.6f}")
     write_json_atomic(record, out.with_name("blend.json"))
     return record
+
+
+def check_test_steps(data_dir, names, step, ensemble):
+    """Refuse first-level predictions made with another test tile step than the ensemble's.
+
+    predict_folds.py records its test step in val_lwlrap.json; stacking reports (level 2) have none.
+    """
+    for name in names:
+        report = predictions_dir(data_dir, name) / "val_lwlrap.json"
+        recorded = json.loads(report.read_text()).get("test_step") if report.is_file() else None
+        if recorded is not None and int(recorded) != int(step):
+            raise ValueError(f"{report}: {name!r} predicted its test clips with tiles every {recorded} frames; "
+                             f"ensemble {ensemble!r} uses {step} (rerun `python predict_folds.py --experiment "
+                             f"{name} --data-dir {data_dir} --test-step {step}`)")
 
 
 def main(argv=None):
