@@ -2,6 +2,7 @@
 
     python export.py --experiment corr_noisy_007 --out corr_noisy_007.pt
     python export.py --experiment demo --data-dir data/demo --out demo.pt --torchscript demo_fold0.ts.pt --fold 0
+    python export.py --ensemble ensemble_2019 --out ensemble.pt     # the whole final blend, one file
 
 --out writes a bundle for `tag.py --model` / `demo.py --model`: audio settings,
 class list, tile settings (crop_size; tile_step = the experiment's test step),
@@ -9,6 +10,11 @@ model name + kwargs and the weights of every fold, as plain
 dicts/lists/strings/numbers and tensors, so
 `torch.load(path, weights_only=True)` reads it (no pickled code) and the
 experiment folder is no longer needed.
+
+--ensemble NAME (src/ensembles.py) writes one bundle of a whole ensemble:
+audio settings, classes, the blend spec, and every fold of every first-level
+and stacking experiment it needs (src.tagging.models.make_ensemble_bundle).
+`tag.py --model ensemble.pt` and the offline kernel of make_kernel.py use it.
 
 --torchscript traces one fold model (torch.jit.trace) into a file that runs
 without this repo: input a batch of log-mel tiles (B, n_mels, crop_size) in dB
@@ -25,12 +31,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from src.train.argus_model import main_output
+from src.models import main_output
 from src.cli import run
 from src.config import resolve_data_dir
 from src.audio.deltas import DeltaStack
+from src.ensembles import ENSEMBLES
 from src.errors import BadSetting
 from src.tagging import bundle_models, make_bundle
+from src.tagging.models import make_ensemble_bundle
 from src.utils import atomic_path
 
 
@@ -66,10 +74,31 @@ def torchscript_meta(bundle: dict, fold: int) -> dict:
             "output": "sigmoid probabilities of the main head, (batch, n_classes)"}
 
 
+def save_bundle(bundle: dict, out):
+    with atomic_path(out, suffix=".pt") as tmp:
+        torch.save(bundle, tmp)
+    print(f"bundle -> {out} ({Path(out).stat().st_size / 1e6:.1f} MB)")
+
+
+def export_ensemble(args) -> int:
+    bundle = make_ensemble_bundle(resolve_data_dir(args.data_dir), args.ensemble)
+    for part in bundle["first_level"]:
+        print(f"  {part['name']}: {part['model']['name']} folds {part['folds']}, tiles {part['crop_size']} "
+              f"every {part['tile_step']} frames")
+    for part in bundle["stacking"]:
+        print(f"  {part['name']}: {part['model']['name']} folds {part['folds']} over {', '.join(part['inputs'])}")
+    print(f"{args.ensemble}: geometric mean of {', '.join(bundle['ensemble']['members'])}; "
+          f"{len(bundle['classes'])} classes")
+    save_bundle(bundle, args.out)
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--experiment", required=True, metavar="NAME",
-                        help="experiment folder under <data>/experiments/")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--experiment", metavar="NAME", help="experiment folder under <data>/experiments/")
+    what.add_argument("--ensemble", choices=sorted(ENSEMBLES),
+                      help="a named ensemble (src/ensembles.py): every fold of every member in one bundle")
     parser.add_argument("--data-dir", help="data root (default: $FSAT_DATA_DIR or ./data)")
     parser.add_argument("--out", help="bundle file to write (e.g. model.pt) with every fold model")
     parser.add_argument("--torchscript", metavar="FOLD.pt", help="TorchScript file of one fold model")
@@ -77,14 +106,16 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not args.out and not args.torchscript:
         parser.error("nothing to do: give --out BUNDLE.pt and/or --torchscript FOLD.pt")
+    if args.ensemble:
+        if args.torchscript or not args.out:
+            parser.error("--ensemble writes one bundle: give --out ENSEMBLE.pt (TorchScript is per fold model)")
+        return export_ensemble(args)
 
     bundle = make_bundle(resolve_data_dir(args.data_dir), args.experiment)
     print(f"{args.experiment}: {bundle['model']['name']} folds {bundle['folds']}, {len(bundle['classes'])} classes, "
           f"tiles {bundle['crop_size']} every {bundle['tile_step']} frames")
     if args.out:
-        with atomic_path(args.out, suffix=".pt") as tmp:
-            torch.save(bundle, tmp)
-        print(f"bundle -> {args.out} ({Path(args.out).stat().st_size / 1e6:.1f} MB)")
+        save_bundle(bundle, args.out)
     if args.torchscript:
         fold = bundle["folds"][0] if args.fold is None else args.fold
         if fold not in bundle["folds"]:

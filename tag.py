@@ -5,14 +5,18 @@
     python tag.py --model model.pt clips/ --out results.json          # a bundle from export.py
     python tag.py --experiment auxiliary_016 --experiment corr_noisy_007 clips/   # blend
     python tag.py --model model.pt --timeline long_recording.flac --window 4 --hop 1 --out-dir timeline/
+    python tag.py --ensemble ensemble_2019 clips/ --out results.csv   # the whole 2019 blend (src/ensembles.py)
+    python tag.py --model ensemble.pt clips/                          # the same, from export.py --ensemble
 
 PATHs are files or folders (searched recursively for .wav/.flac/.ogg/.mp3/...).
 Any sampling rate and channel count libsndfile decodes is fine: audio is mixed
 to mono and resampled to the models' rate. Each file is trimmed of leading and
 trailing silence like the training clips, cut into tiles, and predicted by
 every fold model (geometric mean; tiles of many files share batches, CUDA when
-present). Files longer than a minute are read in chunks, three passes (trim,
-dB range, tiles), so memory stays flat for any length and the probabilities
+present). --ensemble NAME (or its bundle) predicts as the final submission did:
+per experiment the geometric mean of its folds, the stacking MLPs on top, then
+the geometric mean of the members (src/predict/ensemble.py); it reports clips/s.
+Files longer than a minute are read in chunks, three passes (trim, dB range, tiles), so memory stays flat for any length and the probabilities
 are the same as reading the whole file (src/tagging/chunked.py). Files that
 fail to decode are listed with the reason at the end; the exit code is then 1.
 
@@ -98,6 +102,8 @@ def main(argv=None) -> int:
         if args.out:
             write_results(results, tagger.classes, args.out, args.top_k)
             print(f"\nall {len(tagger.classes)} class probabilities of {len(results)} file(s) -> {args.out}")
+    if hasattr(tagger, "throughput"):  # a whole ensemble counts its clips and time
+        print(f"ensemble: {tagger.throughput()}")
     print_failures(failures)
     return 1 if failures or not files else 0
 

@@ -11,7 +11,7 @@ memory from the members' fold models (`src.predict.ensemble`). Keys:
   test_tile_step  sliding-window step in frames of every first-level member's test tiles, or None
                   for each experiment's own `test_tile_step`
 
-`ensemble_2019` is the original's final submission (README, "Results"): the
+`ensemble_2019` is the original's final submission: the
 geometric mean, equal weights, of the seven first-level experiments and the
 three stacking MLPs, each already the geometric mean of its five fold models,
 with test tiles every 128 frames. `demo` is the same shape at demo size.

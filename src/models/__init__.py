@@ -21,6 +21,11 @@ IMAGE_MODELS = tuple(name for name in MODELS if name != 'FCNet')
 AUX_MODELS = ('AuxSkipAttention', 'RnnAuxSkipAttention')
 
 
+def main_output(prediction):
+    """Models with auxiliary heads return (main, aux3, aux2, aux1); predictions use the main head."""
+    return prediction[0] if isinstance(prediction, (tuple, list)) else prediction
+
+
 def create_model(name: str, **kwargs) -> nn.Module:
     """Build a registered model, e.g. ``create_model('SkipAttention', num_classes=80)``."""
     if name not in MODELS:
@@ -28,5 +33,5 @@ def create_model(name: str, **kwargs) -> nn.Module:
     return MODELS[name](**kwargs)
 
 
-__all__ = ['MODELS', 'IMAGE_MODELS', 'AUX_MODELS', 'create_model', 'SimpleKaggle',
+__all__ = ['MODELS', 'IMAGE_MODELS', 'AUX_MODELS', 'create_model', 'main_output', 'SimpleKaggle',
            'AuxSkipAttention', 'SkipAttention', 'RnnAuxSkipAttention', 'FCNet']

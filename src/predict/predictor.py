@@ -29,11 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from src.train.checkpoints import load_checkpoint
 from src.audio.deltas import stack_deltas
 from src.errors import InputFileNotFound
 from src.predict.prediction_sets import clip_means
-from src.train.fit import best_checkpoint, trained_folds
 from src.utils import cpu_has_native_bf16
 
 AMP_CHOICES = ("auto", "bf16", "none")
@@ -179,6 +177,10 @@ class Predictor:
 
 def load_fold_models(exp_dir, device, folds=None) -> dict:
     """{fold: argus model} for every fold of an experiment folder with a checkpoint (or the given folds)."""
+    # Imported here: the tiling and Predictor above need no argus (the offline kernel embeds them).
+    from src.train.checkpoints import load_checkpoint
+    from src.train.fit import best_checkpoint, trained_folds
+
     exp_dir = Path(exp_dir)
     available = trained_folds(exp_dir)
     if not available:

@@ -18,7 +18,8 @@ in memory at a time):
 3. tiles, per member: the trimmed part again, clipped at max - top_db, padded
    the way `pad_for_tiles` pads, cut into tiles; each fold model's tile
    probabilities are summed, and the clip's probabilities are the geometric
-   mean over models of their tile means, as in `Tagger.predict`.
+   mean over models of their tile means, as in `Tagger.predict` (`tagger.combine`: an ensemble
+   continues with its stacking models and blend).
 
 So the result equals the whole-file path's up to float rounding (tested
 within 1e-5). Two cases are read into memory instead, both bounded: a file
@@ -31,7 +32,6 @@ import numpy as np
 
 from src.audio.fast_frontend import TRIM_AMIN, log_mel, read_audio
 from src.audio.frontend import TRIM_FRAME_LENGTH, TRIM_HOP_LENGTH
-from src.predict.prediction_sets import geometric_mean
 from src.predict.predictor import pad_for_tiles
 from src.audio.streaming import stream_audio, stream_log_mel
 from src.tagging.timeline import sliding_windows
@@ -142,7 +142,7 @@ def tag_long_file(tagger, path, batch_size=128, chunk_seconds=10.0, in_memory_se
     pad_value = np.float32(max(bottom, floor) if floor is not None else bottom)
 
     # pass 3, per member: tiles of the clipped, padded log-mel; tile probabilities summed per model
-    model_means = []
+    fold_means = {}
     for member in tagger.members:
         predictor = tagger.predictor(member, batch_size)
         left, right = tile_padding(frames, member.tile_size, member.step)
@@ -163,5 +163,6 @@ def tag_long_file(tagger, path, batch_size=128, chunk_seconds=10.0, in_memory_se
                 flush()
         if batch:
             flush()
-        model_means.extend((s / count).astype(np.float32) for s in sums)
-    return model_means[0] if len(model_means) == 1 else geometric_mean(model_means)
+        fold_means[member.name] = [(s / count).astype(np.float32)[None] for s in sums]
+    # the Tagger's (or a whole ensemble's) combination of the fold models' clip means
+    return tagger.combine(fold_means)[0]

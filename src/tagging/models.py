@@ -1,15 +1,20 @@
-"""Trained models for tagging: a `Tagger` from an experiment folder, an export bundle, or a blend of several."""
+"""Trained models for tagging: a `Tagger` from an experiment folder, an export bundle, or a blend of several;
+a whole named ensemble (`src.predict.ensemble.Ensemble`) from its experiment folders or its bundle."""
 import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from src.train.argus_model import FreesoundModel
 from src.train.checkpoints import read_checkpoint, safe_torch_load
 from src.config import AUDIO, AudioConfig, resolve_data_dir
+from src.ensembles import ENSEMBLES, check_ensemble, get_ensemble
 from src.errors import BadCheckpoint, BadInput, BadSetting, InputFileNotFound
 from src.experiments import complete_config
+from src.predict.ensemble import (BUNDLE_FORMAT as ENSEMBLE_FORMAT, BUNDLE_VERSION as ENSEMBLE_VERSION, Ensemble,
+                                  ensemble_from_bundle, is_ensemble_bundle)
 from src.predict.prediction_sets import geometric_mean
 from src.predict.predictor import AMP_CHOICES, Predictor, bf16_autocast, load_fold_models, precision_name, tile_steps
 from src.train.fit import best_checkpoint, experiments_dir, trained_folds
@@ -55,6 +60,11 @@ class Tagger:
 
     def predictor(self, member: Member, batch_size: int = 128) -> Predictor:
         return Predictor(member.models, member.tile_size, member.step, batch_size, amp=self.amp)
+
+    def combine(self, fold_means: dict) -> np.ndarray:
+        """The prediction from {member name: [each fold model's clip means]} (as `predict` combines them)."""
+        probs = [p for means in fold_means.values() for p in means]
+        return probs[0] if len(probs) == 1 else geometric_mean(probs)
 
     def describe(self) -> str:
         parts = [f"{m.name} ({len(m.models)} fold model{'s' * (len(m.models) != 1)}, tiles {m.tile_size} "
@@ -106,10 +116,8 @@ def _plain(obj):
     return json.loads(json.dumps(obj))
 
 
-def make_bundle(data_dir, name) -> dict:
-    """Everything `tag.py --model` needs, as plain dicts/lists/str/numbers and tensors."""
-    exp_dir = experiments_dir(data_dir, name)
-    record = read_experiment_record(exp_dir)
+def fold_weights(exp_dir) -> tuple:
+    """(folds, {"name", "kwargs"} of the network, CPU state dicts) of every trained fold's best checkpoint."""
     folds = trained_folds(exp_dir)
     if not folds:
         raise InputFileNotFound(f"{exp_dir}: no trained fold (fold_K/model-*.pth)")
@@ -123,6 +131,14 @@ def make_bundle(data_dir, name) -> dict:
         nn_module = fold_module
         state_dicts.append({key: value.detach().cpu().clone() for key, value in state["nn_state_dict"].items()})
     model_name, model_kwargs = nn_module
+    return folds, {"name": model_name, "kwargs": model_kwargs}, state_dicts
+
+
+def make_bundle(data_dir, name) -> dict:
+    """Everything `tag.py --model` needs, as plain dicts/lists/str/numbers and tensors."""
+    exp_dir = experiments_dir(data_dir, name)
+    record = read_experiment_record(exp_dir)
+    folds, model, state_dicts = fold_weights(exp_dir)
     experiment = record["experiment"]
     return {
         "format": BUNDLE_FORMAT,
@@ -133,10 +149,111 @@ def make_bundle(data_dir, name) -> dict:
         "crop_size": int(experiment["crop_size"]),
         "tile_step": tile_steps(experiment)[1],  # the test-time step: a bundle only tags
         "amp": str(experiment["amp"]),
-        "model": {"name": model_name, "kwargs": model_kwargs},
+        "model": model,
         "folds": folds,
         "state_dicts": state_dicts,
     }
+
+
+def make_ensemble_bundle(data_dir, name, spec=None) -> dict:
+    """One weights-only bundle of a whole ensemble (src/ensembles.py), from its experiment folders.
+
+    Audio settings, classes, the blend spec, and every fold of every experiment
+    the blend needs: the first-level members and stacking inputs (network, tile
+    size, test tile step = the spec's, else the experiment's own) and the
+    stacking members (network, inputs in feature order). A stacking experiment
+    is recognised by its config.json (`level: 2`, written by stacking_train.py).
+    """
+    spec = check_ensemble(get_ensemble(name) if spec is None else spec, name)
+    records = {}
+
+    def record_of(member):
+        if member not in records:
+            records[member] = read_experiment_record(experiments_dir(data_dir, member))
+        return records[member]
+
+    stacking = [m for m in spec["members"] if record_of(m).get("level") == 2]
+    first = [m for m in spec["members"] if m not in stacking]
+    for member in stacking:
+        first += [n for n in record_of(member)["experiment"]["inputs"] if n not in first]
+    classes, config = None, None
+    for member in first + stacking:
+        record = record_of(member)
+        if classes is None:
+            classes = list(record["classes"])
+        elif list(record["classes"]) != classes:
+            raise BadSetting(f"ensemble {name}: the class list of {member!r} differs from {first[0]!r}'s")
+        if member in stacking:
+            continue
+        if record.get("level") == 2:
+            raise BadSetting(f"ensemble {name}: stacking input {member!r} is itself a stacking experiment")
+        member_config = _plain(record.get("audio_config", AUDIO.to_dict()))
+        if config is not None and member_config != config:
+            raise BadSetting(f"ensemble {name}: {member!r} was trained on other audio settings than {first[0]!r}")
+        config = member_config
+
+    def part(member):
+        experiment = record_of(member)["experiment"]
+        folds, model, state_dicts = fold_weights(experiments_dir(data_dir, member))
+        common = {"name": member, "amp": str(experiment["amp"]), "model": model, "folds": folds,
+                  "state_dicts": state_dicts}
+        if record_of(member).get("level") == 2:
+            return {**common, "inputs": list(experiment["inputs"])}
+        step = spec["test_tile_step"] or tile_steps(experiment)[1]
+        return {**common, "crop_size": int(experiment["crop_size"]), "tile_step": int(step)}
+
+    return {
+        "format": ENSEMBLE_FORMAT,
+        "version": ENSEMBLE_VERSION,
+        "name": name,
+        "classes": classes,
+        "audio_config": config,
+        "ensemble": _plain(spec),
+        "first_level": [part(m) for m in first],
+        "stacking": [part(m) for m in stacking],
+    }
+
+
+def random_ensemble_bundle(name, classes, audio_config: AudioConfig = AUDIO, n_folds=5, seed=0) -> dict:
+    """A bundle of the named ensemble with randomly initialised full-size networks (no training needed):
+    the same shapes, files and compute as the trained one, for measuring its size and speed."""
+    from src.experiments import get_experiment  # the experiment tables (only needed here)
+    from src.models import create_model
+    from src.stacking.experiments import STACKING_EXPERIMENTS, get_stacking_experiment
+
+    spec = check_ensemble(get_ensemble(name), name)
+    torch.manual_seed(seed)
+    stacking = [m for m in spec["members"] if m in STACKING_EXPERIMENTS]
+    first = [m for m in spec["members"] if m not in stacking]
+    for member in stacking:
+        first += [n for n in get_stacking_experiment(member)["inputs"] if n not in first]
+
+    def part(member):
+        level2 = member in stacking
+        experiment = get_stacking_experiment(member) if level2 else get_experiment(member)
+        model_name, kwargs = experiment["model"]
+        kwargs = {**kwargs, "num_classes": len(classes)}
+        if level2:
+            kwargs["in_features"] = len(experiment["inputs"]) * len(classes)
+        states = [{k: v.clone() for k, v in create_model(model_name, **kwargs).state_dict().items()}
+                  for _ in range(n_folds)]
+        common = {"name": member, "amp": experiment["amp"], "model": {"name": model_name, "kwargs": _plain(kwargs)},
+                  "folds": list(range(n_folds)), "state_dicts": states}
+        if level2:
+            return {**common, "inputs": list(experiment["inputs"])}
+        step = spec["test_tile_step"] or tile_steps(experiment)[1]
+        return {**common, "crop_size": int(experiment["crop_size"]), "tile_step": int(step)}
+
+    return {"format": ENSEMBLE_FORMAT, "version": ENSEMBLE_VERSION, "name": name, "classes": list(classes),
+            "audio_config": _plain(audio_config.to_dict()), "ensemble": _plain(spec),
+            "first_level": [part(m) for m in first], "stacking": [part(m) for m in stacking]}
+
+
+def load_ensemble(data_dir, name, device, step=None, batch_size=128) -> Ensemble:
+    """The Ensemble of a named ensemble, from its experiment folders (through the same bundle dict
+    that export.py --ensemble writes, so both give the same models)."""
+    return ensemble_from_bundle(make_ensemble_bundle(data_dir, name), device, step, batch_size,
+                                source=f"ensemble {name}")
 
 
 def read_bundle(path) -> dict:
@@ -163,7 +280,14 @@ def bundle_models(bundle: dict, device) -> list:
     return models
 
 
-def load_bundle(path, device, step=None) -> Tagger:
+def load_bundle(path, device, step=None):
+    """A Tagger of an export.py bundle, or the Ensemble of an ensemble bundle."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileNotFound(f"{path}: no such model bundle (write one with export.py)")
+    bundle = safe_torch_load(path, what="model bundle")
+    if is_ensemble_bundle(bundle):
+        return ensemble_from_bundle(bundle, device, step, source=path)
     bundle = read_bundle(path)
     member = Member(bundle["name"], bundle_models(bundle, device), bundle["crop_size"],
                     int(step or bundle["tile_step"]))
@@ -189,7 +313,11 @@ def add_model_args(parser):
     group.add_argument("--experiment", action="append", default=[], metavar="NAME",
                        help="experiment folder <data>/experiments/NAME (all its fold models)")
     group.add_argument("--model", action="append", default=[], metavar="BUNDLE.pt",
-                       help="model bundle written by export.py (no experiment folder needed)")
+                       help="model bundle written by export.py (no experiment folder needed); an ensemble "
+                            "bundle (export.py --ensemble) is used alone")
+    group.add_argument("--ensemble", choices=sorted(ENSEMBLES),
+                       help="a whole named ensemble (src/ensembles.py): first level, stacking and blend, "
+                            "from the experiment folders; used alone")
     group.add_argument("--data-dir", help="data root holding experiments/ (default: $FSAT_DATA_DIR or ./data)")
     group.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu', 'cuda', ...")
     group.add_argument("--step", type=int, help="tile step in frames (default: each model's test step: an "
@@ -201,15 +329,29 @@ def add_model_args(parser):
                        "AMX), the models' own on CUDA, else fp32; 'none' = fp32; 'bf16' = bf16 anywhere")
 
 
-def load_tagger(args) -> Tagger:
-    """The blended Tagger of the --experiment / --model arguments."""
-    if not args.experiment and not args.model:
-        raise BadSetting("give at least one --experiment NAME or --model BUNDLE.pt")
+def load_tagger(args):
+    """The blended Tagger of the --experiment / --model arguments, or the Ensemble of --ensemble (or of an
+    ensemble bundle given alone to --model)."""
+    ensemble = getattr(args, "ensemble", None)
+    if not args.experiment and not args.model and not ensemble:
+        raise BadSetting("give at least one --experiment NAME or --model BUNDLE.pt, or an --ensemble NAME")
+    if ensemble and (args.experiment or args.model):
+        raise BadSetting("--ensemble is a whole blend: give it without --experiment/--model")
     device = pick_device(args.device)
+    if ensemble:
+        tagger = load_ensemble(resolve_data_dir(args.data_dir), ensemble, device, args.step, args.batch_size)
+        tagger.amp = getattr(args, "amp", "auto")
+        return tagger
     taggers = []
-    data_dir = resolve_data_dir(args.data_dir)
-    taggers += [load_experiment(data_dir, name, device, args.step) for name in args.experiment]
+    if args.experiment:
+        data_dir = resolve_data_dir(args.data_dir)
+        taggers += [load_experiment(data_dir, name, device, args.step) for name in args.experiment]
     taggers += [load_bundle(path, device, args.step) for path in args.model]
-    tagger = blend(taggers)
+    if any(isinstance(t, Ensemble) for t in taggers):
+        if len(taggers) > 1:
+            raise BadSetting("an ensemble bundle is a whole blend: give it alone to --model")
+        tagger = taggers[0]
+    else:
+        tagger = blend(taggers)
     tagger.amp = getattr(args, "amp", "auto")
     return tagger

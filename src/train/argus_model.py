@@ -29,14 +29,9 @@ from argus.utils import deep_to
 from src.augment.batch import create_batch_augment
 from src.augment.settings import augment_mode, batch_augment_params
 from src.train.losses import create_loss
-from src.models import MODELS
+from src.models import MODELS, main_output  # noqa: F401  (main_output: also imported from here)
 
 LOSS_NAMES = ("bce", "lsoft", "lq", "noisy_curated", "aux")
-
-
-def main_output(prediction):
-    """Models with auxiliary heads return (main, aux3, aux2, aux1); predictions use the main head."""
-    return prediction[0] if isinstance(prediction, (tuple, list)) else prediction
 
 
 class SigmoidMain:

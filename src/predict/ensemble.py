@@ -1,0 +1,246 @@
+"""The whole ensemble as one predictor: log-mels -> blended probabilities, in memory.
+
+The numbers are the final submission's, computed as the files on disk compute
+them (predict_folds.py -> stacking_train.py -> blend.py):
+
+1. each first-level experiment: every fold model's mean over a clip's tiles
+   (`Predictor`, tiles of many clips share batches), then the geometric mean
+   over the fold models;
+2. each stacking model: its input experiments' clip probabilities side by side
+   (in the stacking experiment's input order: the features its MLP was trained
+   on), through every fold MLP, then the geometric mean over the folds;
+3. the (weighted) geometric mean of the ensemble's members.
+
+An `Ensemble` is built from a bundle (`ensemble_from_bundle`): plain dicts,
+lists, strings, numbers and tensors, read with `torch.load(weights_only=True)`
+(`read_ensemble_bundle`). Its networks are plain torch modules wrapped in
+`InferenceModel`, so this module, the Predictor and the networks need neither
+argus nor the experiment folders: the offline Kaggle kernel (make_kernel.py)
+embeds them as they are. Bundles are written by `export.py --ensemble`
+(`src.tagging.models.make_ensemble_bundle`).
+
+It looks like a `src.tagging.Tagger` to the tagging code (`predict`, `classes`,
+`audio_config`, `members`, `combine`, `describe`), so tag.py tags files, long
+files and timelines with it, and it counts the clips it predicted and the time
+taken (`throughput`).
+"""
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from src.config import AudioConfig
+from src.errors import BadCheckpoint, BadSetting, InputFileNotFound
+from src.models import create_model, main_output
+from src.predict.prediction_sets import geometric_mean
+from src.predict.predictor import Predictor, bf16_autocast, precision_name
+
+BUNDLE_FORMAT = "fsat2019-ensemble-bundle"
+BUNDLE_VERSION = 1
+
+
+class InferenceModel:
+    """One trained network for prediction only, with the parts of argus' `FreesoundModel` that
+    `Predictor` and stacking use: `nn_module`, `device`, `autocast()` (the experiment's bf16/fp16 on
+    CUDA, fp32 on CPU), `prepare_input`, `prediction_transform` (sigmoid of the main head), `predict`.
+    """
+
+    def __init__(self, net: torch.nn.Module, device, amp: str = "bf16"):
+        if amp not in ("bf16", "fp16", "none"):
+            raise BadSetting(f"amp must be 'bf16', 'fp16' or 'none', got {amp!r}")
+        self.device = torch.device(device)
+        self.nn_module = net.to(self.device).eval()
+        self.amp_enabled = self.device.type == "cuda" and amp != "none"
+        self.amp_dtype = torch.float16 if amp == "fp16" else torch.bfloat16
+
+    def eval(self):
+        self.nn_module.eval()
+        return self
+
+    def autocast(self):
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.amp_enabled)
+
+    def prepare_input(self, input: torch.Tensor) -> torch.Tensor:
+        return input
+
+    def prediction_transform(self, prediction) -> torch.Tensor:
+        return torch.sigmoid(main_output(prediction).float())
+
+    @torch.no_grad()
+    def predict(self, input: torch.Tensor) -> torch.Tensor:
+        with self.autocast():
+            prediction = self.nn_module(input.to(self.device, non_blocking=True))
+        return self.prediction_transform(prediction)
+
+
+@dataclass
+class FirstLevel:
+    """The fold models of a first-level experiment and the tiles they see."""
+    name: str
+    models: list
+    folds: list
+    tile_size: int
+    step: int
+
+
+@dataclass
+class Stacking:
+    """The fold MLPs of a stacking experiment and its input experiments (feature order)."""
+    name: str
+    models: list
+    folds: list
+    inputs: list
+
+
+class Ensemble:
+    """Blended class probabilities of log-mels: first level, stacking, geometric mean of the members."""
+
+    def __init__(self, name, first_level, stacking, members, weights, classes, audio_config: AudioConfig,
+                 batch_size: int = 128, amp=None):
+        self.name, self.first_level, self.stacking = name, list(first_level), list(stacking)
+        self.blend, self.weights = list(members), None if weights is None else [float(w) for w in weights]
+        self.classes, self.audio_config, self.batch_size = list(classes), audio_config, int(batch_size)
+        self.amp = amp  # first-level precision, as Tagger.amp: None (each model's own), 'auto', 'bf16', 'none'
+        known = [e.name for e in self.first_level]
+        for model in self.stacking:
+            missing = [n for n in model.inputs if n not in known]
+            if missing:
+                raise BadSetting(f"{name}: stacking model {model.name!r} needs first-level experiment(s) {missing}")
+        missing = [n for n in self.blend if n not in known + [s.name for s in self.stacking]]
+        if missing:
+            raise BadSetting(f"{name}: member(s) {missing} have no models")
+        if self.weights is not None and len(self.weights) != len(self.blend):
+            raise BadSetting(f"{name}: {len(self.weights)} weight(s) for {len(self.blend)} member(s)")
+        self.clips, self.seconds = 0, 0.0  # throughput counters of predict()
+
+    @property
+    def members(self) -> list:
+        """The first-level experiments (what tiles are cut for), as `Tagger.members`."""
+        return self.first_level
+
+    @property
+    def n_models(self) -> int:
+        return sum(len(m.models) for m in self.first_level + self.stacking)
+
+    @property
+    def device(self):
+        return self.first_level[0].models[0].device
+
+    def fold_means(self, specs, batch_size=None) -> dict:
+        """{first-level experiment: [each fold model's (n_clips, C) mean over the clips' tiles]}."""
+        return {e.name: self.predictor(e, batch_size).predict(specs)[2] for e in self.first_level}
+
+    def predictor(self, experiment: FirstLevel, batch_size=None) -> Predictor:
+        return Predictor(experiment.models, experiment.tile_size, experiment.step, batch_size or self.batch_size,
+                         amp=self.amp)
+
+    def member_probs(self, fold_means: dict) -> dict:
+        """{experiment: (n_clips, C)} for every first-level and stacking experiment, from `fold_means`."""
+        probs = {name: geometric_mean(means) for name, means in fold_means.items()}
+        for model in self.stacking:
+            features = np.concatenate([probs[n] for n in model.inputs], axis=1).astype(np.float32)
+            folds = [_predict_features(m, features, self.batch_size) for m in model.models]
+            probs[model.name] = geometric_mean(folds)
+        return probs
+
+    def combine(self, fold_means: dict) -> np.ndarray:
+        """The blended (n_clips, C) probabilities from the first-level fold models' clip means."""
+        probs = self.member_probs(fold_means)
+        return geometric_mean([probs[n] for n in self.blend], self.weights)
+
+    def predict(self, specs, batch_size=None) -> np.ndarray:
+        """(len(specs), C) float32 blended probabilities of a list of (n_mels, frames) log-mels."""
+        start = time.perf_counter()
+        blended = self.combine(self.fold_means(specs, batch_size))
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.clips += len(specs)
+        self.seconds += time.perf_counter() - start
+        return blended
+
+    def throughput(self) -> str:
+        if not self.clips:
+            return "no clips predicted"
+        return (f"{self.clips} clips in {self.seconds:.1f} s: {self.clips / max(self.seconds, 1e-9):.2f} clips/s "
+                f"({1000 * self.seconds / self.clips:.0f} ms per clip) on {self.device}")
+
+    def describe(self) -> str:
+        weights = "equal weights" if self.weights is None else "weights " + " ".join(f"{w:g}" for w in self.weights)
+        first = ", ".join(f"{e.name} ({len(e.models)} folds, tiles {e.tile_size} every {e.step})"
+                          for e in self.first_level)
+        second = ", ".join(f"{s.name} ({len(s.models)} folds)" for s in self.stacking) or "none"
+        precision = precision_name(bf16_autocast(self.amp, self.device))
+        return (f"ensemble {self.name}: geometric mean ({weights}) of {', '.join(self.blend)}; first level: {first}; "
+                f"stacking: {second}; {self.n_models} models, {len(self.classes)} classes; {self.device}, "
+                f"{precision}")
+
+    def __repr__(self):
+        return f"Ensemble({self.describe()})"
+
+
+def _predict_features(model, features: np.ndarray, batch_size: int) -> np.ndarray:
+    """Sigmoid probabilities (n, C) of a stacking model for (n, F) features, in batches."""
+    out = [model.predict(torch.from_numpy(features[i:i + batch_size])).float().cpu().numpy()
+           for i in range(0, len(features), batch_size)]
+    return np.concatenate(out)
+
+
+# ----------------------------------------------------------------------------- bundles
+
+def read_ensemble_bundle(path) -> dict:
+    """An ensemble bundle, read with `torch.load(weights_only=True)` (no pickled code can run)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileNotFound(f"{path}: no such ensemble bundle (write one with export.py --ensemble)")
+    try:
+        bundle = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickled code, a truncated file, or not a torch file
+        raise BadCheckpoint(f"{path}: cannot load this bundle with torch.load(weights_only=True) "
+                            f"({type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]})") from exc
+    check_ensemble_bundle(bundle, path)
+    return bundle
+
+
+def is_ensemble_bundle(bundle) -> bool:
+    return isinstance(bundle, dict) and bundle.get("format") == BUNDLE_FORMAT
+
+
+def check_ensemble_bundle(bundle, source="bundle"):
+    if not is_ensemble_bundle(bundle):
+        raise BadCheckpoint(f"{source}: not an ensemble bundle written by export.py --ensemble")
+    if bundle.get("version") != BUNDLE_VERSION:
+        raise BadCheckpoint(f"{source}: ensemble bundle version {bundle.get('version')}, this code reads "
+                            f"{BUNDLE_VERSION}")
+
+
+def _models(part: dict, device) -> list:
+    """One InferenceModel per fold state dict of a bundle part."""
+    models = []
+    for state_dict in part["state_dicts"]:
+        net = create_model(part["model"]["name"], **part["model"]["kwargs"])
+        net.load_state_dict(state_dict)
+        models.append(InferenceModel(net, device, part["amp"]))
+    return models
+
+
+def ensemble_from_bundle(bundle: dict, device="cpu", step=None, batch_size: int = 128, source="bundle",
+                         amp=None) -> Ensemble:
+    """The Ensemble of a bundle dict on `device`; `step` overrides every first-level test tile step;
+    `amp` is the first level's precision (`src.predict.predictor.bf16_autocast`)."""
+    check_ensemble_bundle(bundle, source)
+    first = [FirstLevel(p["name"], _models(p, device), list(p["folds"]), int(p["crop_size"]),
+                        int(step or p["tile_step"])) for p in bundle["first_level"]]
+    second = [Stacking(p["name"], _models(p, device), list(p["folds"]), list(p["inputs"])) for p in bundle["stacking"]]
+    spec = bundle["ensemble"]
+    try:
+        config = AudioConfig.from_dict(bundle["audio_config"])
+    except (TypeError, ValueError) as exc:
+        raise BadCheckpoint(f"{source}: audio settings do not match AudioConfig ({exc})") from exc
+    return Ensemble(bundle["name"], first, second, spec["members"], spec["weights"], bundle["classes"], config,
+                    batch_size, amp)
+
+
+def load_ensemble_bundle(path, device="cpu", step=None, batch_size: int = 128, amp=None) -> Ensemble:
+    return ensemble_from_bundle(read_ensemble_bundle(path), device, step, batch_size, source=path, amp=amp)
