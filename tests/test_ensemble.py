@@ -104,6 +104,7 @@ def submission_probs(path, fnames, classes) -> np.ndarray:
     return pd.read_csv(path).set_index("fname").loc[fnames, classes].to_numpy(np.float64)
 
 
+@pytest.mark.slow  # trains the demo ensemble (tiny, 2 folds): an end-to-end run
 def test_blend_tag_bundle_and_kernel_give_the_same_probabilities(demo_ensemble, tmp_path):
     import export
     import make_kernel
@@ -147,6 +148,7 @@ def test_blend_tag_bundle_and_kernel_give_the_same_probabilities(demo_ensemble, 
         assert score.score(tmp_path / "scored.csv", root / "test_labels.csv")[0] == pytest.approx(expected, abs=1e-6)
 
 
+@pytest.mark.slow  # trains the demo ensemble (tiny, 2 folds): an end-to-end run
 def test_ensemble_bundle_is_weights_only_and_holds_every_fold(demo_ensemble, tmp_path):
     import export
     from tests.test_export import _plain_types_only
@@ -205,6 +207,7 @@ def test_full_size_2019_ensemble_bundle_loads_weights_only_and_predicts(tmp_path
     print(ensemble.throughput())
 
 
+@pytest.mark.slow  # trains the demo ensemble (tiny, 2 folds): an end-to-end run
 def test_a_long_file_in_chunks_equals_the_whole_file_through_the_ensemble(demo_ensemble):
     """tag_long_file hands the fold models' clip means to the ensemble (stacking and blend included)."""
     import soundfile as sf
