@@ -60,9 +60,13 @@ def parse_args(argv=None):
                         "--step and test_tile_step)")
     parser.add_argument("--batch-size", type=int, default=128, help="tiles per batch (default 128; a CPU forward "
                         "pass takes 16 of them at a time)")
-    parser.add_argument("--amp", choices=AMP_CHOICES, default="auto",
-                        help="precision: 'auto' (default) = bf16 autocast on a CPU with native bf16 (AVX512-BF16, "
-                        "AMX), the models' own on CUDA, else fp32; 'none' = fp32; 'bf16' = bf16 anywhere")
+    # The prediction sets on disk are the reproduction's record (CV scores, stacking inputs, the blend):
+    # by default each model predicts in the precision it was trained in (fp32 on CPU), not in the
+    # faster CPU bf16 that tag.py uses, which can swap near-tied ranks on small validation folds.
+    parser.add_argument("--amp", choices=("model",) + AMP_CHOICES, default="model",
+                        help="precision: 'model' (default) = each model's own autocast (its training amp on CUDA, "
+                        "fp32 on CPU); 'auto' = bf16 autocast on a CPU with native bf16 (AVX512-BF16, AMX), as "
+                        "tag.py; 'none' = fp32; 'bf16' = bf16 anywhere")
     parser.add_argument("--workers", type=int, help="processes for computing uncached features (default: all cores)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-test", action="store_true", help="only out-of-fold predictions")
@@ -86,12 +90,15 @@ def main(argv=None):
     except ValueError as exc:
         raise BadSetting(f"{args.experiment}: {exc}") from exc
     device = pick_device(args.device)
+    amp = None if args.amp == "model" else args.amp  # None: the Predictor keeps each model's own autocast
+    # What the fold models compute in, for the log and val_lwlrap.json (a model's own autocast is off on CPU).
+    precision = "fp32" if amp is None and device.type == "cpu" else precision_name(bf16_autocast(amp, device))
     set_cpu_threads(device, 0, args.threads)
     check_folds_finished(exp_dir, args.allow_unfinished)
     models = load_fold_models(exp_dir, device)
     folds = sorted(models)
     print(f"{args.experiment}: found fold models {folds} in {exp_dir}; predicting on {device} "
-          f"({precision_name(bf16_autocast(args.amp, device))})")
+          f"({precision})")
     tile_size = experiment["crop_size"]
     out_dir = predictions_dir(data_dir, args.experiment)
 
@@ -114,7 +121,7 @@ def main(argv=None):
     for fold in folds:
         index = np.flatnonzero(data.folds == fold)
         part = data.curated.subset(index)
-        predictor = Predictor(models[fold], tile_size, step, args.batch_size, amp=args.amp)
+        predictor = Predictor(models[fold], tile_size, step, args.batch_size, amp=amp)
         tiles, offsets, clips = predictor.predict(part.specs)
         fold_scores[fold] = lwlrap(*scored(part.fnames, clips[0]))
         print(f"  fold {fold}: {len(index)} clips, val lwlrap {fold_scores[fold]:.4f}")
@@ -122,7 +129,7 @@ def main(argv=None):
     oof = _concat_parts(parts, data.curated.fnames, classes)
 
     truth, probs = scored(oof.fnames, oof.probs)
-    report = {"experiment": args.experiment, "folds": folds, "oof_step": step,
+    report = {"experiment": args.experiment, "folds": folds, "oof_step": step, "precision": precision,
               "test_step": None if args.no_test else test_step, **oof_report(truth, probs, classes, fold_scores)}
     overall = report["lwlrap"]
     print(f"{args.experiment}: out-of-fold lwlrap {overall:.4f} over {len(truth)} clips "
@@ -134,7 +141,7 @@ def main(argv=None):
         features = load_features(fnames, data_dir / "test", data_dir / "features", name="test",
                                  workers=args.workers)
         predictor = Predictor([models[f] for f in folds], tile_size, test_step, args.batch_size,
-                              amp=args.amp)
+                              amp=amp)
         tiles, offsets, clips = predictor.predict(features.specs)
         for fold, fold_tiles, fold_clips in zip(folds, tiles, clips):
             test_sets[f"test/fold_{fold}"] = PredictionSet(fnames, classes, fold_clips, fold_tiles, offsets)

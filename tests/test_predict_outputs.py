@@ -67,3 +67,17 @@ def test_unfinished_folds_are_refused_unless_allowed(trained, capsys):
         assert "fold(s) [0]" in capsys.readouterr().out
     finally:
         done.write_bytes(saved)
+
+
+def test_prediction_sets_keep_the_models_precision_unless_asked(trained, monkeypatch):
+    """On a CPU with native bf16, tag.py's default is bf16; the prediction sets on disk (CV, stacking
+    inputs, the blend) stay in the precision the models trained in (fp32 on CPU) unless --amp says so."""
+    import numpy as np
+    monkeypatch.setattr("src.utils.cpu_flags", lambda *args, **kwargs: {"avx512f", "avx512_bf16"})
+    fp32 = predict(trained, "--step", "16", "--no-test")
+    oof_fp32 = predictions.read_prediction_set(trained / "predictions" / "demo" / "oof").probs
+    bf16 = predict(trained, "--step", "16", "--no-test", "--amp", "auto")
+    oof_bf16 = predictions.read_prediction_set(trained / "predictions" / "demo" / "oof").probs
+    assert (fp32["precision"], bf16["precision"]) == ("fp32", "bf16")
+    assert np.abs(oof_bf16 - oof_fp32).max() > 1e-6  # really another precision
+    np.testing.assert_allclose(oof_bf16, oof_fp32, atol=2e-2)
