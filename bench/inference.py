@@ -40,7 +40,9 @@ the Predictor's CPU batch of 16.
 --compare-bf16: loads the fold models of a trained experiment (default
 <data>/experiments/demo), predicts every curated clip with the model of its
 fold (out-of-fold, as predict_folds.py) in fp32 and under bf16 autocast on the
-same device, and reports both lwlrap values and the largest probability change.
+same device, and reports both lwlrap values and the largest probability change;
+with <data>/test_labels.csv (the demo data has one), the same for the test
+clips as tag.py predicts them (all folds, test tiles, geometric mean).
 """
 import argparse
 import copy
@@ -260,8 +262,37 @@ def compare_bf16(args):
           f"difference {scores['bf16'] - scores['fp32']:+.5f}")
     change = np.abs(probs["bf16"] - probs["fp32"])
     print(f"max |probability difference| {change.max():.2e}, mean {change.mean():.2e}")
-    return {"clips": len(truth), "lwlrap_fp32": scores["fp32"], "lwlrap_bf16": scores["bf16"],
-            "max_abs_difference": float(change.max())}
+    result = {"clips": len(truth), "lwlrap_fp32": scores["fp32"], "lwlrap_bf16": scores["bf16"],
+              "max_abs_difference": float(change.max())}
+    if (data_dir / "test_labels.csv").is_file():
+        result["test"] = compare_bf16_on_test(data_dir, experiment, models, args.batch_size)
+    return result
+
+
+def compare_bf16_on_test(data_dir, experiment, models, batch_size) -> dict:
+    """What tag.py --experiment computes on the labelled test clips (every fold model, test tiles,
+    geometric mean over folds), in fp32 and in bf16: the lwlrap a tagging user sees."""
+    from src.audio.cache import load_features
+    from src.data.labels import read_train_csv, targets_matrix
+    from src.data.layout import read_classes, read_test_fnames
+    from src.metrics import lwlrap
+    from src.predict.prediction_sets import geometric_mean
+
+    fnames, classes = read_test_fnames(data_dir), read_classes(data_dir)
+    labels = read_train_csv(data_dir / "test_labels.csv").set_index("fname").loc[fnames, "labels"].tolist()
+    truth = targets_matrix(labels, classes)
+    specs = load_features(fnames, data_dir / "test", data_dir / "features", name="test").specs
+    fold_models = [models[f] for f in sorted(models)]
+    probs = {name: geometric_mean(Predictor(fold_models, experiment["crop_size"], experiment["test_tile_step"],
+                                            batch_size, amp=amp).predict(specs)[2])
+             for name, amp in (("fp32", "none"), ("bf16", "bf16"))}
+    scores = {name: lwlrap(truth, p) for name, p in probs.items()}
+    change = float(np.abs(probs["bf16"] - probs["fp32"]).max())
+    print(f"test clips as tag.py predicts them ({len(fnames)} clips, folds combined, tiles every "
+          f"{experiment['test_tile_step']} frames): lwlrap fp32 {scores['fp32']:.5f}, bf16 {scores['bf16']:.5f}, "
+          f"difference {scores['bf16'] - scores['fp32']:+.5f}; max |probability difference| {change:.2e}")
+    return {"clips": len(fnames), "lwlrap_fp32": scores["fp32"], "lwlrap_bf16": scores["bf16"],
+            "max_abs_difference": change}
 
 
 def main(argv=None):
