@@ -91,8 +91,7 @@ def main(argv=None):
         raise BadSetting(f"{args.experiment}: {exc}") from exc
     device = pick_device(args.device)
     amp = None if args.amp == "model" else args.amp  # None: the Predictor keeps each model's own autocast
-    # What the fold models compute in, for the log and val_lwlrap.json (a model's own autocast is off on CPU).
-    precision = "fp32" if amp is None and device.type == "cpu" else precision_name(bf16_autocast(amp, device))
+    precision = precision_name(bf16_autocast(amp, device), device)  # for the log and val_lwlrap.json
     set_cpu_threads(device, 0, args.threads)
     check_folds_finished(exp_dir, args.allow_unfinished)
     models = load_fold_models(exp_dir, device)

@@ -55,6 +55,7 @@ from src.data.datasets import RandomSourceDataset, make_loader
 from src.data.labels import targets_matrix
 from src.metrics import lwlrap, oof_report
 from src.predict.prediction_sets import PredictionSet, geometric_mean, predictions_dir, read_prediction_set, write_prediction_tree
+from src.predict.ensemble import predict_features
 from src.predict.predictor import load_fold_models
 from src.stacking.datasets import StackedTiles, StackingDataset, TileSubsetMean, select_clips
 from src.stacking.experiments import BASE as STACKING_BASE, STACKING_EXPERIMENTS, get_stacking_experiment
@@ -135,13 +136,6 @@ def load_test_inputs(data_dir, names, classes) -> tuple:
         raise BadInput(str(exc)) from exc
     fnames = sets[names[0]].fnames
     return list(fnames), np.concatenate([probs[name] for name in names], axis=1).astype(np.float32)
-
-
-def predict_probs(model, features: np.ndarray, batch_size: int) -> np.ndarray:
-    """Sigmoid probabilities (n, C) of an argus model for (n, F) features, in batches."""
-    out = [model.predict(torch.from_numpy(features[i:i + batch_size])).float().cpu().numpy()
-           for i in range(0, len(features), batch_size)]
-    return np.concatenate(out)
 
 
 @dataclass
@@ -241,7 +235,7 @@ def predict(args, experiment, data: StackingData, device, exp_dir) -> dict:
     fold_scores = {}
     for fold in folds:
         index = np.flatnonzero(data.folds == fold)
-        oof[index] = predict_probs(models[fold], features[index], batch)
+        oof[index] = predict_features(models[fold], features[index], batch)
         fold_scores[fold] = lwlrap(data.targets[index], oof[index])
         print(f"  fold {fold}: val lwlrap {fold_scores[fold]:.4f}")
     covered = np.flatnonzero(np.isin(data.folds, folds))
@@ -257,7 +251,7 @@ def predict(args, experiment, data: StackingData, device, exp_dir) -> dict:
         test_fnames, test_features = data.test
         fold_probs = []
         for fold in folds:
-            probs = predict_probs(models[fold], test_features, batch)
+            probs = predict_features(models[fold], test_features, batch)
             sets[f"test/fold_{fold}"] = PredictionSet(test_fnames, classes, probs)
             fold_probs.append(probs)
         sets["test"] = PredictionSet(test_fnames, classes, geometric_mean(fold_probs))

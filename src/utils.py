@@ -1,4 +1,4 @@
-"""Small helpers shared by the scripts: devices, CPU bf16 detection, seeding, atomic writes."""
+"""Small helpers shared by the scripts: devices, CPU bf16 detection, seeding, atomic writes, safe torch loads."""
 import contextlib
 import errno
 import json
@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from src.errors import BadCheckpoint, InputFileNotFound
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -166,3 +168,22 @@ def write_csv_atomic(df, path, **kwargs):
 def write_json_atomic(obj, path):
     with atomic_path(path, suffix=".json") as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def _reason(exc: Exception) -> str:
+    """The informative line of torch's (long, multi-line) weights-only error."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if "WeightsUnpickler error" in line or "Unsupported" in line]
+    return (useful or lines or [type(exc).__name__])[0]
+
+
+def safe_torch_load(path, what="checkpoint"):
+    """`torch.load(path, weights_only=True)` on CPU; every torch file of the repo is read through here."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileNotFound(f"{path}: no such {what}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickled code, a truncated file, or not a torch file at all
+        raise BadCheckpoint(f"{path}: cannot load this {what} safely ({type(exc).__name__}: {_reason(exc)}); "
+                            f"it is read with torch.load(weights_only=True), which runs no pickled code") from exc

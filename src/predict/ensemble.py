@@ -36,6 +36,7 @@ from src.errors import BadCheckpoint, BadSetting, InputFileNotFound
 from src.models import create_model, main_output
 from src.predict.prediction_sets import geometric_mean
 from src.predict.predictor import Predictor, bf16_autocast, precision_name
+from src.utils import safe_torch_load
 
 BUNDLE_FORMAT = "fsat2019-ensemble-bundle"
 BUNDLE_VERSION = 1
@@ -141,7 +142,7 @@ class Ensemble:
         probs = {name: geometric_mean(means) for name, means in fold_means.items()}
         for model in self.stacking:
             features = np.concatenate([probs[n] for n in model.inputs], axis=1).astype(np.float32)
-            folds = [_predict_features(m, features, self.batch_size) for m in model.models]
+            folds = [predict_features(m, features, self.batch_size) for m in model.models]
             probs[model.name] = geometric_mean(folds)
         return probs
 
@@ -171,7 +172,7 @@ class Ensemble:
         first = ", ".join(f"{e.name} ({len(e.models)} folds, tiles {e.tile_size} every {e.step})"
                           for e in self.first_level)
         second = ", ".join(f"{s.name} ({len(s.models)} folds)" for s in self.stacking) or "none"
-        precision = precision_name(bf16_autocast(self.amp, self.device))
+        precision = precision_name(bf16_autocast(self.amp, self.device), self.device)
         return (f"ensemble {self.name}: geometric mean ({weights}) of {', '.join(self.blend)}; first level: {first}; "
                 f"stacking: {second}; {self.n_models} models, {len(self.classes)} classes; {self.device}, "
                 f"{precision}")
@@ -180,8 +181,9 @@ class Ensemble:
         return f"Ensemble({self.describe()})"
 
 
-def _predict_features(model, features: np.ndarray, batch_size: int) -> np.ndarray:
-    """Sigmoid probabilities (n, C) of a stacking model for (n, F) features, in batches."""
+def predict_features(model, features: np.ndarray, batch_size: int) -> np.ndarray:
+    """Sigmoid probabilities (n, C) of a stacking model (argus or `InferenceModel`) for (n, F) features,
+    in batches: what stacking_train.py predicts on disk and the ensemble in memory."""
     out = [model.predict(torch.from_numpy(features[i:i + batch_size])).float().cpu().numpy()
            for i in range(0, len(features), batch_size)]
     return np.concatenate(out)
@@ -194,11 +196,7 @@ def read_ensemble_bundle(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise InputFileNotFound(f"{path}: no such ensemble bundle (write one with export.py --ensemble)")
-    try:
-        bundle = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickled code, a truncated file, or not a torch file
-        raise BadCheckpoint(f"{path}: cannot load this bundle with torch.load(weights_only=True) "
-                            f"({type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]})") from exc
+    bundle = safe_torch_load(path, what="ensemble bundle")
     check_ensemble_bundle(bundle, path)
     return bundle
 

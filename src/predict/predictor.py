@@ -13,7 +13,7 @@ fill each batch, deltas are computed on the device by one matmul
 
 Precision (`amp`): None keeps each model's own autocast (the experiment's bf16 /
 fp16 on CUDA, fp32 on CPU); 'none' is fp32 everywhere; 'bf16' autocasts to bf16
-on any device; 'auto' (the default of tag.py and predict_folds.py) is the
+on any device; 'auto' (the default of tag.py) is the
 model's own on CUDA and bf16 on a CPU that computes it natively
 (`src.utils.cpu_has_native_bf16`), else fp32.
 
@@ -105,9 +105,12 @@ def bf16_autocast(amp, device):
     return {"bf16": True, "none": False}.get(amp)
 
 
-def precision_name(bf16) -> str:
-    """'bf16', 'fp32', or 'model autocast' for a `bf16_autocast` value, for log lines."""
-    return "model autocast" if bf16 is None else "bf16" if bf16 else "fp32"
+def precision_name(bf16, device=None) -> str:
+    """'bf16', 'fp32', or 'model autocast' for a `bf16_autocast` value, for log lines and reports.
+    On the CPU a model's own autocast is off, so None is 'fp32' there."""
+    if bf16 is None:
+        return "fp32" if device is not None and torch.device(device).type == "cpu" else "model autocast"
+    return "bf16" if bf16 else "fp32"
 
 
 class Predictor:
@@ -129,7 +132,7 @@ class Predictor:
 
     @property
     def precision(self) -> str:
-        return precision_name(self.bf16)
+        return precision_name(self.bf16, self.device)
 
     def autocast(self, model):
         if self.bf16 is None:

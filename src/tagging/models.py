@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from src.train.argus_model import FreesoundModel
-from src.train.checkpoints import read_checkpoint, safe_torch_load
+from src.train.checkpoints import read_checkpoint
 from src.config import AUDIO, AudioConfig, resolve_data_dir
 from src.ensembles import ENSEMBLES, check_ensemble, get_ensemble
 from src.errors import BadCheckpoint, BadInput, BadSetting, InputFileNotFound
@@ -18,7 +18,7 @@ from src.predict.ensemble import (BUNDLE_FORMAT as ENSEMBLE_FORMAT, BUNDLE_VERSI
 from src.predict.prediction_sets import geometric_mean
 from src.predict.predictor import AMP_CHOICES, Predictor, bf16_autocast, load_fold_models, precision_name, tile_steps
 from src.train.fit import best_checkpoint, experiments_dir, trained_folds
-from src.utils import pick_device
+from src.utils import pick_device, safe_torch_load
 
 BUNDLE_FORMAT = "fsat2019-tagger-bundle"
 BUNDLE_VERSION = 1
@@ -69,7 +69,7 @@ class Tagger:
     def describe(self) -> str:
         parts = [f"{m.name} ({len(m.models)} fold model{'s' * (len(m.models) != 1)}, tiles {m.tile_size} "
                  f"every {m.step} frames)" for m in self.members]
-        precision = precision_name(bf16_autocast(self.amp, self.device))
+        precision = precision_name(bf16_autocast(self.amp, self.device), self.device)
         return " + ".join(parts) + f"; {len(self.classes)} classes; {self.device}, {precision}"
 
     def __repr__(self):
@@ -155,6 +155,32 @@ def make_bundle(data_dir, name) -> dict:
     }
 
 
+def _members_by_level(members, is_stacking, inputs_of) -> tuple:
+    """(first-level experiments, stacking experiments) of an ensemble: its first-level members, then
+    the inputs of its stacking members that are not members themselves."""
+    stacking = [m for m in members if is_stacking(m)]
+    first = [m for m in members if m not in stacking]
+    for member in stacking:
+        first += [n for n in inputs_of(member) if n not in first]
+    return first, stacking
+
+
+def _ensemble_part(spec, member, experiment, stacking, folds, model, state_dicts) -> dict:
+    """One experiment's entry of an ensemble bundle: its network and fold weights, plus its inputs
+    (stacking) or its tile size and test tile step (the spec's, else the experiment's own)."""
+    common = {"name": member, "amp": str(experiment["amp"]), "model": model, "folds": list(folds),
+              "state_dicts": state_dicts}
+    if stacking:
+        return {**common, "inputs": list(experiment["inputs"])}
+    step = spec["test_tile_step"] or tile_steps(experiment)[1]
+    return {**common, "crop_size": int(experiment["crop_size"]), "tile_step": int(step)}
+
+
+def _ensemble_bundle(name, spec, classes, audio_config: dict, first: list, stacking: list) -> dict:
+    return {"format": ENSEMBLE_FORMAT, "version": ENSEMBLE_VERSION, "name": name, "classes": list(classes),
+            "audio_config": audio_config, "ensemble": _plain(spec), "first_level": first, "stacking": stacking}
+
+
 def make_ensemble_bundle(data_dir, name, spec=None) -> dict:
     """One weights-only bundle of a whole ensemble (src/ensembles.py), from its experiment folders.
 
@@ -172,10 +198,8 @@ def make_ensemble_bundle(data_dir, name, spec=None) -> dict:
             records[member] = read_experiment_record(experiments_dir(data_dir, member))
         return records[member]
 
-    stacking = [m for m in spec["members"] if record_of(m).get("level") == 2]
-    first = [m for m in spec["members"] if m not in stacking]
-    for member in stacking:
-        first += [n for n in record_of(member)["experiment"]["inputs"] if n not in first]
+    first, stacking = _members_by_level(spec["members"], lambda m: record_of(m).get("level") == 2,
+                                        lambda m: record_of(m)["experiment"]["inputs"])
     classes, config = None, None
     for member in first + stacking:
         record = record_of(member)
@@ -193,25 +217,10 @@ def make_ensemble_bundle(data_dir, name, spec=None) -> dict:
         config = member_config
 
     def part(member):
-        experiment = record_of(member)["experiment"]
-        folds, model, state_dicts = fold_weights(experiments_dir(data_dir, member))
-        common = {"name": member, "amp": str(experiment["amp"]), "model": model, "folds": folds,
-                  "state_dicts": state_dicts}
-        if record_of(member).get("level") == 2:
-            return {**common, "inputs": list(experiment["inputs"])}
-        step = spec["test_tile_step"] or tile_steps(experiment)[1]
-        return {**common, "crop_size": int(experiment["crop_size"]), "tile_step": int(step)}
+        return _ensemble_part(spec, member, record_of(member)["experiment"], member in stacking,
+                              *fold_weights(experiments_dir(data_dir, member)))
 
-    return {
-        "format": ENSEMBLE_FORMAT,
-        "version": ENSEMBLE_VERSION,
-        "name": name,
-        "classes": classes,
-        "audio_config": config,
-        "ensemble": _plain(spec),
-        "first_level": [part(m) for m in first],
-        "stacking": [part(m) for m in stacking],
-    }
+    return _ensemble_bundle(name, spec, classes, config, [part(m) for m in first], [part(m) for m in stacking])
 
 
 def random_ensemble_bundle(name, classes, audio_config: AudioConfig = AUDIO, n_folds=5, seed=0) -> dict:
@@ -223,10 +232,8 @@ def random_ensemble_bundle(name, classes, audio_config: AudioConfig = AUDIO, n_f
 
     spec = check_ensemble(get_ensemble(name), name)
     torch.manual_seed(seed)
-    stacking = [m for m in spec["members"] if m in STACKING_EXPERIMENTS]
-    first = [m for m in spec["members"] if m not in stacking]
-    for member in stacking:
-        first += [n for n in get_stacking_experiment(member)["inputs"] if n not in first]
+    first, stacking = _members_by_level(spec["members"], lambda m: m in STACKING_EXPERIMENTS,
+                                        lambda m: get_stacking_experiment(m)["inputs"])
 
     def part(member):
         level2 = member in stacking
@@ -237,16 +244,11 @@ def random_ensemble_bundle(name, classes, audio_config: AudioConfig = AUDIO, n_f
             kwargs["in_features"] = len(experiment["inputs"]) * len(classes)
         states = [{k: v.clone() for k, v in create_model(model_name, **kwargs).state_dict().items()}
                   for _ in range(n_folds)]
-        common = {"name": member, "amp": experiment["amp"], "model": {"name": model_name, "kwargs": _plain(kwargs)},
-                  "folds": list(range(n_folds)), "state_dicts": states}
-        if level2:
-            return {**common, "inputs": list(experiment["inputs"])}
-        step = spec["test_tile_step"] or tile_steps(experiment)[1]
-        return {**common, "crop_size": int(experiment["crop_size"]), "tile_step": int(step)}
+        return _ensemble_part(spec, member, experiment, level2, range(n_folds),
+                              {"name": model_name, "kwargs": _plain(kwargs)}, states)
 
-    return {"format": ENSEMBLE_FORMAT, "version": ENSEMBLE_VERSION, "name": name, "classes": list(classes),
-            "audio_config": _plain(audio_config.to_dict()), "ensemble": _plain(spec),
-            "first_level": [part(m) for m in first], "stacking": [part(m) for m in stacking]}
+    return _ensemble_bundle(name, spec, classes, _plain(audio_config.to_dict()), [part(m) for m in first],
+                            [part(m) for m in stacking])
 
 
 def load_ensemble(data_dir, name, device, step=None, batch_size=128) -> Ensemble:
@@ -256,15 +258,24 @@ def load_ensemble(data_dir, name, device, step=None, batch_size=128) -> Ensemble
                                 source=f"ensemble {name}")
 
 
-def read_bundle(path) -> dict:
+def _load_bundle_file(path):
+    """Whatever bundle is at `path` (tagger or ensemble), read once with torch.load(weights_only=True)."""
     path = Path(path)
     if not path.is_file():
         raise InputFileNotFound(f"{path}: no such model bundle (write one with export.py)")
-    bundle = safe_torch_load(path, what="model bundle")
+    return safe_torch_load(path, what="model bundle")
+
+
+def check_bundle(bundle, path):
     if not isinstance(bundle, dict) or bundle.get("format") != BUNDLE_FORMAT:
         raise BadCheckpoint(f"{path}: not a tagger bundle written by export.py")
     if bundle.get("version") != BUNDLE_VERSION:
         raise BadCheckpoint(f"{path}: bundle version {bundle.get('version')}, this code reads {BUNDLE_VERSION}")
+
+
+def read_bundle(path) -> dict:
+    bundle = _load_bundle_file(path)
+    check_bundle(bundle, path)
     return bundle
 
 
@@ -282,13 +293,10 @@ def bundle_models(bundle: dict, device) -> list:
 
 def load_bundle(path, device, step=None):
     """A Tagger of an export.py bundle, or the Ensemble of an ensemble bundle."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputFileNotFound(f"{path}: no such model bundle (write one with export.py)")
-    bundle = safe_torch_load(path, what="model bundle")
+    bundle = _load_bundle_file(path)
     if is_ensemble_bundle(bundle):
         return ensemble_from_bundle(bundle, device, step, source=path)
-    bundle = read_bundle(path)
+    check_bundle(bundle, path)
     member = Member(bundle["name"], bundle_models(bundle, device), bundle["crop_size"],
                     int(step or bundle["tile_step"]))
     return Tagger([member], bundle["classes"], _audio_config(bundle["audio_config"], path))
@@ -340,18 +348,14 @@ def load_tagger(args):
     device = pick_device(args.device)
     if ensemble:
         tagger = load_ensemble(resolve_data_dir(args.data_dir), ensemble, device, args.step, args.batch_size)
-        tagger.amp = getattr(args, "amp", "auto")
-        return tagger
-    taggers = []
-    if args.experiment:
-        data_dir = resolve_data_dir(args.data_dir)
-        taggers += [load_experiment(data_dir, name, device, args.step) for name in args.experiment]
-    taggers += [load_bundle(path, device, args.step) for path in args.model]
-    if any(isinstance(t, Ensemble) for t in taggers):
-        if len(taggers) > 1:
-            raise BadSetting("an ensemble bundle is a whole blend: give it alone to --model")
-        tagger = taggers[0]
     else:
-        tagger = blend(taggers)
+        taggers = []
+        if args.experiment:
+            data_dir = resolve_data_dir(args.data_dir)
+            taggers += [load_experiment(data_dir, name, device, args.step) for name in args.experiment]
+        taggers += [load_bundle(path, device, args.step) for path in args.model]
+        if any(isinstance(t, Ensemble) for t in taggers) and len(taggers) > 1:
+            raise BadSetting("an ensemble bundle is a whole blend: give it alone to --model")
+        tagger = taggers[0] if isinstance(taggers[0], Ensemble) else blend(taggers)
     tagger.amp = getattr(args, "amp", "auto")
     return tagger

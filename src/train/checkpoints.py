@@ -9,34 +9,13 @@ environment variable (TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1) switch back to full
 pickle; an explicit `weights_only=True` is not overridden by it, so a crafted
 `model-*.pth` fails here with the file's name instead of running code.
 """
-from pathlib import Path
-
 import argus
-import torch
 
 import src.train.argus_model  # noqa: F401  (registers FreesoundModel with argus)
-from src.errors import BadCheckpoint, InputFileNotFound
+from src.errors import BadCheckpoint
+from src.utils import safe_torch_load
 
 REQUIRED_KEYS = ("model_name", "params", "nn_state_dict")
-
-
-def _reason(exc: Exception) -> str:
-    """The informative line of torch's (long, multi-line) weights-only error."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    useful = [line for line in lines if "WeightsUnpickler error" in line or "Unsupported" in line]
-    return (useful or lines or [type(exc).__name__])[0]
-
-
-def safe_torch_load(path, what="checkpoint"):
-    """`torch.load(path, weights_only=True)` on CPU; every torch file of the repo is read through here."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputFileNotFound(f"{path}: no such {what}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickled code, a truncated file, or not a torch file at all
-        raise BadCheckpoint(f"{path}: cannot load this {what} safely ({type(exc).__name__}: {_reason(exc)}); "
-                            f"it is read with torch.load(weights_only=True), which runs no pickled code") from exc
 
 
 def read_checkpoint(path) -> dict:

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from argus.callbacks import Callback, EarlyStopping, MonitorCheckpoint
 
-from src.train.checkpoints import safe_torch_load
+from src.utils import safe_torch_load
 from src.errors import BadCheckpoint
 from src.utils import atomic_path
 
