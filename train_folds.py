@@ -34,7 +34,7 @@ import time
 
 from src.train import distributed
 from src.train.argus_model import FreesoundModel, argus_params
-from src.augment.settings import augment_mode
+from src.augment.settings import augment_mode, check_crop_settings
 from src.cli import add_training_args, apply_training_args, run
 from src.config import AUDIO, resolve_data_dir
 from src.data.corrections import describe as describe_corrections
@@ -65,6 +65,7 @@ def main(argv=None):
     args = parse_args(argv)
     data_dir = resolve_data_dir(args.data_dir)
     experiment = use_available_sources(resolve_experiment(args), data_dir)
+    check_crop_settings(experiment, AUDIO.n_mels)   # before anything is computed or written
     # One process, or one rank of a torchrun launch (device cuda:LOCAL_RANK, process group joined).
     ddp = distributed.init_distributed(args.device)
     workers = worker_count(args.workers)

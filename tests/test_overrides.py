@@ -117,6 +117,17 @@ def test_scripts_refuse_a_typo_in_one_line_and_write_nothing(tmp_path, script, e
     assert list(tmp_path.iterdir()) == []
 
 
+def test_train_folds_refuses_a_resized_crop_that_never_fits_and_writes_nothing(tmp_path):
+    # demo's ratio suits 64-frame crops; on 256 frames no box of it fits (every crop the same stretched band).
+    result = subprocess.run([sys.executable, "train_folds.py", "--experiment", "demo", "--data-dir", str(tmp_path),
+                             "--set", "crop_size=256"], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "transforms.resize_ratio (0.425, 0.575) never fits a 128 x 256 crop" in lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
 # ----------------------------------------------------------------------------- every setting in the table
 
 def test_every_experiment_has_exactly_the_settings_of_its_base():

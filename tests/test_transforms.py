@@ -7,6 +7,8 @@ from src.augment.transforms import (
     CenterCrop, Compose, ImageToTensor, OneOf, PadToSize, RandomCrop, RandomResizedCrop,
     SpecAugment, UseWithProb, get_transforms,
 )
+from src.augment.checks import check_resized_crop_fits
+from src.errors import BadSetting
 
 
 def make_image(frames, n_mels=128, seed=0):
@@ -114,6 +116,28 @@ def test_random_resized_crop_fallback_centre_crop():
     # full width, height round(256 / 10) = 26, centred vertically (top 51).
     np.random.seed(0)
     assert RandomResizedCrop(ratio=(10.0, 12.0)).get_params(128, 256) == ((128 - 26) // 2, 0, 26, 256)
+
+
+@pytest.mark.parametrize("width, scale, ratio", [
+    (256, (0.8, 1.0), (1.7, 2.3)),      # the 2019 crops: boxes fit
+    (64, (0.8, 1.0), (0.425, 0.575)),   # demo / small: the range scaled with the crop
+    (64, (0.8, 1.0), (1.7, 2.3)),       # the 2019 range on 64 frames: never fits
+    (128, (0.8, 1.0), (1.7, 2.3)),
+    (32, (0.8, 1.0), (0.425, 0.575)),
+    (64, (0.2, 1.0), (1.7, 2.3)),       # small areas: short wide boxes fit again
+])
+def test_crop_check_says_whether_any_box_fits(width, scale, ratio):
+    """check_resized_crop_fits refuses exactly the settings whose every box is the one centre fallback."""
+    rrc = RandomResizedCrop(scale=scale, ratio=ratio)
+    np.random.seed(0)
+    boxes = {rrc.get_params(128, width) for _ in range(500)}
+    try:
+        check_resized_crop_fits(128, width, scale, ratio)
+        accepted = True
+    except BadSetting as error:
+        accepted = False
+        assert "resize_ratio" in str(error) and f"128 x {width}" in str(error)
+    assert accepted == (len(boxes) > 1), boxes
 
 
 def test_random_resized_crop_matches_bilinear_resize_of_crop():

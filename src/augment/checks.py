@@ -8,6 +8,8 @@ form the classes store (float, int or tuple), so a constructor reads
 """
 import numpy as np
 
+from src.errors import BadSetting
+
 
 def check_positive_int(value, name):
     """A positive int (bools rejected: True is an int to Python, never a size here)."""
@@ -49,6 +51,23 @@ def check_resize_box(scale, ratio, scale_name, ratio_name):
     if scale[1] <= 0 or ratio[0] <= 0:
         raise ValueError(f"{scale_name} and {ratio_name} must be positive, got {scale!r}, {ratio!r}")
     return scale, ratio
+
+
+def check_resized_crop_fits(height, width, scale, ratio):
+    """Raise when no box of the `scale` and `ratio` ranges fits a height x width image.
+
+    A box of area fraction s and aspect r (width / height) fits when s * aspect <= r <= aspect / s,
+    aspect = width / height, widest at the smallest s. When no (s, r) of the ranges fits, every
+    draw falls back to the same centre box clipped to the ratio range: e.g. the 2019 ratio
+    (1.7, 2.3), which brackets the 128 x 256 crop's aspect 2, makes every box of a 128 x 64 crop a
+    38 x 64 band stretched 3.4x in frequency. Scale the ratio with the crop instead.
+    """
+    aspect = width / height
+    if scale[0] > 0 and (ratio[1] < scale[0] * aspect or ratio[0] > aspect / scale[0]):
+        raise BadSetting(
+            f"transforms.resize_ratio {tuple(ratio)} never fits a {height} x {width} crop (aspect {aspect:.3g} with "
+            f"resize_scale {tuple(scale)}): every resized crop would stretch the same centre band; use a ratio "
+            f"around the crop's aspect, e.g. ({0.85 * aspect:.3g}, {1.15 * aspect:.3g}), or resize_prob 0")
 
 
 def check_delta_width(width, name):

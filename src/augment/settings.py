@@ -7,6 +7,8 @@ nothing heavy (no torch): the experiment tables stay pure data.
     augment="device"  the workers cut raw crops (`raw_crop_settings`), and the model augments whole
                       batches on the training device (`batch_augment_params`, src/augment/batch.py)
 """
+from src.augment.checks import check_resized_crop_fits
+
 AUGMENT_MODES = ("sample", "device")
 
 # Experiment keys that the batch augmentation reads (transforms' wrap_pad_prob belongs to the workers' crops).
@@ -35,3 +37,11 @@ def batch_augment_params(experiment: dict) -> dict:
 def raw_crop_settings(experiment: dict) -> dict:
     """kwargs of `src.data.datasets.RawCropDataset` for augment="device": the workers' pad and random crop."""
     return {"size": experiment["crop_size"], "wrap_pad_prob": experiment["transforms"]["wrap_pad_prob"]}
+
+
+def check_crop_settings(experiment: dict, n_mels: int) -> None:
+    """Stop on a random resized crop whose box can never fit the experiment's n_mels x crop_size crops."""
+    transforms = experiment["transforms"]
+    if transforms["resize_prob"] > 0:
+        check_resized_crop_fits(n_mels, experiment["crop_size"], transforms["resize_scale"],
+                                transforms["resize_ratio"])
