@@ -8,7 +8,10 @@ from src.augment.transforms import (
     SpecAugment, UseWithProb, get_transforms,
 )
 from src.augment.checks import check_resized_crop_fits
+from src.augment.settings import check_crop_settings
+from src.config import AUDIO
 from src.errors import BadSetting
+from src.experiments import EXPERIMENTS, get_experiment
 
 
 def make_image(frames, n_mels=128, seed=0):
@@ -138,6 +141,12 @@ def test_crop_check_says_whether_any_box_fits(width, scale, ratio):
         accepted = False
         assert "resize_ratio" in str(error) and f"128 x {width}" in str(error)
     assert accepted == (len(boxes) > 1), boxes
+
+
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+def test_every_experiments_resized_crop_can_take_its_crop(name):
+    """The 2019 members keep 1.7-2.3 on 256 frames; the 64-frame experiments need the scaled range."""
+    check_crop_settings(get_experiment(name), AUDIO.n_mels)
 
 
 def test_random_resized_crop_matches_bilinear_resize_of_crop():
