@@ -72,8 +72,9 @@ STAGES = [
 # (noisy_corrections=auto): the corrected-noisy stream is then drawn as in the recipe.
 TRAIN_EXPERIMENT, TRAIN_EPOCHS = "corr_noisy_007", 3
 TRAIN_SETTINGS = ["augment=device", "amp=bf16", "noisy_corrections=auto"]
-TRAIN_DRY = ["model.base_size=4", "model.ratio=2", "crop_size=64", "batch_size=16", "val_batch_size=16",
-             "epoch_size=64"]
+# The dry run's 64-frame crops take the resized-crop ratio scaled to them (src/experiments.py, CROP_64_RATIO).
+TRAIN_DRY = ["model.base_size=4", "model.ratio=2", "crop_size=64", "transforms.resize_ratio=(0.425,0.575)",
+             "batch_size=16", "val_batch_size=16", "epoch_size=64"]
 DEMO_COUNTS = {"full": dict(n_curated=300, n_noisy=300, n_test=10), "dry": dict(n_curated=30, n_noisy=20, n_test=3)}
 TINY_THROUGHPUT = ["--device", "cpu", "--set", "model.base_size=4", "--set", "model.ratio=2", "--set", "crop_size=64",
                    "--batch-size", "8", "--model-batch-size", "8", "--clips", "8", "--iters", "2",
