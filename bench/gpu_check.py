@@ -72,9 +72,9 @@ STAGES = [
 # (noisy_corrections=auto): the corrected-noisy stream is then drawn as in the recipe.
 TRAIN_EXPERIMENT, TRAIN_EPOCHS = "corr_noisy_007", 3
 TRAIN_SETTINGS = ["augment=device", "amp=bf16", "noisy_corrections=auto"]
-# The dry run's 64-frame crops take the resized-crop ratio scaled to them (src/experiments.py, CROP_64_RATIO).
-TRAIN_DRY = ["model.base_size=4", "model.ratio=2", "crop_size=64", "transforms.resize_ratio=(0.425,0.575)",
-             "batch_size=16", "val_batch_size=16", "epoch_size=64"]
+# The dry run's 64-frame crops also take the resized-crop ratio scaled to them (stage_train: CROP_64_RATIO).
+TRAIN_DRY = ["model.base_size=4", "model.ratio=2", "crop_size=64", "batch_size=16", "val_batch_size=16",
+             "epoch_size=64"]
 DEMO_COUNTS = {"full": dict(n_curated=300, n_noisy=300, n_test=10), "dry": dict(n_curated=30, n_noisy=20, n_test=3)}
 TINY_THROUGHPUT = ["--device", "cpu", "--set", "model.base_size=4", "--set", "model.ratio=2", "--set", "crop_size=64",
                    "--batch-size", "8", "--model-batch-size", "8", "--clips", "8", "--iters", "2",
@@ -139,6 +139,7 @@ def stage_train(args, work: Path) -> dict:
     from src.data.layout import read_classes
     from src.data.demo_data import generate_demo_dataset
     from src.data.labels import targets_matrix
+    from src.experiments import CROP_64_RATIO
     from src.metrics import lwlrap
 
     dry = args.dry_run
@@ -148,7 +149,8 @@ def stage_train(args, work: Path) -> dict:
     make_folds.main(["--data-dir", str(data)])
     generate_s = time.perf_counter() - start
     epochs = args.train_epochs or (2 if dry else TRAIN_EPOCHS)
-    settings = TRAIN_SETTINGS + (TRAIN_DRY if dry else []) + args.train_set
+    dry_settings = TRAIN_DRY + [f"transforms.resize_ratio={CROP_64_RATIO}"]
+    settings = TRAIN_SETTINGS + (dry_settings if dry else []) + args.train_set
     argv = ["--experiment", TRAIN_EXPERIMENT, "--data-dir", str(data), "--folds", "0", "--epochs", str(epochs),
             "--device", "cpu" if dry else "cuda", "--overwrite", "--no-progress"]
     argv += ["--workers", "0", "--threads", "1"] if dry else []
