@@ -50,7 +50,7 @@ import torch.nn.functional as F
 
 from src.audio.deltas import deltas
 from src.augment.checks import (check_delta_width, check_int_range, check_positive_int, check_prob, check_range,
-                                 check_resize_box, normalise_probs)
+                                 check_resize_box, fallback_box_size, normalise_probs)
 from src.augment.settings import TRANSFORM_KEYS, batch_augment_params
 
 CPU_CHUNK = 8  # rows per step of a CPU batch (see BatchAugment.apply)
@@ -99,14 +99,8 @@ def sample_crop_boxes(n, height, width, scale, ratio, device=None, generator=Non
     found = fits.any(dim=1)
     w, h = w.gather(1, first)[:, 0], h.gather(1, first)[:, 0]
 
-    # Fallback (rare): centre crop, as large as the ratio range allows.
-    in_ratio = width / height
-    if in_ratio < ratio[0]:
-        fallback_w, fallback_h = width, int(round(width / ratio[0]))
-    elif in_ratio > ratio[1]:
-        fallback_w, fallback_h = int(round(height * ratio[1])), height
-    else:
-        fallback_w, fallback_h = width, height
+    # Fallback (rare unless check_resized_crop_fits refuses the ranges): the centre box.
+    fallback_h, fallback_w = fallback_box_size(height, width, ratio)
     w = torch.where(found, w, torch.full_like(w, fallback_w))
     h = torch.where(found, h, torch.full_like(h, fallback_h))
     top = torch.where(found, _randint(0, height - h + 1, (n,), device, generator), (height - h) // 2)

@@ -53,12 +53,23 @@ def check_resize_box(scale, ratio, scale_name, ratio_name):
     return scale, ratio
 
 
+def fallback_box_size(height, width, ratio):
+    """(h, w) of the box RandomResizedCrop takes when no drawn box fits (torchvision's rule): the
+    whole height x width image, clipped to the `ratio` range of width / height; it is then centred."""
+    aspect = width / height
+    if aspect < ratio[0]:
+        return int(round(width / ratio[0])), width
+    if aspect > ratio[1]:
+        return height, int(round(height * ratio[1]))
+    return height, width
+
+
 def check_resized_crop_fits(height, width, scale, ratio):
     """Raise when no box of the `scale` and `ratio` ranges fits a height x width image.
 
     A box of area fraction s and aspect r (width / height) fits when s * aspect <= r <= aspect / s,
     aspect = width / height, widest at the smallest s. When no (s, r) of the ranges fits, every
-    draw falls back to the same centre box clipped to the ratio range: e.g. the 2019 ratio
+    draw falls back to the same centre box (`fallback_box_size`): e.g. the 2019 ratio
     (1.7, 2.3), which brackets the 128 x 256 crop's aspect 2, makes every box of a 128 x 64 crop a
     38 x 64 band stretched 3.4x in frequency. Scale the ratio with the crop instead.
     """

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from src.audio.deltas import delta_numpy
 from src.augment.checks import (check_delta_width, check_positive_int, check_prob, check_resize_box,
-                                 normalise_probs)
+                                 fallback_box_size, normalise_probs)
 
 
 def _check_image(image, name):
@@ -197,14 +197,7 @@ class RandomResizedCrop:
                 top = np.random.randint(0, height - h + 1)
                 left = np.random.randint(0, width - w + 1)
                 return top, left, h, w
-        # Fallback: centre crop, as large as possible within the allowed ratio range.
-        in_ratio = width / height
-        if in_ratio < self.ratio[0]:
-            w, h = width, int(round(width / self.ratio[0]))
-        elif in_ratio > self.ratio[1]:
-            h, w = height, int(round(height * self.ratio[1]))
-        else:
-            w, h = width, height
+        h, w = fallback_box_size(height, width, self.ratio)
         return (height - h) // 2, (width - w) // 2, h, w
 
     def __call__(self, image):
