@@ -108,7 +108,7 @@ def recorder(monkeypatch):
     sample_mask = SigmoidConcatMixer.sample_mask
     def recording_sample_mask(self, width, dtype=torch.float32):
         mask = sample_mask(self, width, dtype=torch.float64)
-        log["radius"].append(round(float(torch.logit(mask[-1]))))  # mask[-1] = sigmoid(radius)
+        log["radius"].append(round(float(-torch.logit(mask[0]))))  # mask[0] = sigmoid(-radius)
         return mask.to(dtype)
     monkeypatch.setattr(SigmoidConcatMixer, "sample_mask", recording_sample_mask)
 
@@ -413,6 +413,28 @@ def test_mixing_equals_reference_mixers():
     torch.testing.assert_close(out_targets[1], torch.tensor([0.1, 0.9, 0.0]))
     torch.testing.assert_close(out_targets[2], torch.tensor([1.0, 1.0, 1.0]))
     torch.testing.assert_close(out_targets[3], targets[3])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("width", [256, 64])
+def test_sigmoid_weight_is_the_original_arange_ramp(device, width):
+    # The 2019 mask, from its definition: sigmoid(np.arange(-r, r, 2r/W)); frame W/2 is exactly 0.5.
+    radius = torch.arange(3, 13, dtype=torch.float32, device=device)
+    n = len(radius)
+    params = {"radius": radius, "alpha": torch.zeros(n, device=device),
+              "use_sigmoid": torch.ones(n, dtype=torch.bool, device=device),
+              "mixed": torch.ones(n, dtype=torch.bool, device=device)}
+    weight = BatchAugment().mix_weight(params, width).cpu().double()
+    for row, r in zip(weight, range(3, 13)):
+        expected = 1.0 / (1.0 + np.exp(-np.arange(-r, r, 2 * r / width)))
+        np.testing.assert_allclose(row.numpy(), expected, rtol=0, atol=1e-6)
+        assert float(row[width // 2]) == 0.5
+    # and the per-sample mixer draws the same mask for the same radius
+    for r in (3, 12):
+        torch.testing.assert_close(SigmoidConcatMixer((r, r)).sample_mask(width).to(device),
+                                   BatchAugment().mix_weight({**params, "radius": torch.full((n,), float(r),
+                                                                                            device=device)},
+                                                             width)[0], rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -33,6 +33,13 @@ def assert_binomial(count, n, p, sigmas=4.0):
 
 # ---------------------------------------------------------------- sigmoid concat
 
+def original_mask(radius, width):
+    """The 2019 code's mask, written from its definition: sigmoid of numpy's arange(-r, r, 2r/W)."""
+    ramp = np.arange(-radius, radius, 2 * radius / width)
+    assert len(ramp) == width
+    return torch.from_numpy(1.0 / (1.0 + np.exp(-ramp)))
+
+
 def test_sigmoid_mask_shape_monotonic_and_ends():
     np.random.seed(0)
     mixer = SigmoidConcatMixer(sigmoid_range=(3, 12))
@@ -41,13 +48,26 @@ def test_sigmoid_mask_shape_monotonic_and_ends():
         mask = mixer.sample_mask(256)
         assert mask.shape == (256,) and mask.dtype == torch.float32
         assert (mask[1:] > mask[:-1]).all()  # strictly increasing ramp
-        # symmetric: mask[i] + mask[-1 - i] == 1, ends are sigmoid(-r) and sigmoid(r)
-        torch.testing.assert_close(mask + mask.flip(0), torch.ones(256))
-        r = float(torch.logit(mask[-1].double()).round())
+        r = float(-torch.logit(mask[0].double()).round())  # the ramp starts at exactly -r
         assert 3 <= r <= 12
-        torch.testing.assert_close(mask[0], torch.sigmoid(torch.tensor(-r)))
+        # frame W/2 is exactly 0 on the ramp, and the ramp ends one step (2r/W) short of +r
+        assert float(mask[128]) == 0.5
+        torch.testing.assert_close(mask[-1], torch.sigmoid(torch.tensor(r - 2 * r / 256)))
+        # symmetric about frame W/2: mask[W/2 - i] + mask[W/2 + i] == 1
+        torch.testing.assert_close(mask[1:128] + mask[129:].flip(0), torch.ones(127))
         ends.add(r)
     assert ends == set(range(3, 13))  # inclusive integer range, all values drawn
+
+
+@pytest.mark.parametrize("width", [256, 64, 37])
+@pytest.mark.parametrize("radius", [3, 7, 12])
+def test_sigmoid_mask_is_the_original_arange_ramp(radius, width):
+    mixer = SigmoidConcatMixer(sigmoid_range=(radius, radius))
+    mask = mixer.sample_mask(width, dtype=torch.float64)
+    torch.testing.assert_close(mask, original_mask(radius, width), rtol=0, atol=1e-12)
+    # not the linspace that ends at +r (the ramp before this fix)
+    linspace_mask = torch.sigmoid(torch.linspace(-radius, radius, width, dtype=torch.float64))
+    assert (mask - linspace_mask).abs().max() > 1e-4
 
 
 def test_sigmoid_concat_image_is_convex_combination():
@@ -57,7 +77,7 @@ def test_sigmoid_concat_image_is_convex_combination():
     mixer = SigmoidConcatMixer((5, 5))
     mixed, mixed_target = mixer(dataset, image, target)
     assert mixed.shape == image.shape and dataset.calls == 1
-    mask = torch.sigmoid(torch.linspace(-5, 5, 32))
+    mask = original_mask(5, 32).float()
     expected = mask * 4.0 + (1 - mask) * -2.0
     torch.testing.assert_close(mixed, expected.expand(3, 8, 32))
     # image a (value 4) on the right, image b (value -2) on the left

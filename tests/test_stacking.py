@@ -1,5 +1,6 @@
 """Tests for the second level: FCNet, tile-subset augmentation, stacked datasets, stacking_train.py."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -222,6 +223,25 @@ def test_named_configs():
     assert STACKING_EXPERIMENTS["stacking_008_fcnet_50013"]["model"][1]["reduction"] == 1
     assert STACKING_EXPERIMENTS["stacking_008_fcnet_45041"]["plateau"]["patience"] == 9
     assert STACKING_EXPERIMENTS["stacking_demo"]["inputs"] == ["demo", "demo_skip"]
+
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "ORIGINAL.md"
+
+
+@pytest.mark.skipif(not REFERENCE.exists(), reason="the reference sheet (../shared/reference) is not beside the repo")
+def test_named_configs_have_the_2019_values_to_full_precision():
+    # The stacking table of the reference sheet: | name | reduction | dropout | lr | patience / factor |
+    rows = [line.split("|")[1:-1] for line in REFERENCE.read_text().splitlines()
+            if line.startswith("| stacking_008_fcnet_")]
+    assert len(rows) == 3
+    for name, reduction, dropout, lr, plateau in (map(str.strip, row) for row in rows):
+        patience, factor = (part.strip() for part in plateau.split("/"))
+        config = STACKING_EXPERIMENTS[name]
+        assert config["model"][1]["reduction"] == int(reduction)
+        assert config["model"][1]["dropout"] == float(dropout)   # exact, not to 4 figures
+        assert config["optimizer"][1]["lr"] == float(lr)
+        assert config["plateau"]["patience"] == int(patience)
+        assert config["plateau"]["factor"] == float(factor)
 
 
 # ----------------------------------------------------------------------------- end to end

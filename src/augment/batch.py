@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from src.audio.deltas import deltas
 from src.augment.checks import (check_delta_width, check_int_range, check_positive_int, check_prob, check_range,
                                  check_resize_box, fallback_box_size, normalise_probs)
+from src.augment.mixers import concat_ramp
 from src.augment.settings import TRANSFORM_KEYS, batch_augment_params
 
 CPU_CHUNK = 8  # rows per step of a CPU batch (see BatchAugment.apply)
@@ -256,9 +257,9 @@ class BatchAugment:
         }
 
     def mix_weight(self, params, width):
-        """(B, width) weight of each sample itself: sigmoid(linspace(-r, r, W)) for sigmoid concat,
-        1 - alpha for add, 1 when unmixed."""
-        ramp = torch.linspace(-1.0, 1.0, width, device=params["radius"].device)
+        """(B, width) weight of each sample itself: sigmoid(r * concat_ramp(W)) for sigmoid concat
+        (the original's arange(-r, r, 2r/W)), 1 - alpha for add, 1 when unmixed."""
+        ramp = concat_ramp(width, device=params["radius"].device)
         sigmoid = torch.sigmoid(params["radius"][:, None] * ramp)
         weight = torch.where(params["use_sigmoid"][:, None], sigmoid, (1.0 - params["alpha"])[:, None])
         return torch.where(params["mixed"][:, None], weight, torch.ones_like(weight))

@@ -13,12 +13,26 @@ import torch
 from src.augment.checks import check_int_range, check_prob, check_range, normalise_probs
 
 
+def concat_ramp(width, device=None, dtype=torch.float32):
+    """The sigmoid-concat mixer's ramp for radius 1: -1 + 2k/W for frames k = 0..W-1.
+
+    Times a radius r this is the 2019 code's `np.arange(-r, r, 2r/W)`: it starts at -r, advances by
+    2r/W, ends one step short of +r, and frame W/2 is exactly 0. (A linspace from -r to +r would
+    end at +r and put no frame at 0 for even W.) Both mixer paths, per sample (SigmoidConcatMixer)
+    and per batch (src.augment.batch.BatchAugment), take their ramp from here.
+    """
+    if int(width) < 1:
+        raise ValueError(f"concat_ramp: width must be >= 1, got {width}")
+    return torch.arange(int(width), device=device, dtype=dtype) * (2.0 / width) - 1.0
+
+
 class SigmoidConcatMixer:
     """Soft time-wise concatenation of two samples.
 
     A radius r ~ uniform integer in [sigmoid_range[0], sigmoid_range[1]] (inclusive) sets the
-    sharpness of the seam; mask = sigmoid(linspace(-r, r, W)) over the W frames, broadcast over
-    (C, H). image = mask * a + (1 - mask) * b, so the mask rises from ~0 to ~1 along time: the
+    sharpness of the seam; mask = sigmoid(r * concat_ramp(W)) over the W frames, broadcast over
+    (C, H): the original's numpy `arange(-r, r, 2r/W)`, which starts at -r, ends one step short of
+    +r, and is exactly 0 (mask 0.5) at frame W/2. image = mask * a + (1 - mask) * b, so the mask rises from ~0 to ~1 along time: the
     *other* sample b fills the start (left) of the window and the given sample a the end (right).
     The direction is not flipped at random (as in the original); both samples come from the same
     random stream, so the two orders are equally likely anyway.
@@ -29,9 +43,9 @@ class SigmoidConcatMixer:
         self.sigmoid_range = check_int_range(sigmoid_range, "SigmoidConcatMixer sigmoid_range")
 
     def sample_mask(self, width, dtype=torch.float32):
-        """Time mask of shape (width,), increasing from sigmoid(-r) to sigmoid(r)."""
+        """Time mask of shape (width,), increasing from sigmoid(-r) to sigmoid(r - 2r/W)."""
         radius = np.random.randint(self.sigmoid_range[0], self.sigmoid_range[1] + 1)
-        return torch.sigmoid(torch.linspace(-radius, radius, width, dtype=torch.float64)).to(dtype)
+        return torch.sigmoid(radius * concat_ramp(width, dtype=torch.float64)).to(dtype)
 
     def __call__(self, dataset, image, target):
         other_image, other_target = dataset.random_sample()

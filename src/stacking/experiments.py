@@ -57,13 +57,17 @@ def _fcnet(reduction, dropout, lr, patience, factor) -> dict:
     }
 
 
-BASE = _fcnet(reduction=16, dropout=0.0514, lr=4.595e-5, patience=5, factor=0.658)
+# The exact values of the 2019 runs (from their random search), not rounded.
+BASE = _fcnet(reduction=16, dropout=0.0514108720891856, lr=4.5950585196710547e-05, patience=5,
+              factor=0.657766056031002)
 
 
 STACKING_EXPERIMENTS = {
     "stacking_008_fcnet_43040": copy.deepcopy(BASE),
-    "stacking_008_fcnet_45041": _fcnet(reduction=2, dropout=0.4836, lr=3.898e-5, patience=9, factor=0.795),
-    "stacking_008_fcnet_50013": _fcnet(reduction=1, dropout=0.1663, lr=2.581e-5, patience=7, factor=0.554),
+    "stacking_008_fcnet_45041": _fcnet(reduction=2, dropout=0.48357033916143033, lr=3.897529465275052e-05,
+                                       patience=9, factor=0.7953702239306087),
+    "stacking_008_fcnet_50013": _fcnet(reduction=1, dropout=0.1662788540244386, lr=2.5814932060476834e-05,
+                                       patience=7, factor=0.5537460438294733),
 }
 
 # CPU-sized stacking over the two demo first-level experiments (src/experiments.py 'demo', 'demo_skip'):
