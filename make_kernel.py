@@ -185,9 +185,11 @@ def parse_args():
     parser.add_argument("--out", default=os.environ.get("FSAT_SUBMISSION", {out!r}))
     parser.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu', 'cuda'")
     parser.add_argument("--batch-size", type=int, default=128, help="tiles per batch")
-    parser.add_argument("--amp", choices=("auto", "bf16", "none"), default="auto",
-                        help="first-level precision, as tag.py's: 'auto' = the models' own on CUDA, bf16 on a CPU "
-                             "with native bf16, else fp32; 'none' = fp32")
+    parser.add_argument("--amp", choices=("auto", "bf16", "fp16", "none"), default="none",
+                        help="first-level precision: 'none' (default) = fp32, as the 2019 kernel made its test "
+                             "predictions; 'auto' = the card's on CUDA (bf16 from compute capability 8.0, fp16 "
+                             "on 7.x such as a T4, fp32 on a P100), bf16 on a CPU with native bf16; 'bf16' "
+                             "(never on a GPU without native bf16), 'fp16' (CUDA)")
     parser.add_argument("--group", type=int, default=64, help="clips decoded and predicted together")
     args, _ = parser.parse_known_args()  # a notebook cell's argv carries the kernel's own arguments
     return args

@@ -6,14 +6,20 @@
 For each fold model found in <data>/experiments/NAME/fold_K/ (any subset of
 folds; the script says which it found):
   - out-of-fold: the model predicts the curated clips of its own validation fold (every clip of
-    train_folds.csv; the CV lwlrap is scored on the experiment's corrected labels);
+    train_folds.csv). The CV lwlrap is scored two ways, both printed and recorded:
+      "lwlrap"               on the experiment's corrected labels (the clips its corrections keep);
+      "lwlrap_given_labels"  on train_curated.csv's labels as given, over every curated clip: how
+                             the 2019 CV figure (~0.887) was scored, so this one compares with it;
   - test: the model predicts every test clip (sample_submission.csv order).
 Clips are cut into 128 x 256 tiles (padded evenly on both sides to the tile
 grid); the tile probabilities are kept (for stacking) and averaged into clip
 probabilities. The tile step comes from the experiment: `tile_step` for
 out-of-fold and `test_tile_step` for test predictions (the 2019 members: 64 and
 128 frames, as the final submission ran); both are recorded in val_lwlrap.json.
-Fold test predictions are combined by geometric mean. Output tree
+Fold test predictions are combined by geometric mean. Precision (src/precision.py): out-of-fold
+predictions run in each model's own (--amp model: its training precision on this device, fp32 on
+a CPU), test predictions in fp32 (--test-amp none), as the 2019 kernel made them; both are
+recorded in val_lwlrap.json. Output tree
 (src/predict/prediction_sets.py):
 
   <data>/predictions/NAME/oof/             probs.csv, tiles.npy, offsets.npy
@@ -41,7 +47,7 @@ from src.audio.cache import load_features
 from src.data.labels import targets_matrix
 from src.metrics import lwlrap, oof_report
 from src.predict.prediction_sets import PredictionSet, clip_means, geometric_mean, predictions_dir, write_prediction_tree
-from src.predict.predictor import AMP_CHOICES, Predictor, bf16_autocast, load_fold_models, precision_name, tile_steps
+from src.predict.predictor import AMP_CHOICES, Predictor, load_fold_models, tile_steps
 from src.data.layout import read_test_fnames
 from src.train.fit import check_folds_finished, experiments_dir, set_cpu_threads
 from src.utils import pick_device
@@ -64,9 +70,13 @@ def parse_args(argv=None):
     # by default each model predicts in the precision it was trained in (fp32 on CPU), not in the
     # faster CPU bf16 that tag.py uses, which can swap near-tied ranks on small validation folds.
     parser.add_argument("--amp", choices=("model",) + AMP_CHOICES, default="model",
-                        help="precision: 'model' (default) = each model's own autocast (its training amp on CUDA, "
-                        "fp32 on CPU); 'auto' = bf16 autocast on a CPU with native bf16 (AVX512-BF16, AMX), as "
-                        "tag.py; 'none' = fp32; 'bf16' = bf16 anywhere")
+                        help="precision of the out-of-fold predictions: 'model' (default) = each model's own (its "
+                        "training precision on this device: the card's bf16/fp16 on CUDA, fp32 on CPU); 'auto' = "
+                        "the card's on CUDA, bf16 autocast on a CPU with native bf16 (AVX512-BF16, AMX), as "
+                        "tag.py; 'none' = fp32; 'bf16' (never on a GPU without native bf16); 'fp16' (CUDA)")
+    parser.add_argument("--test-amp", choices=("model",) + AMP_CHOICES, default="none",
+                        help="precision of the test predictions: 'none' (default) = fp32, as the 2019 kernel made "
+                        "every test prediction of the submission; otherwise as --amp")
     parser.add_argument("--workers", type=int, help="processes for computing uncached features (default: all cores)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-test", action="store_true", help="only out-of-fold predictions")
@@ -90,14 +100,16 @@ def main(argv=None):
     except ValueError as exc:
         raise BadSetting(f"{args.experiment}: {exc}") from exc
     device = pick_device(args.device)
-    amp = None if args.amp == "model" else args.amp  # None: the Predictor keeps each model's own autocast
-    precision = precision_name(bf16_autocast(amp, device), device)  # for the log and val_lwlrap.json
+    # None: the Predictor keeps each model's own precision
+    amp, test_amp = (None if a == "model" else a for a in (args.amp, args.test_amp))
     set_cpu_threads(device, 0, args.threads)
     check_folds_finished(exp_dir, args.allow_unfinished)
     models = load_fold_models(exp_dir, device)
     folds = sorted(models)
+    precision = {"oof": Predictor([models[f] for f in folds], amp=amp).precision,
+                 "test": None if args.no_test else Predictor([models[f] for f in folds], amp=test_amp).precision}
     print(f"{args.experiment}: found fold models {folds} in {exp_dir}; predicting on {device} "
-          f"({precision})")
+          f"(out-of-fold {precision['oof']}" + ("" if args.no_test else f", test {precision['test']}") + ")")
     tile_size = experiment["crop_size"]
     out_dir = predictions_dir(data_dir, args.experiment)
 
@@ -116,23 +128,32 @@ def main(argv=None):
         rows = [i for i, f in enumerate(fnames) if f in truth_of]
         return np.stack([truth_of[fnames[i]] for i in rows]), probs[rows]
 
-    parts, fold_scores = [], {}
+    parts, fold_scores, given_fold_scores = [], {}, {}
     for fold in folds:
         index = np.flatnonzero(data.folds == fold)
         part = data.curated.subset(index)
         predictor = Predictor(models[fold], tile_size, step, args.batch_size, amp=amp)
         tiles, offsets, clips = predictor.predict(part.specs)
         fold_scores[fold] = lwlrap(*scored(part.fnames, clips[0]))
-        print(f"  fold {fold}: {len(index)} clips, val lwlrap {fold_scores[fold]:.4f}")
+        given_fold_scores[fold] = lwlrap(part.targets, clips[0])  # train_curated.csv's labels as given
+        print(f"  fold {fold}: {len(index)} clips, val lwlrap {fold_scores[fold]:.4f} (labels as given "
+              f"{given_fold_scores[fold]:.4f})")
         parts.append((index, tiles[0], offsets))
     oof = _concat_parts(parts, data.curated.fnames, classes)
 
     truth, probs = scored(oof.fnames, oof.probs)
+    given = data.curated.targets[np.concatenate([p[0] for p in parts])]  # oof order, every curated clip
     report = {"experiment": args.experiment, "folds": folds, "oof_step": step, "precision": precision,
-              "test_step": None if args.no_test else test_step, **oof_report(truth, probs, classes, fold_scores)}
+              "test_step": None if args.no_test else test_step, **oof_report(truth, probs, classes, fold_scores),
+              "lwlrap_given_labels": lwlrap(given, oof.probs), "clips_given_labels": len(given),
+              "fold_lwlrap_given_labels": {str(f): float(v) for f, v in given_fold_scores.items()},
+              "labels": {"lwlrap": f"the experiment's corrected labels ({len(truth)} clips its corrections keep)",
+                         "lwlrap_given_labels": f"train_curated.csv's labels as given, every curated clip "
+                                                f"({len(given)}): how the 2019 CV figure was scored"}}
     overall = report["lwlrap"]
-    print(f"{args.experiment}: out-of-fold lwlrap {overall:.4f} over {len(truth)} clips "
-          f"(folds {folds}, tile step {step})")
+    print(f"{args.experiment}: out-of-fold lwlrap {overall:.4f} over {len(truth)} clips on its corrected labels; "
+          f"{report['lwlrap_given_labels']:.4f} over {len(given)} clips on the labels as given (as 2019 scored "
+          f"its CV) (folds {folds}, tile step {step})")
 
     test_sets = {}
     if not args.no_test:
@@ -140,7 +161,7 @@ def main(argv=None):
         features = load_features(fnames, data_dir / "test", data_dir / "features", name="test",
                                  workers=args.workers)
         predictor = Predictor([models[f] for f in folds], tile_size, test_step, args.batch_size,
-                              amp=amp)
+                              amp=test_amp)
         tiles, offsets, clips = predictor.predict(features.specs)
         for fold, fold_tiles, fold_clips in zip(folds, tiles, clips):
             test_sets[f"test/fold_{fold}"] = PredictionSet(fnames, classes, fold_clips, fold_tiles, offsets)

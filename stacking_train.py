@@ -59,6 +59,7 @@ from src.predict.ensemble import predict_features
 from src.predict.predictor import load_fold_models
 from src.stacking.datasets import StackedTiles, StackingDataset, TileSubsetMean, select_clips
 from src.stacking.experiments import BASE as STACKING_BASE, STACKING_EXPERIMENTS, get_stacking_experiment
+from src.precision import resolve_precision
 from src.train.fit import check_folds_finished, experiments_dir, fit_fold, prepare_experiment_dir
 from src.utils import pick_device, seed_everything
 
@@ -206,6 +207,7 @@ def main(argv=None):
     exp_dir = experiments_dir(data_dir, args.experiment)
     record = {"name": args.experiment, "level": 2, "experiment": experiment, "classes": data.classes,
               "seed": args.seed, "overrides": args.set, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "precision": resolve_precision(experiment["amp"], device, training=True),
               "corrections": {"curated": data.corrections}}
     todo = prepare_experiment_dir(exp_dir, json.loads(json.dumps(record)), folds, args.resume, args.overwrite,
                                   base=STACKING_BASE)

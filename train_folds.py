@@ -42,6 +42,7 @@ from src.data.layout import choose_folds
 from src.data.sources import load_training_data, specs_and_targets
 from src.data.datasets import experiment_train_dataset, experiment_val_dataset, make_loader
 from src.experiments import EXPERIMENTS, data_settings, get_experiment, use_available_sources
+from src.precision import resolve_precision
 from src.train.fit import experiments_dir, fit_fold, prepare_experiment_dir, set_cpu_threads, worker_count
 from src.utils import seed_everything
 
@@ -83,6 +84,8 @@ def main(argv=None):
     record = {"name": args.experiment, "experiment": experiment, "classes": data.classes,
               "audio_config": AUDIO.to_dict(), "seed": args.seed, "overrides": args.set,
               "world_size": ddp.world_size, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+              # the experiment's amp as this device resolves it (src/precision.py): bf16, fp16 or fp32
+              "precision": resolve_precision(experiment["amp"], ddp.device, training=True),
               "corrections": data.corrections}  # the files applied: name, path, sha256, matching entries
     # Only rank 0 touches the folder; every rank gets the list of folds still to train.
     todo = distributed.run_on_main(lambda: prepare_experiment_dir(exp_dir, json.loads(json.dumps(record)), folds,

@@ -161,7 +161,7 @@ def speed(args):
           f"{sum(p.numel() for p in baseline.nn_module.parameters()):,} parameters on {device}")
     print(f"{len(specs)} clips ({audio_seconds:.0f} s of audio, {min(s.shape[1] for s in specs)}-"
           f"{max(s.shape[1] for s in specs)} frames), {n_tiles} tiles of 256 frames every {args.step}")
-    per_clip_precision = "bf16" if baseline.amp_enabled else "fp32"
+    per_clip_precision = baseline.precision
     paths = {
         "per_clip": (f"per clip ({per_clip_precision}, numpy transform, batch 16)",
                      lambda s: predict_per_clip(baseline, s, 256, args.step)),
@@ -184,7 +184,8 @@ def speed(args):
         rates[key] = statistics.median(clip_rates)
         print(f"  {name:58s} {rates[key]:7.2f} clips/s {rates[key] * n_tiles / len(specs):7.1f} tiles/s"
               f"  (clips/s {clip_rates[0]:.2f}-{clip_rates[-1]:.2f} over {len(times[key])} run(s))")
-    for key, bf16 in (("default", default.bf16 or baseline.amp_enabled), ("fp32", baseline.amp_enabled)):
+    reduced = baseline.precision != "fp32"  # the per-clip loop runs in the model's own precision
+    for key, bf16 in (("default", default.precision != "fp32" or reduced), ("fp32", reduced)):
         # CUDA: both sides autocast, in different batch compositions; CPU: bf16 vs fp32, or fp32 vs fp32
         tolerance = 2e-2 if device.type == "cuda" else 1e-3 if bf16 else 1e-6
         diff = float(np.abs(probs[key] - probs["per_clip"]).max())

@@ -7,7 +7,8 @@ import soundfile as sf
 import torch
 
 import tag
-from src.predict.predictor import Predictor, bf16_autocast, make_tiles
+from src.precision import resolve_precision
+from src.predict.predictor import Predictor, make_tiles
 from src.augment.transforms import ImageToTensor
 from src import utils
 from tests.helpers import make_experiment, sound, tiny_model
@@ -41,14 +42,11 @@ def test_cpu_flags_of_a_missing_cpuinfo_are_empty(tmp_path):
 
 def test_auto_precision_follows_the_cpu_flags(monkeypatch):
     monkeypatch.setattr(utils, "cpu_flags", lambda *a: set(ZEN4.split()))
-    assert bf16_autocast("auto", "cpu") is True
+    assert resolve_precision("auto", "cpu", training=False) == "bf16"
+    assert resolve_precision("auto", "cpu", training=True) == "fp32"  # a CPU trains in fp32
     monkeypatch.setattr(utils, "cpu_flags", lambda *a: set(ICELAKE.split()))
-    assert bf16_autocast("auto", "cpu") is False  # emulated bf16 is slower than fp32: keep fp32
-    assert bf16_autocast("auto", "cuda") is None  # the models' own autocast (the experiment's bf16/fp16)
-    assert bf16_autocast("bf16", "cpu") is True and bf16_autocast("none", "cuda") is False
-    assert bf16_autocast(None, "cpu") is None
-    with pytest.raises(ValueError, match="amp must be"):
-        bf16_autocast("fp8", "cpu")
+    assert resolve_precision("auto", "cpu", training=False) == "fp32"  # emulated bf16 is slower: keep fp32
+    assert resolve_precision("bf16", "cpu", training=False) == "bf16"  # asked for: bf16 anyway
 
 
 def specs_and_reference(model, tile_size=64, step=16):

@@ -78,6 +78,64 @@ def test_prediction_sets_keep_the_models_precision_unless_asked(trained, monkeyp
     oof_fp32 = predictions.read_prediction_set(trained / "predictions" / "demo" / "oof").probs
     bf16 = predict(trained, "--step", "16", "--no-test", "--amp", "auto")
     oof_bf16 = predictions.read_prediction_set(trained / "predictions" / "demo" / "oof").probs
-    assert (fp32["precision"], bf16["precision"]) == ("fp32", "bf16")
+    assert (fp32["precision"]["oof"], bf16["precision"]["oof"]) == ("fp32", "bf16")
     assert np.abs(oof_bf16 - oof_fp32).max() > 1e-6  # really another precision
     np.testing.assert_allclose(oof_bf16, oof_fp32, atol=2e-2)
+
+
+def test_test_predictions_default_to_fp32_and_are_recorded(trained, monkeypatch):
+    """The 2019 kernel made every test prediction in fp32: even where --amp auto makes the out-of-fold
+    set in bf16, the test set stays fp32 unless --test-amp says otherwise; val_lwlrap.json says which."""
+    import json
+    import numpy as np
+    monkeypatch.setattr("src.utils.cpu_flags", lambda *args, **kwargs: {"avx512f", "avx512_bf16"})
+    out = trained / "predictions" / "demo"
+    report = predict(trained, "--step", "32", "--amp", "auto")
+    assert report["precision"] == {"oof": "bf16", "test": "fp32"}
+    assert json.loads((out / "val_lwlrap.json").read_text())["precision"] == {"oof": "bf16", "test": "fp32"}
+    test_fp32 = predictions.read_prediction_set(out / "test").probs
+    report = predict(trained, "--step", "32", "--test-amp", "bf16")
+    assert report["precision"] == {"oof": "fp32", "test": "bf16"}
+    test_bf16 = predictions.read_prediction_set(out / "test").probs
+    assert np.abs(test_bf16 - test_fp32).max() > 1e-6
+
+
+def test_cv_lwlrap_is_scored_on_both_label_sets(trained):
+    """'lwlrap' on the experiment's corrected labels; 'lwlrap_given_labels' on train_curated.csv as given,
+    over every out-of-fold clip (how the 2019 CV figure was scored): both recomputed here from the files."""
+    import json
+    import numpy as np
+    import pandas as pd
+    from src.data.labels import targets_matrix
+    from src.metrics import lwlrap
+    oof = predictions.read_prediction_set(trained / "predictions" / "demo" / "oof")
+    curated = pd.read_csv(trained / "train_curated.csv").set_index("fname")
+    # A corrections file (the demo experiment reads <data>/corrections.json): one clip removed, one relabelled.
+    removed, relabelled = oof.fnames[0], oof.fnames[1]
+    new_label = next(c for c in oof.classes if c not in curated.loc[relabelled, "labels"].split(","))
+    corrections = trained / "corrections.json"
+    corrections.write_text(json.dumps({removed: "remove", relabelled: new_label}))
+    try:
+        report = predict(trained, "--step", "32", "--no-test")
+    finally:
+        corrections.unlink()
+    oof = predictions.read_prediction_set(trained / "predictions" / "demo" / "oof")
+    given = targets_matrix(curated.loc[oof.fnames, "labels"].tolist(), oof.classes)
+    assert report["clips_given_labels"] == len(oof.fnames)  # every clip, the removed one too
+    assert report["lwlrap_given_labels"] == pytest.approx(lwlrap(given, oof.probs), abs=1e-12)
+    corrected = given.copy()
+    corrected[oof.fnames.index(relabelled)] = targets_matrix([new_label], oof.classes)[0]
+    keep = [i for i, f in enumerate(oof.fnames) if f != removed]
+    assert report["lwlrap"] == pytest.approx(lwlrap(corrected[keep], oof.probs[keep]), abs=1e-12)
+    assert not np.isclose(report["lwlrap"], report["lwlrap_given_labels"])
+    saved = json.loads((trained / "predictions" / "demo" / "val_lwlrap.json").read_text())
+    assert saved["lwlrap_given_labels"] == report["lwlrap_given_labels"]
+    assert "2019" in saved["labels"]["lwlrap_given_labels"]
+
+
+def test_training_records_name_the_precision(trained):
+    """config.json and done.json say what training ran in (src/precision.py; a CPU trains in fp32)."""
+    import json
+    exp_dir = trained / "experiments" / "demo"
+    assert json.loads((exp_dir / "config.json").read_text())["precision"] == "fp32"
+    assert json.loads((exp_dir / "fold_0" / "done.json").read_text())["precision"] == "fp32"

@@ -35,7 +35,8 @@ from src.config import AudioConfig
 from src.errors import BadCheckpoint, BadSetting, InputFileNotFound
 from src.models import create_model, main_output
 from src.predict.prediction_sets import geometric_mean
-from src.predict.predictor import Predictor, bf16_autocast, precision_name
+from src.precision import TEST_AMP, autocast, resolve_precision
+from src.predict.predictor import Predictor, describe_precisions, model_precision
 from src.utils import safe_torch_load
 
 BUNDLE_FORMAT = "fsat2019-ensemble-bundle"
@@ -44,24 +45,23 @@ BUNDLE_VERSION = 1
 
 class InferenceModel:
     """One trained network for prediction only, with the parts of argus' `FreesoundModel` that
-    `Predictor` and stacking use: `nn_module`, `device`, `autocast()` (the experiment's bf16/fp16 on
-    CUDA, fp32 on CPU), `prepare_input`, `prediction_transform` (sigmoid of the main head), `predict`.
+    `Predictor` and stacking use: `nn_module`, `device`, `precision` and `autocast()` (its experiment's
+    amp as src/precision.py resolves it for training on this device: the card's bf16/fp16 on CUDA,
+    fp32 on CPU), `prepare_input`, `prediction_transform` (sigmoid of the main head), `predict`.
     """
 
     def __init__(self, net: torch.nn.Module, device, amp: str = "bf16"):
-        if amp not in ("bf16", "fp16", "none"):
-            raise BadSetting(f"amp must be 'bf16', 'fp16' or 'none', got {amp!r}")
         self.device = torch.device(device)
+        self.amp = amp
+        self.precision = resolve_precision(amp, self.device, training=True)
         self.nn_module = net.to(self.device).eval()
-        self.amp_enabled = self.device.type == "cuda" and amp != "none"
-        self.amp_dtype = torch.float16 if amp == "fp16" else torch.bfloat16
 
     def eval(self):
         self.nn_module.eval()
         return self
 
     def autocast(self):
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.amp_enabled)
+        return autocast(self.device, self.precision)
 
     def prepare_input(self, input: torch.Tensor) -> torch.Tensor:
         return input
@@ -99,11 +99,13 @@ class Ensemble:
     """Blended class probabilities of log-mels: first level, stacking, geometric mean of the members."""
 
     def __init__(self, name, first_level, stacking, members, weights, classes, audio_config: AudioConfig,
-                 batch_size: int = 128, amp=None):
+                 batch_size: int = 128, amp=TEST_AMP):
         self.name, self.first_level, self.stacking = name, list(first_level), list(stacking)
         self.blend, self.weights = list(members), None if weights is None else [float(w) for w in weights]
         self.classes, self.audio_config, self.batch_size = list(classes), audio_config, int(batch_size)
-        self.amp = amp  # first-level precision, as Tagger.amp: None (each model's own), 'auto', 'bf16', 'none'
+        # First-level precision: fp32 by default, as the 2019 kernel made every test prediction; or a
+        # setting of src/precision.py ('auto', 'bf16', 'fp16'), or None for each model's own.
+        self.amp = amp
         known = [e.name for e in self.first_level]
         for model in self.stacking:
             missing = [n for n in model.inputs if n not in known]
@@ -167,15 +169,21 @@ class Ensemble:
         return (f"{self.clips} clips in {self.seconds:.1f} s: {self.clips / max(self.seconds, 1e-9):.2f} clips/s "
                 f"({1000 * self.seconds / self.clips:.0f} ms per clip) on {self.device}")
 
+    @property
+    def precision(self) -> str:
+        """What the first-level networks run in ('fp32', 'bf16', ...)."""
+        if self.amp is not None:
+            return resolve_precision(self.amp, self.device, training=False)
+        return describe_precisions(model_precision(m) for e in self.first_level for m in e.models)
+
     def describe(self) -> str:
         weights = "equal weights" if self.weights is None else "weights " + " ".join(f"{w:g}" for w in self.weights)
         first = ", ".join(f"{e.name} ({len(e.models)} folds, tiles {e.tile_size} every {e.step})"
                           for e in self.first_level)
         second = ", ".join(f"{s.name} ({len(s.models)} folds)" for s in self.stacking) or "none"
-        precision = precision_name(bf16_autocast(self.amp, self.device), self.device)
         return (f"ensemble {self.name}: geometric mean ({weights}) of {', '.join(self.blend)}; first level: {first}; "
                 f"stacking: {second}; {self.n_models} models, {len(self.classes)} classes; {self.device}, "
-                f"{precision}")
+                f"{self.precision}")
 
     def __repr__(self):
         return f"Ensemble({self.describe()})"
@@ -224,9 +232,10 @@ def _models(part: dict, device) -> list:
 
 
 def ensemble_from_bundle(bundle: dict, device="cpu", step=None, batch_size: int = 128, source="bundle",
-                         amp=None) -> Ensemble:
+                         amp="bundle") -> Ensemble:
     """The Ensemble of a bundle dict on `device`; `step` overrides every first-level test tile step;
-    `amp` is the first level's precision (`src.predict.predictor.bf16_autocast`)."""
+    `amp` is the first level's precision setting (src/precision.py; None: each model's own), by default
+    the bundle's `test_amp` (fp32 in bundles written before it was recorded, as the 2019 kernel ran)."""
     check_ensemble_bundle(bundle, source)
     first = [FirstLevel(p["name"], _models(p, device), list(p["folds"]), int(p["crop_size"]),
                         int(step or p["tile_step"])) for p in bundle["first_level"]]
@@ -236,9 +245,11 @@ def ensemble_from_bundle(bundle: dict, device="cpu", step=None, batch_size: int 
         config = AudioConfig.from_dict(bundle["audio_config"])
     except (TypeError, ValueError) as exc:
         raise BadCheckpoint(f"{source}: audio settings do not match AudioConfig ({exc})") from exc
+    if amp == "bundle":
+        amp = bundle.get("test_amp", TEST_AMP)
     return Ensemble(bundle["name"], first, second, spec["members"], spec["weights"], bundle["classes"], config,
                     batch_size, amp)
 
 
-def load_ensemble_bundle(path, device="cpu", step=None, batch_size: int = 128, amp=None) -> Ensemble:
+def load_ensemble_bundle(path, device="cpu", step=None, batch_size: int = 128, amp="bundle") -> Ensemble:
     return ensemble_from_bundle(read_ensemble_bundle(path), device, step, batch_size, source=path, amp=amp)

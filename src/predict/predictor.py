@@ -11,11 +11,11 @@ Unlike the original (one clip at a time, batches of 16), tiles from many clips
 fill each batch, deltas are computed on the device by one matmul
 (`src.audio.deltas`), and every fold model sees a batch while it is on the device.
 
-Precision (`amp`): None keeps each model's own autocast (the experiment's bf16 /
-fp16 on CUDA, fp32 on CPU); 'none' is fp32 everywhere; 'bf16' autocasts to bf16
-on any device; 'auto' (the default of tag.py) is the
-model's own on CUDA and bf16 on a CPU that computes it natively
-(`src.utils.cpu_has_native_bf16`), else fp32.
+Precision (`amp`, src/precision.py): None keeps each model's own (the precision it trains in on
+this device: its experiment's amp as the card allows on CUDA, fp32 on a CPU); a setting
+('auto', 'bf16', 'fp16', 'none') applies to every model, resolved for prediction: 'auto' (the
+default of tag.py) follows the card on CUDA and is bf16 on a CPU that computes it natively
+(`src.utils.cpu_has_native_bf16`), else fp32; 'none' is fp32 everywhere.
 
 CPU shape: a CPU forward pass gets at most `cpu_batch` tiles (16: larger
 batches ran slower on a 2-core AVX512 machine, their activations no longer fit
@@ -32,9 +32,9 @@ import torch
 from src.audio.deltas import stack_deltas
 from src.errors import InputFileNotFound
 from src.predict.prediction_sets import clip_means
-from src.utils import cpu_has_native_bf16
+from src.precision import AMP_SETTINGS, autocast, resolve_precision
 
-AMP_CHOICES = ("auto", "bf16", "none")
+AMP_CHOICES = AMP_SETTINGS
 CPU_BATCH = 16  # tiles per CPU forward pass (see the module docstring)
 
 
@@ -95,22 +95,16 @@ def _tile_batches(specs, tile_size, step, batch_size):
         yield buffer[:filled]
 
 
-def bf16_autocast(amp, device):
-    """True/False: bf16 autocast on/off for every model, for an `amp` setting on `device`;
-    None: each model's own autocast (amp None, or 'auto' off the CPU)."""
-    if amp is not None and amp not in AMP_CHOICES:
-        raise ValueError(f"amp must be one of {AMP_CHOICES} or None, got {amp!r}")
-    if amp == "auto":
-        return cpu_has_native_bf16() if torch.device(device).type == "cpu" else None
-    return {"bf16": True, "none": False}.get(amp)
+def model_precision(model) -> str:
+    """The precision a model runs in by itself: `model.precision`, set when it was built for its device
+    (argus FreesoundModel, ensemble InferenceModel)."""
+    return getattr(model, "precision", "fp32")
 
 
-def precision_name(bf16, device=None) -> str:
-    """'bf16', 'fp32', or 'model autocast' for a `bf16_autocast` value, for log lines and reports.
-    On the CPU a model's own autocast is off, so None is 'fp32' there."""
-    if bf16 is None:
-        return "fp32" if device is not None and torch.device(device).type == "cpu" else "model autocast"
-    return "bf16" if bf16 else "fp32"
+def describe_precisions(precisions) -> str:
+    """'fp32', or 'bf16/fp32' when models differ, for log lines and records."""
+    names = sorted(set(precisions))
+    return "/".join(names)
 
 
 class Predictor:
@@ -128,19 +122,18 @@ class Predictor:
             # NHWC weights too (in place, same values): with NCHW weights oneDNN reorders them on every call
             for model in self.models:
                 model.nn_module.to(memory_format=torch.channels_last)
-        self.bf16 = bf16_autocast(amp, self.device)
+        self.amp = amp
+        forced = None if amp is None else resolve_precision(amp, self.device, training=False)
+        self.precisions = [forced or model_precision(model) for model in self.models]
 
     @property
     def precision(self) -> str:
-        return precision_name(self.bf16, self.device)
+        """What the models run in: 'bf16', 'fp16', 'fp32' (or e.g. 'bf16/fp32' when they differ)."""
+        return describe_precisions(self.precisions)
 
-    def autocast(self, model):
-        if self.bf16 is None:
-            return model.autocast()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
-
-    def forward(self, model, images: torch.Tensor) -> torch.Tensor:
-        """Sigmoid probabilities (B, C) of one model for a (B, 3, H, W) batch, in chunks of `forward_size`."""
+    def forward(self, model, images: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+        """Sigmoid probabilities (B, C) of one model for a (B, 3, H, W) batch, in chunks of `forward_size`,
+        under autocast to `precision`."""
         model.eval()
         out = []
         for chunk in images.split(self.forward_size):
@@ -148,7 +141,7 @@ class Predictor:
                 chunk = chunk.contiguous(memory_format=torch.channels_last)
             else:
                 chunk = model.prepare_input(chunk)
-            with self.autocast(model):
+            with autocast(self.device, precision):
                 prediction = model.nn_module(chunk)
             out.append(model.prediction_transform(prediction).float().cpu())
         return torch.cat(out)
@@ -162,8 +155,8 @@ class Predictor:
         for batch in _tile_batches(specs, self.tile_size, self.step, self.batch_size):
             images = torch.from_numpy(batch).to(self.device, non_blocking=True)
             images = stack_deltas(images)
-            for model, out in zip(self.models, outputs):
-                out.append(self.forward(model, images))
+            for model, precision, out in zip(self.models, self.precisions, outputs):
+                out.append(self.forward(model, images, precision))
         return [torch.cat(out).numpy() for out in outputs]
 
     def offsets(self, specs) -> np.ndarray:

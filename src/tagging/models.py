@@ -16,8 +16,9 @@ from src.experiments import complete_config
 from src.predict.ensemble import (BUNDLE_FORMAT as ENSEMBLE_FORMAT, BUNDLE_VERSION as ENSEMBLE_VERSION, Ensemble,
                                   ensemble_from_bundle, is_ensemble_bundle)
 from src.predict.prediction_sets import geometric_mean
-from src.predict.predictor import AMP_CHOICES, Predictor, bf16_autocast, load_fold_models, precision_name, tile_steps
-from src.train.fit import best_checkpoint, experiments_dir, trained_folds
+from src.predict.predictor import AMP_CHOICES, Predictor, describe_precisions, load_fold_models, tile_steps
+from src.precision import TEST_AMP
+from src.train.fit import DONE_FILE, best_checkpoint, experiments_dir, trained_folds
 from src.utils import pick_device, safe_torch_load
 
 BUNDLE_FORMAT = "fsat2019-tagger-bundle"
@@ -36,9 +37,11 @@ class Member:
 class Tagger:
     """Class probabilities of log-mels: geometric mean over all fold models of all members."""
 
-    def __init__(self, members, classes, audio_config: AudioConfig = AUDIO, amp=None):
+    def __init__(self, members, classes, audio_config: AudioConfig = AUDIO, amp="auto"):
         self.members, self.classes, self.audio_config = list(members), list(classes), audio_config
-        self.amp = amp  # Predictor precision: None (each model's own), 'auto', 'bf16' or 'none' (tag.py --amp)
+        # Predictor precision (src/precision.py; tag.py --amp): 'auto' (the card's on CUDA, bf16 on a CPU
+        # with native bf16, else fp32), 'bf16', 'fp16', 'none' (fp32), or None (each model's own).
+        self.amp = amp
         if not self.members:
             raise ValueError("a Tagger needs at least one member")
 
@@ -69,7 +72,7 @@ class Tagger:
     def describe(self) -> str:
         parts = [f"{m.name} ({len(m.models)} fold model{'s' * (len(m.models) != 1)}, tiles {m.tile_size} "
                  f"every {m.step} frames)" for m in self.members]
-        precision = precision_name(bf16_autocast(self.amp, self.device), self.device)
+        precision = self.predictor(self.members[0]).precision
         return " + ".join(parts) + f"; {len(self.classes)} classes; {self.device}, {precision}"
 
     def __repr__(self):
@@ -134,6 +137,18 @@ def fold_weights(exp_dir) -> tuple:
     return folds, {"name": model_name, "kwargs": model_kwargs}, state_dicts
 
 
+def trained_precision(exp_dir, folds) -> str:
+    """The precision the folds trained in, from their done.json ('unrecorded' for runs of older versions)."""
+    found = []
+    for fold in folds:
+        path = Path(exp_dir) / f"fold_{fold}" / DONE_FILE
+        try:
+            found.append(json.loads(path.read_text()).get("precision") or "unrecorded")
+        except (OSError, ValueError):
+            found.append("unrecorded")
+    return describe_precisions(found)
+
+
 def make_bundle(data_dir, name) -> dict:
     """Everything `tag.py --model` needs, as plain dicts/lists/str/numbers and tensors."""
     exp_dir = experiments_dir(data_dir, name)
@@ -149,6 +164,7 @@ def make_bundle(data_dir, name) -> dict:
         "crop_size": int(experiment["crop_size"]),
         "tile_step": tile_steps(experiment)[1],  # the test-time step: a bundle only tags
         "amp": str(experiment["amp"]),
+        "trained_precision": trained_precision(exp_dir, folds),
         "model": model,
         "folds": folds,
         "state_dicts": state_dicts,
@@ -165,11 +181,11 @@ def _members_by_level(members, is_stacking, inputs_of) -> tuple:
     return first, stacking
 
 
-def _ensemble_part(spec, member, experiment, stacking, folds, model, state_dicts) -> dict:
+def _ensemble_part(spec, member, experiment, stacking, folds, model, state_dicts, trained="untrained") -> dict:
     """One experiment's entry of an ensemble bundle: its network and fold weights, plus its inputs
     (stacking) or its tile size and test tile step (the spec's, else the experiment's own)."""
-    common = {"name": member, "amp": str(experiment["amp"]), "model": model, "folds": list(folds),
-              "state_dicts": state_dicts}
+    common = {"name": member, "amp": str(experiment["amp"]), "trained_precision": trained, "model": model,
+              "folds": list(folds), "state_dicts": state_dicts}
     if stacking:
         return {**common, "inputs": list(experiment["inputs"])}
     step = spec["test_tile_step"] or tile_steps(experiment)[1]
@@ -178,6 +194,7 @@ def _ensemble_part(spec, member, experiment, stacking, folds, model, state_dicts
 
 def _ensemble_bundle(name, spec, classes, audio_config: dict, first: list, stacking: list) -> dict:
     return {"format": ENSEMBLE_FORMAT, "version": ENSEMBLE_VERSION, "name": name, "classes": list(classes),
+            "test_amp": TEST_AMP,  # the precision its test predictions default to (fp32, as the 2019 kernel)
             "audio_config": audio_config, "ensemble": _plain(spec), "first_level": first, "stacking": stacking}
 
 
@@ -217,8 +234,10 @@ def make_ensemble_bundle(data_dir, name, spec=None) -> dict:
         config = member_config
 
     def part(member):
-        return _ensemble_part(spec, member, record_of(member)["experiment"], member in stacking,
-                              *fold_weights(experiments_dir(data_dir, member)))
+        exp_dir = experiments_dir(data_dir, member)
+        folds, model, state_dicts = fold_weights(exp_dir)
+        return _ensemble_part(spec, member, record_of(member)["experiment"], member in stacking, folds, model,
+                              state_dicts, trained_precision(exp_dir, folds))
 
     return _ensemble_bundle(name, spec, classes, config, [part(m) for m in first], [part(m) for m in stacking])
 
@@ -332,9 +351,12 @@ def add_model_args(parser):
                        "experiment's test_tile_step, a bundle's tile_step)")
     group.add_argument("--batch-size", type=int, default=128, help="tiles per batch (default 128; a CPU forward "
                        "pass takes 16 of them at a time)")
-    group.add_argument("--amp", choices=AMP_CHOICES, default="auto",
-                       help="precision: 'auto' (default) = bf16 autocast on a CPU with native bf16 (AVX512-BF16, "
-                       "AMX), the models' own on CUDA, else fp32; 'none' = fp32; 'bf16' = bf16 anywhere")
+    group.add_argument("--amp", choices=AMP_CHOICES,
+                       help="precision of the networks (src/precision.py). Default for --experiment/--model: "
+                       "'auto' = bf16 autocast on a CPU with native bf16 (AVX512-BF16, AMX), else fp32; on CUDA "
+                       "the card's (bf16 from compute capability 8.0, fp16 on 7.x, fp32 below). Default for "
+                       "--ensemble and ensemble bundles: 'none' = fp32, as the 2019 kernel made its test "
+                       "predictions. 'bf16' (never on a GPU without native bf16), 'fp16' (CUDA), 'none' = fp32")
 
 
 def load_tagger(args):
@@ -357,5 +379,6 @@ def load_tagger(args):
         if any(isinstance(t, Ensemble) for t in taggers) and len(taggers) > 1:
             raise BadSetting("an ensemble bundle is a whole blend: give it alone to --model")
         tagger = taggers[0] if isinstance(taggers[0], Ensemble) else blend(taggers)
-    tagger.amp = getattr(args, "amp", "auto")
+    if getattr(args, "amp", None) is not None:  # else the tagger's own default (see --amp's help)
+        tagger.amp = args.amp
     return tagger

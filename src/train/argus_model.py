@@ -5,7 +5,8 @@ the curated/noisy split (BCE vs. L-soft) and the auxiliary-head weighting live i
 `src.train.losses`; the steps here only move tensors, run autocast and step the
 optimizer:
 
-- CUDA: autocast to bf16 (default) or fp16 with a gradient scaler;
+- CUDA: autocast as the experiment's `amp` resolves on the card (src/precision.py: 'auto' is bf16
+  from compute capability 8.0, fp16 with a gradient scaler on 7.x, fp32 below); `self.precision`;
 - CPU: plain fp32 (autocast on CPU is slower than fp32 for these convs).
 
 Optional speed settings (params, from the experiment): `channels_last` (NHWC
@@ -28,6 +29,7 @@ from argus.utils import deep_to
 
 from src.augment.batch import create_batch_augment
 from src.augment.settings import augment_mode, batch_augment_params
+from src.precision import autocast, resolve_precision
 from src.train.losses import create_loss
 from src.models import MODELS, main_output  # noqa: F401  (main_output: also imported from here)
 
@@ -46,13 +48,11 @@ class FreesoundModel(argus.Model):
 
     def __init__(self, params: dict):
         super().__init__(params)
-        # Mixed precision: 'bf16' | 'fp16' | 'none'; only used on CUDA.
-        amp = params.get("amp", "bf16")
-        if amp not in ("bf16", "fp16", "none"):
-            raise ValueError(f"amp must be 'bf16', 'fp16' or 'none', got {amp!r}")
-        self.amp_enabled = self.device.type == "cuda" and amp != "none"
-        self.amp_dtype = torch.float16 if amp == "fp16" else torch.bfloat16
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_enabled and amp == "fp16")
+        # Mixed precision: the experiment's setting ('auto' | 'bf16' | 'fp16' | 'none'), resolved for this
+        # device and card (src/precision.py): bf16, fp16 (with loss scaling) or fp32; a CPU trains in fp32.
+        self.amp = params.get("amp", "auto")
+        self.precision = resolve_precision(self.amp, self.device, training=True)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
         self.channels_last = bool(params.get("channels_last", False))
         if self.channels_last:
             self.nn_module = self.nn_module.to(memory_format=torch.channels_last)
@@ -86,7 +86,7 @@ class FreesoundModel(argus.Model):
         return input
 
     def autocast(self):
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.amp_enabled)
+        return autocast(self.device, self.precision)
 
     def train_step(self, batch, state) -> dict:
         self.train()

@@ -162,6 +162,7 @@ def fit_fold(model, train_loader, val_loader, fold_dir, epochs, plateau: dict, e
     best = int(log["val_lwlrap"].idxmax())
     summary = {"best_epoch": int(log["epoch"][best]), "best_val_lwlrap": float(log["val_lwlrap"][best]),
                "epochs_run": int(len(log)), "seconds": seconds, "checkpoint": best_checkpoint(fold_dir).name,
+               "precision": getattr(model, "precision", "fp32"),  # what the steps ran in (src/precision.py)
                "provenance": provenance(seed, extra["started"], extra["resumed_at_epochs"])}
     with atomic_path(fold_dir / DONE_FILE) as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n")
