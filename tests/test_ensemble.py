@@ -224,3 +224,39 @@ def test_a_long_file_in_chunks_equals_the_whole_file_through_the_ensemble(demo_e
     whole = ensemble.predict([log_mel(read_audio(path, ensemble.audio_config), ensemble.audio_config)])[0]
     chunked = tag_long_file(ensemble, path, chunk_seconds=0.7, in_memory_seconds=0.5)
     np.testing.assert_allclose(chunked, whole, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- precision of test predictions
+
+def test_ensemble_test_predictions_default_to_fp32(monkeypatch, tmp_path):
+    """The 2019 kernel made every test prediction in fp32: an ensemble (bundle, named, kernel) does too, even
+    on a CPU where tag.py's 'auto' would pick bf16; --amp still chooses another precision."""
+    import argparse
+
+    from src.config import AUDIO
+    from src.predict.ensemble import ensemble_from_bundle
+    from src.tagging.models import load_tagger, random_ensemble_bundle
+    from tests.helpers import make_experiment
+
+    monkeypatch.setattr("src.utils.cpu_flags", lambda *args, **kwargs: {"avx512f", "avx512_bf16"})
+    bundle = random_ensemble_bundle("demo", [f"c{i}" for i in range(6)], AUDIO, n_folds=1)
+    assert bundle["test_amp"] == "none"
+    assert all(p["trained_precision"] == "untrained" for p in bundle["first_level"] + bundle["stacking"])
+    assert ensemble_from_bundle(bundle, "cpu").precision == "fp32"
+    assert ensemble_from_bundle(bundle, "cpu", amp="auto").precision == "bf16"
+    older = {k: v for k, v in bundle.items() if k != "test_amp"}  # written before the key existed
+    assert ensemble_from_bundle(older, "cpu").precision == "fp32"
+    # tag.py: --amp left out keeps each predictor's default; given, it applies to either kind
+    path = tmp_path / "ensemble.pt"
+    torch.save(bundle, path)
+    make_experiment(tmp_path, "tiny")
+
+    def args(**kw):
+        base = dict(experiment=[], model=[], ensemble=None, data_dir=str(tmp_path), device="cpu", step=None,
+                    batch_size=16, amp=None)
+        return argparse.Namespace(**{**base, **kw})
+
+    assert load_tagger(args(model=[str(path)])).precision == "fp32"
+    assert load_tagger(args(model=[str(path)], amp="bf16")).precision == "bf16"
+    tagger = load_tagger(args(experiment=["tiny"]))
+    assert tagger.amp == "auto" and tagger.predictor(tagger.members[0]).precision == "bf16"
