@@ -23,10 +23,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import soundfile as sf
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import soundfile as sf  # noqa: E402
+
+from src.cli import run  # noqa: E402
+from src.errors import InputFileNotFound, UserError  # noqa: E402
+
 SR = 44100
 
 
@@ -52,7 +57,8 @@ def run_tag(args_list):
     error = process.stderr.read().decode(errors="replace")
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
-        raise SystemExit(f"tag_memory.py: error: tag.py {' '.join(args_list)} failed:\n{error[-2000:]}")
+        last = error.strip().splitlines()[-1] if error.strip() else f"exit status {process.returncode}"
+        raise UserError(f"tag.py {' '.join(args_list)} failed: {last}")
     return usage.ru_maxrss / 1024, seconds
 
 
@@ -64,6 +70,9 @@ def main(argv=None):
                         help="recording lengths in minutes, the first one the reference (default 1 60)")
     parser.add_argument("--modes", nargs="+", choices=("clip", "timeline"), default=["clip", "timeline"])
     args = parser.parse_args(argv)
+    if not (Path(args.data_dir) / "experiments" / args.experiment / "config.json").is_file():
+        raise InputFileNotFound(f"{args.data_dir}/experiments/{args.experiment}: no trained experiment (run "
+                                f"`make demo` first, or give --data-dir and --experiment)")
     model = ["--experiment", args.experiment, "--data-dir", args.data_dir, "--device", "cpu", "--no-progress"]
     rows = []
     with tempfile.TemporaryDirectory(prefix="tag_memory-") as tmp:
@@ -84,4 +93,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -260,3 +260,37 @@ def test_ensemble_test_predictions_default_to_fp32(monkeypatch, tmp_path):
     assert load_tagger(args(model=[str(path)], amp="bf16")).precision == "bf16"
     tagger = load_tagger(args(experiment=["tiny"]))
     assert tagger.amp == "auto" and tagger.predictor(tagger.members[0]).precision == "bf16"
+
+
+def readme_block(after: str) -> list:
+    """The command lines of the first ```bash block of README.md after the line containing `after`."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = text[text.index(after):].split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
+
+
+@pytest.mark.slow  # trains the demo ensemble (tiny, 2 folds): an end-to-end run
+def test_readme_local_kernel_run_works_and_equals_the_blend(demo_ensemble):
+    """The README's local kernel example, line by line (data/demo -> the trained demo ensemble): every
+    command succeeds with its defaults (fp32 test predictions everywhere) and the kernel's submission
+    equals the blend on disk."""
+    from pathlib import Path
+
+    lines = readme_block("To try the same route locally")
+    assert len(lines) == 4 and lines[0].startswith("python export.py --ensemble demo")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    for line in lines:
+        words = line.replace("data/demo", str(demo_ensemble)).split()
+        assert words[0] == "python"
+        done = subprocess.run([sys.executable, *words[1:]], cwd=root, env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, (line, done.stderr[-2000:])
+    assert "lwlrap" in done.stdout  # score.py printed the score
+    sample = pd.read_csv(demo_ensemble / "sample_submission.csv")
+    fnames, classes = sample["fname"].tolist(), list(sample.columns[1:])
+    np.testing.assert_allclose(submission_probs(demo_ensemble / "kernel_submission.csv", fnames, classes),
+                               submission_probs(demo_ensemble / "predictions" / "blend" / "submission.csv",
+                                                fnames, classes), atol=1e-5, rtol=0)
