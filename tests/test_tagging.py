@@ -7,8 +7,10 @@ fake experiment folder (what train_folds.py writes), plus one deterministic
 import csv
 import dataclasses
 import json
+import sys
 import tracemalloc
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -175,6 +177,34 @@ def test_blend_refuses_different_class_lists(tmp_path, mixed_folder):
 def test_missing_experiment_is_a_clear_error(tmp_path, mixed_folder):
     with pytest.raises(FileNotFoundError, match="config.json not found"):
         tag.main([str(mixed_folder / "a.wav"), "--data-dir", str(tmp_path), "--experiment", "absent"])
+
+
+@pytest.mark.parametrize("options,named", [
+    (["--threshold", "0.9"], "--threshold needs --timeline"),
+    (["--window", "2"], "--window needs --timeline"),
+    (["--hop", "0.5"], "--hop needs --timeline"),
+    (["--out-dir", "somewhere"], "--out-dir needs --timeline"),
+    # the default value given explicitly is still an option that would do nothing
+    (["--threshold", "0.5"], "--threshold needs --timeline"),
+    (["--out-dir", "timeline"], "--out-dir needs --timeline"),
+    (["--window", "4", "--hop", "1"], "--window, --hop need --timeline"),
+])
+def test_timeline_options_without_timeline_are_refused(options, named, capsys):
+    with pytest.raises(SystemExit) as info:
+        tag.parse_args(["clip.wav", "--model", "model.pt"] + options)
+    assert info.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"{Path(sys.argv[0]).name}: error: ")  # argparse names the running program
+    assert named in last
+
+
+def test_timeline_options_take_their_defaults_with_timeline():
+    args = tag.parse_args(["long.wav", "--model", "model.pt", "--timeline"])
+    assert (args.window, args.hop, args.threshold, args.out_dir) == (4.0, 1.0, 0.5, "timeline")
+    args = tag.parse_args(["long.wav", "--model", "model.pt", "--timeline", "--threshold", "0.8", "--hop", "2"])
+    assert (args.window, args.hop, args.threshold, args.out_dir) == (4.0, 2.0, 0.8, "timeline")
+    args = tag.parse_args(["clip.wav", "--model", "model.pt", "--chunk-seconds", "5"])  # clip mode uses this one
+    assert not args.timeline and args.chunk_seconds == 5.0
 
 
 # --- long files in chunks (default mode) ---------------------------------------------------------
