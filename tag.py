@@ -46,7 +46,8 @@ def parse_args(argv=None):
     add_model_args(parser)
     parser.add_argument("--top-k", type=int, default=5, help="tags shown per file (default 5)")
     parser.add_argument("--out", help="write every class probability to this .csv or .json file")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (nor, when stderr is not a terminal, the line per stage)")
     timeline = parser.add_argument_group("timeline mode (long recordings)")
     timeline.add_argument("--timeline", action="store_true", help="per-window probabilities and segments")
     # None = not given: clip tagging refuses them, --timeline fills in TIMELINE_DEFAULTS
