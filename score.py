@@ -2,7 +2,9 @@
 
     python score.py data/demo/predictions/blend/submission.csv data/demo/test_labels.csv
 
-SUBMISSION: fname + one probability column per class (Kaggle format).
+SUBMISSION: fname + one probability column per class (Kaggle format), or the
+CSV of `tag.py --out x.csv` (fname, path, one column per class: its `path`
+column is ignored).
 LABELS: fname,labels with comma-separated labels (train_curated.csv layout).
 Prints overall lwlrap and, with --per-class, each class's lwlrap.
 
@@ -10,8 +12,9 @@ The check is strict, because lwlrap ranks every column of a row against the
 others: one extra column changes the score. The class list comes from
 --sample-submission, else sample_submission.csv beside the labels file, else
 the labels file's own labels; the submission must have exactly those class
-columns (any order), one row per labelled clip (no more, no fewer, no
-duplicates), and every probability must be a number in [0, 1].
+columns (any order; besides them only tag.py's `path`), one row per labelled
+clip (no more, no fewer, no duplicates), and every probability must be a
+number in [0, 1].
 """
 import argparse
 from pathlib import Path
@@ -25,6 +28,8 @@ from src.data.layout import read_sample_submission
 from src.metrics import lwlrap, per_class_lwlrap
 
 SHOW = 5  # names shown per problem
+# Columns that are not classes and are skipped when present: tag.py's CSV has the file's path after fname.
+IGNORED_COLUMNS = ("path",)
 
 
 def read_class_list(labels, labels_path, sample_path=None) -> tuple:
@@ -38,7 +43,8 @@ def read_class_list(labels, labels_path, sample_path=None) -> tuple:
 
 
 def read_submission(path, classes, source) -> tuple:
-    """(fnames, probs) of a submission whose columns are exactly fname + `classes`; probs in `classes` order."""
+    """(fnames, probs) of a submission whose columns are exactly fname + `classes` (+ IGNORED_COLUMNS);
+    probs in `classes` order."""
     frame = read_csv_columns(path, ("fname",), what="submission")
     header = list(frame.columns)
     if header[0] != "fname":
@@ -49,7 +55,7 @@ def read_submission(path, classes, source) -> tuple:
     repeated = sorted({c for c in raw if raw.count(c) > 1})
     if repeated:
         raise BadInput(f"{path}: column(s) {repeated} appear more than once")
-    extra = [c for c in header[1:] if c not in set(classes)]
+    extra = [c for c in header[1:] if c not in set(classes) and c not in IGNORED_COLUMNS]
     missing = [c for c in classes if c not in set(header)]
     if extra or missing:
         raise BadInput(f"{path}: columns differ from the class list of {source}: "
@@ -102,7 +108,7 @@ def score(submission_path, labels_path, sample_path=None) -> tuple:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("submission", help="submission CSV (fname + class probabilities)")
+    parser.add_argument("submission", help="submission CSV (fname + class probabilities), or tag.py's --out CSV")
     parser.add_argument("labels", help="true labels CSV (fname,labels)")
     parser.add_argument("--sample-submission", metavar="CSV",
                         help="class list (its header); default: sample_submission.csv beside LABELS if present, "

@@ -4,9 +4,10 @@
 
 Uses the repo's front end exactly as training does: decode (any WAV/FLAC/OGG,
 any rate or channel count), mono 44.1 kHz, trim silence, 128-band log-mel.
+A file that is missing or cannot be decoded does not stop the others; they are
+named at the end in one line `spectrogram.py: error: ...`, exit status 2.
 """
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,20 +28,21 @@ def main(argv=None):
 
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    failed = 0
+    failed = []
     for path in map(Path, args.paths):
         try:
             spec = audio_to_log_mel(path)
-        except AudioReadError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            failed += 1
+        except AudioReadError as exc:  # its message names the file
+            failed.append(str(exc))
             continue
         with atomic_path(out_dir / f"{path.stem}.npy") as tmp:
             np.save(tmp, spec)
         if not args.no_png:
             plot_log_mel(spec, out_dir / f"{path.stem}.png", title=path.name)
         print(f"{path}: log-mel {spec.shape[0]}x{spec.shape[1]} -> {out_dir / path.stem}.npy")
-    return 1 if failed else 0
+    if failed:
+        raise AudioReadError(f"{len(failed)} of {len(args.paths)} file(s) could not be read: " + "; ".join(failed))
+    return 0
 
 
 if __name__ == "__main__":

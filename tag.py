@@ -35,22 +35,28 @@ from src.tagging import (add_model_args, find_audio_files, format_segments, form
                          out_prefixes, print_failures, tag_files, tag_timeline, write_results)
 
 
+# The timeline-only options and their defaults (filled in after parsing, so that giving one without
+# --timeline is refused even when its value is the default).
+TIMELINE_DEFAULTS = {"window": 4.0, "hop": 1.0, "threshold": 0.5, "out_dir": "timeline"}
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="+", metavar="PATH", help="audio files or folders (recursive)")
     add_model_args(parser)
     parser.add_argument("--top-k", type=int, default=5, help="tags shown per file (default 5)")
     parser.add_argument("--out", help="write every class probability to this .csv or .json file")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (nor, when stderr is not a terminal, the line per stage)")
     timeline = parser.add_argument_group("timeline mode (long recordings)")
     timeline.add_argument("--timeline", action="store_true", help="per-window probabilities and segments")
-    timeline.add_argument("--window", type=float, default=4.0, help="window length in seconds (default 4.0 = 256 "
+    # None = not given: clip tagging refuses them, --timeline fills in TIMELINE_DEFAULTS
+    timeline.add_argument("--window", type=float, help="window length in seconds (default 4.0 = 256 "
                           "frames, the full-size model's crop)")
-    timeline.add_argument("--hop", type=float, default=1.0, help="seconds between window starts (default 1.0)")
-    timeline.add_argument("--threshold", type=float, default=0.5, help="probability above which windows form "
+    timeline.add_argument("--hop", type=float, help="seconds between window starts (default 1.0)")
+    timeline.add_argument("--threshold", type=float, help="probability above which windows form "
                           "segments (default 0.5)")
-    timeline.add_argument("--out-dir", default="timeline",
-                          help="folder for the timeline CSVs/PNGs (default ./timeline)")
+    timeline.add_argument("--out-dir", help="folder for the timeline CSVs/PNGs (default ./timeline)")
     timeline.add_argument("--chunk-seconds", type=float, default=10.0,
                           help="audio read per chunk, for --timeline and files over a minute (default 10 s)")
     args = parser.parse_args(argv)
@@ -60,6 +66,14 @@ def parse_args(argv=None):
         parser.error(f"--out {args.out}: the file name must end in .csv or .json")
     if args.timeline and args.out:
         parser.error("--out is for clip tagging; --timeline writes its CSVs and PNG to --out-dir")
+    given = [f"--{name.replace('_', '-')}" for name in TIMELINE_DEFAULTS if getattr(args, name) is not None]
+    if given and not args.timeline:
+        one = len(given) == 1
+        parser.error(f"{', '.join(given)} {'needs' if one else 'need'} --timeline "
+                     f"(tagging whole clips does not use {'it' if one else 'them'})")
+    for name, default in TIMELINE_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
     if args.chunk_seconds <= 0:
         parser.error("--chunk-seconds must be positive")
     if args.timeline and (args.window <= 0 or args.hop <= 0):

@@ -39,7 +39,9 @@ def add_training_args(parser: argparse.ArgumentParser, experiments, *, kind="exp
     group.add_argument("--resume", action="store_true",
                        help="continue an existing experiment folder: skip finished folds, retrain unfinished ones")
     group.add_argument("--overwrite", action="store_true", help="delete the requested folds' old results first")
-    parser.add_argument("--no-progress", action="store_true", help="no per-batch progress bar (per-epoch lines only)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no per-batch progress bar (on a terminal) or per-epoch stderr line (elsewhere); "
+                             "the per-epoch log lines remain")
     return parser
 
 

@@ -1,5 +1,6 @@
 """One safe checkpoint loader: weights_only=True always, even with torch's opt-out variable set."""
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -84,3 +85,23 @@ def test_broken_checkpoints_name_the_file(tmp_path):
         load_checkpoint(tmp_path / "plain.pth")
     with pytest.raises(FileNotFoundError, match="absent.pth"):
         load_checkpoint(tmp_path / "absent.pth")
+
+
+def test_readme_checkpoint_snippet_loads_a_training_checkpoint(tmp_path):
+    """The line README.md's "Outputs" gives for loading a checkpoint, executed as written."""
+    readme = (ROOT / "README.md").read_text()
+    paragraph = readme[readme.index("Checkpoints are plain argus checkpoints"):].split("\n\n")[0]
+    snippet, = [code for code in re.findall(r"`([^`]+)`", paragraph) if "model = " in code]
+    assert "weights_only" not in snippet and "argus.load_model" not in snippet  # the repo's loader, not argus's
+    exp_dir = make_experiment(tmp_path, "tiny", folds=1)  # saved with model.save, as training saves them
+    path = best_checkpoint(exp_dir / "fold_0")
+    namespace = {"path": path}
+    exec(snippet, namespace)
+    model = namespace["model"]
+    saved = torch.load(path, map_location="cpu", weights_only=True)["nn_state_dict"]
+    state = model.get_nn_module().state_dict()
+    assert sorted(state) == sorted(saved) and all(torch.equal(state[k], saved[k]) for k in saved)
+    assert not model.nn_module.training
+    spec = torch.randn(2, 3, 128, 64)  # the networks take 3 input channels
+    with torch.no_grad():
+        assert model.predict(spec).shape == (2, 5)

@@ -48,6 +48,24 @@ def test_missing_model(tmp_path):
     assert_one_line_error(run_script("tag.py", broken, "--model", tmp_path / "absent.pt"), "tag.py", "absent.pt")
 
 
+def test_spectrogram_missing_and_corrupt_files(tmp_path):
+    """Unreadable inputs are a user error (exit 2, one line naming each); the readable file is still done."""
+    import numpy as np
+    import soundfile as sf
+
+    good, missing, corrupt = tmp_path / "good.wav", tmp_path / "absent.wav", tmp_path / "corrupt.wav"
+    sf.write(good, 0.3 * np.sin(np.arange(44100) / 10.0), 44100, subtype="PCM_16")
+    corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk" + bytes(range(256)))
+    out = tmp_path / "out"
+    assert_one_line_error(run_script("spectrogram.py", missing, "--out-dir", out, "--no-png"), "spectrogram.py",
+                          "1 of 1 file(s)", str(missing))
+    result = run_script("spectrogram.py", good, corrupt, missing, "--out-dir", out, "--no-png")
+    assert_one_line_error(result, "spectrogram.py", "2 of 3 file(s)", f"{corrupt}: cannot decode audio",
+                          f"{missing}: no such file")
+    assert "good.wav: log-mel 128x" in result.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["good.npy"]
+
+
 def test_run_keeps_tracebacks_of_bugs_and_passes_statuses(capsys):
     def buggy():
         return [][1]

@@ -7,8 +7,12 @@ fake experiment folder (what train_folds.py writes), plus one deterministic
 import csv
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 import tracemalloc
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -29,7 +33,7 @@ from src.audio.streaming import (MaxPoolTimeline, StreamingLogMel, clip_top_db, 
 from src.tagging import (SegmentTracker, blend, find_audio_files, load_experiment, sliding_windows, tag_files,
                          top_k)
 from src.tagging.chunked import stream_trim_bounds, tag_long_file, tile_padding
-from tests.helpers import CLASSES, SR, TINY_NET, make_experiment, sound
+from tests.helpers import CLASSES, ROOT, SR, TINY_NET, make_experiment, sound
 
 TINY = TINY_NET
 
@@ -175,6 +179,67 @@ def test_blend_refuses_different_class_lists(tmp_path, mixed_folder):
 def test_missing_experiment_is_a_clear_error(tmp_path, mixed_folder):
     with pytest.raises(FileNotFoundError, match="config.json not found"):
         tag.main([str(mixed_folder / "a.wav"), "--data-dir", str(tmp_path), "--experiment", "absent"])
+
+
+@pytest.mark.parametrize("options,named", [
+    (["--threshold", "0.9"], "--threshold needs --timeline"),
+    (["--window", "2"], "--window needs --timeline"),
+    (["--hop", "0.5"], "--hop needs --timeline"),
+    (["--out-dir", "somewhere"], "--out-dir needs --timeline"),
+    # the default value given explicitly is still an option that would do nothing
+    (["--threshold", "0.5"], "--threshold needs --timeline"),
+    (["--out-dir", "timeline"], "--out-dir needs --timeline"),
+    (["--window", "4", "--hop", "1"], "--window, --hop need --timeline"),
+])
+def test_timeline_options_without_timeline_are_refused(options, named, capsys):
+    with pytest.raises(SystemExit) as info:
+        tag.parse_args(["clip.wav", "--model", "model.pt"] + options)
+    assert info.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"{Path(sys.argv[0]).name}: error: ")  # argparse names the running program
+    assert named in last
+
+
+def test_timeline_options_take_their_defaults_with_timeline():
+    args = tag.parse_args(["long.wav", "--model", "model.pt", "--timeline"])
+    assert (args.window, args.hop, args.threshold, args.out_dir) == (4.0, 1.0, 0.5, "timeline")
+    args = tag.parse_args(["long.wav", "--model", "model.pt", "--timeline", "--threshold", "0.8", "--hop", "2"])
+    assert (args.window, args.hop, args.threshold, args.out_dir) == (4.0, 2.0, 0.8, "timeline")
+    args = tag.parse_args(["clip.wav", "--model", "model.pt", "--chunk-seconds", "5"])  # clip mode uses this one
+    assert not args.timeline and args.chunk_seconds == 5.0
+
+
+def test_tag_csv_is_scored_by_score_py(tiny_experiment, tmp_path):
+    """tag.py --out x.csv (fname, path, classes) goes straight into score.py; the lwlrap it prints is
+    sklearn's label-ranking average precision weighted by each clip's label count."""
+    from sklearn.metrics import label_ranking_average_precision_score
+
+    import score
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    labels = {"a.wav": "Bark", "b.wav": "Chime,Hum", "c.wav": "Rain", "d.wav": "Siren,Bark", "e.wav": "Hum"}
+    for seed, name in enumerate(labels):
+        sf.write(clips / name, sound(1.0 + 0.3 * seed, seed=seed), SR, subtype="PCM_16")
+    labels_csv = tmp_path / "labels.csv"
+    pd.DataFrame({"fname": list(labels), "labels": list(labels.values())}).to_csv(labels_csv, index=False)
+    out = tmp_path / "x.csv"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    tagged = subprocess.run([sys.executable, "tag.py", str(clips), "--experiment", "tiny", "--data-dir",
+                             str(tiny_experiment), "--device", "cpu", "--amp", "none", "--no-progress",
+                             "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert tagged.returncode == 0, tagged.stderr
+    frame = pd.read_csv(out)
+    assert list(frame.columns) == ["fname", "path"] + CLASSES  # tag.py's layout, path column included
+    scored = subprocess.run([sys.executable, "score.py", str(out), str(labels_csv)], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert scored.returncode == 0, scored.stderr
+
+    truth = np.array([[c in labels[f].split(",") for c in CLASSES] for f in frame["fname"]], float)
+    probs = frame[CLASSES].to_numpy(float)
+    expected = label_ranking_average_precision_score(truth, probs, sample_weight=truth.sum(axis=1))
+    assert f"test lwlrap {expected:.4f} " in scored.stdout, scored.stdout
+    overall, _ = score.score(out, labels_csv)
+    assert abs(overall - expected) < 1e-12
 
 
 # --- long files in chunks (default mode) ---------------------------------------------------------

@@ -54,12 +54,12 @@ from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_limits
-from tqdm import tqdm
 
 from src.audio import fast_frontend
 from src.audio import frontend as audio
 from src.audio.frontend import AudioReadError
 from src.config import AUDIO, AudioConfig, stable_hash
+from src.progress import progress as progress_bar
 from src.utils import atomic_new_dir
 
 try:
@@ -141,13 +141,13 @@ def compute_log_mels(paths, config: AudioConfig = AUDIO, workers=None, desc="log
     paths = [Path(p) for p in paths]
     jobs = [(p, config, check_frontend(frontend)) for p in paths]
     workers = workers or os.cpu_count() or 1
-    bar = dict(total=len(jobs), desc=desc, unit="clip", disable=not progress)
+    bar = dict(total=len(jobs), desc=desc, unit="clip", enabled=progress)
     if workers == 1 or len(paths) < 2:
-        results = [_extract(job) for job in tqdm(jobs, **bar)]
+        results = [_extract(job) for job in progress_bar(jobs, **bar)]
     else:
         warm_up(frontend, config)
         with multiprocessing.get_context("fork").Pool(workers, initializer=_one_blas_thread) as pool:
-            results = list(tqdm(pool.imap(_extract, jobs, chunksize=4), **bar))
+            results = list(progress_bar(pool.imap(_extract, jobs, chunksize=4), **bar))
     errors = [err for _, err in results if err is not None]
     if errors:
         shown = "\n  ".join(errors[:20])

@@ -46,10 +46,10 @@ import numpy as np
 import pandas as pd
 import scipy.fft
 import soundfile as sf
-from tqdm import tqdm
 
 from src.cli import run
 from src.errors import BadSetting, ResultsExist
+from src.progress import progress as progress_bar
 
 SAMPLE_RATE = 44100
 MIN_SECONDS, MAX_SECONDS = 0.3, 20.0
@@ -440,7 +440,7 @@ def _write_dataset(folder: Path, plan, progress=True):
     by_split = {split: [c for c in plan if c.split == split] for split in SPLITS}
     for split in SPLITS:
         (folder / split).mkdir()
-    for clip in tqdm(plan, desc="writing demo clips", unit="clip", disable=not progress):
+    for clip in progress_bar(plan, desc="writing demo clips", unit="clip", enabled=progress):
         write_clip(folder, clip)
 
     _labels_frame(by_split["train_curated"]).to_csv(folder / "train_curated.csv", index=False)

@@ -4,12 +4,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from src.audio.fast_frontend import log_mel, read_audio  # the feature cache's front end
 from src.audio.frontend import AUDIO_EXTENSIONS
 from src.predict.prediction_sets import check_finite
 from src.audio.streaming import audio_info
+from src.progress import progress as progress_bar
 from src.tagging.chunked import tag_long_file
 from src.tagging.models import Tagger
 from src.utils import atomic_path
@@ -59,7 +59,7 @@ def tag_files(tagger: Tagger, paths, batch_size=128, group_size=32, progress=Tru
     """
     config = tagger.audio_config
     results, failures = [], []
-    bar = tqdm(total=len(paths), unit="file", desc="tagging", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=len(paths), unit="file", desc="tagging", enabled=progress)
     for start in range(0, len(paths), group_size):
         specs, ok = [], []
         for index, path in enumerate(paths[start:start + group_size], start):

@@ -4,10 +4,10 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from src.config import AUDIO
 from src.audio.streaming import MaxPoolTimeline, StreamingLogMel, audio_info, clip_top_db, stream_audio, stream_log_mel
+from src.progress import progress as progress_bar
 from src.tagging.models import Tagger
 from src.utils import atomic_path
 
@@ -110,7 +110,7 @@ def tag_timeline(tagger: Tagger, path, out_prefix, window=4.0, hop=1.0, threshol
              ("windows.csv", "segments.csv", "timeline.png")}
 
     _, estimate = audio_info(path)  # for the progress bar only
-    bar = tqdm(total=round(estimate, 1), unit="s", desc=Path(path).name, disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=round(estimate, 1), unit="s", desc=Path(path).name, enabled=progress)
     state = StreamingLogMel(config)
     overview = MaxPoolTimeline(config.n_mels)
 

@@ -22,13 +22,13 @@ import pandas as pd
 import torch
 from argus.callbacks import (Callback, EarlyStopping, LoggingToCSV, LoggingToFile, MonitorCheckpoint,
                              ReduceLROnPlateau)
-from tqdm import tqdm
 
 from src.errors import BadInput, BadSetting, ResultsExist
 from src.experiments import BASE, complete_config
 from src.train.distributed import SyncMetrics
 from src.metrics import Lwlrap
 from src.plots import plot_training_curves
+from src.progress import progress as progress_bar
 from src.train.resume import LAST_STATE, TrainingState, load_training_state, move_aside, trim_log_csv
 from src.utils import atomic_path, write_json_atomic
 
@@ -84,14 +84,14 @@ class CurvesPlot(Callback):
 
 
 class ProgressBar(Callback):
-    """A tqdm bar over the iterations of each training epoch."""
+    """A bar over the iterations of each training epoch on a terminal; elsewhere one line per epoch
+    (`src.progress`)."""
 
     def __init__(self, total, desc=""):
         self.total, self.desc, self.bar = total, desc, None
 
     def epoch_start(self, state):
-        self.bar = tqdm(total=self.total, desc=f"{self.desc} epoch {state.epoch}", unit="batch", leave=False,
-                        dynamic_ncols=True)
+        self.bar = progress_bar(total=self.total, desc=f"{self.desc} epoch {state.epoch}", unit="batch", leave=False)
 
     def iteration_complete(self, state):
         self.bar.update(1)
