@@ -16,6 +16,7 @@ from src.data.corrections import (SHIPPED_DIR, Corrections, cli_setting, load_ex
 from src.data.sources import load_training_data, noisy_sources
 from src.experiments import EXPERIMENTS, complete_config, data_settings
 from src.data.labels import REMOVE, load_corrections
+from src.errors import BadInput, InputFileNotFound
 from src.metrics import lwlrap
 from src.predict.prediction_sets import read_prediction_set
 from src.stacking.experiments import STACKING_EXPERIMENTS
@@ -193,12 +194,13 @@ def test_noisy_source_rules_on_frames_directly():
 
 
 def test_missing_noisy_corrections_stop_the_run(noisy_data, tmp_path):
-    with pytest.raises(FileNotFoundError, match="noisy_corrections='elsewhere'"):
+    # user errors (one line, exit 2 from a script), not tracebacks
+    with pytest.raises(InputFileNotFound, match="noisy_corrections='elsewhere'"):
         load_training_data(noisy_data, noisy_corrections="elsewhere", need_corrected=True, workers=1)
-    with pytest.raises(FileNotFoundError, match="noisy_source='kept'.*noisy_corrections=None"):
+    with pytest.raises(InputFileNotFound, match="noisy_source='kept'.*noisy_corrections=None"):
         load_training_data(noisy_data, noisy_corrections=None, noisy_source="kept", need_noisy=True, workers=1)
     # Kaggle's file on other data: no clip relabelled, so no corrected-noisy source; said so.
-    with pytest.raises(ValueError, match=r"noisy_final\.json: relabels no clip"):
+    with pytest.raises(BadInput, match=r"noisy_final\.json: relabels no clip"):
         load_training_data(noisy_data, noisy_corrections="noisy_final", need_corrected=True, workers=1)
     # Web labels only: no corrections needed, none read.
     data = load_training_data(noisy_data, noisy_corrections="elsewhere", need_noisy=True, workers=1)

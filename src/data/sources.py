@@ -31,6 +31,7 @@ from src.data.layout import read_classes
 from src.data.corrections import AUTO, Corrections, load_experiment_corrections, read_curated
 from src.audio.cache import load_features
 from src.data.labels import check_files, check_labels, read_train_csv, targets_matrix
+from src.errors import BadInput, InputFileNotFound
 
 NOISY_SOURCES = ("all", "relabelled", "kept")
 
@@ -121,14 +122,14 @@ def load_training_data(data_dir, curated_corrections=AUTO, noisy_corrections=AUT
         noisy_corr = load_experiment_corrections(noisy_corrections, "noisy", data_dir)
         why = "corrected-noisy clips (corr_noisy_prob > 0)" if need_corrected else f"noisy_source={noisy_source!r}"
         if noisy_corr.path is None:
-            raise FileNotFoundError(
+            raise InputFileNotFound(
                 f"this experiment samples {why}, which needs noisy label corrections, but noisy_corrections="
                 f"{noisy_corrections!r} names none (with 'auto': no {data_dir / 'noisy_corrections.json'}). Name a "
                 f"shipped version (corrections/README.md), make one with review_labels.py (see README), or train "
                 f"with --set corr_noisy_prob=0 --set noisy_source=all")
         needs_relabels = need_corrected or noisy_source == "relabelled"
         if needs_relabels and not noisy_corr.relabels(noisy_df["fname"]):
-            raise ValueError(f"{noisy_corr.path}: relabels no clip of {noisy_csv} ({len(noisy_corr.entries)} "
+            raise BadInput(f"{noisy_corr.path}: relabels no clip of {noisy_csv} ({len(noisy_corr.entries)} "
                              f"entries), so the source of {why} would be empty")
     noisy, corrected = noisy_sources(noisy_df, noisy_corr, noisy_source, classes)
     specs = _features(noisy_df, data_dir / "train_noisy", data_dir, "train_noisy", workers)
