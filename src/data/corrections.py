@@ -29,7 +29,7 @@ import pandas as pd
 
 from src.data.labels import REMOVE, apply_corrections, check_labels, load_corrections, read_train_csv, targets_matrix
 from src.data.layout import read_folds
-from src.errors import BadInput, InputFileNotFound
+from src.errors import BadInput, BadSetting, InputFileNotFound
 
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "corrections"  # the repository's corrections/
 AUTO = "auto"
@@ -53,7 +53,7 @@ def resolve_corrections(setting, kind, data_dir) -> Optional[Path]:
     if setting is None:
         return None
     if not isinstance(setting, str) or not setting.strip():
-        raise ValueError(f"experiment setting {key} must be None, 'auto', the name of a corrections file or a "
+        raise BadSetting(f"experiment setting {key} must be None, 'auto', the name of a corrections file or a "
                          f"path to one, got {setting!r}")
     if setting == AUTO:
         path = data_dir / DATA_DIR_FILES[kind]
@@ -66,7 +66,7 @@ def resolve_corrections(setting, kind, data_dir) -> Optional[Path]:
     for path in candidates:
         if path.is_file():
             return path
-    raise FileNotFoundError(
+    raise InputFileNotFound(
         f"{key}={setting!r}: corrections file not found (looked for {' and '.join(map(str, candidates))}). "
         f"Shipped versions in {SHIPPED_DIR}: {', '.join(shipped_names()) or 'none (folder missing)'}. "
         f"Use one of those, a JSON file in the data dir, or --set {key}=None to train without {kind} corrections.")
