@@ -8,38 +8,40 @@ What is timed: `src.predict.ensemble.Ensemble.predict` of the whole 2019 ensembl
 first-level experiments x 5 folds on 128 x 256 tiles every 128 frames, then 3 stacking MLPs x 5 folds,
 then the geometric mean), with random full-size weights, built and loaded through a bundle file as
 bench/ensemble_cost.py does (`build_ensemble`), on random log-mels whose lengths follow Kaggle's 2019
-test set (below). Precision: fp32, set explicitly, as the 2019 kernel ran every test prediction (it
+test set (below). Precision: fp32, set explicitly, as the 2019 kernel made every test prediction (it
 disabled mixed precision; the reference notes on the original, "Prediction"): every network's autocast
-off (amp 'none'),
-and on CUDA TF32 off for cuDNN convolutions and matmuls (torch's default lets cuDNN use TF32 on
-Ampere and later, which P100 and T4 do not have). Not timed: audio decoding and the log-mel front end
-(CPU work in the kernel), and loading the bundle (reported separately as load_s).
+off (amp 'none', in each bundle part and for the first level), and on CUDA TF32 off for cuDNN
+convolutions and matmuls (torch lets cuDNN use TF32 by default on Ampere and later; P100 and T4 have
+none). Not timed: audio decoding and the log-mel front end (CPU work in the kernel), and building and
+loading the bundle (reported as build_s / load_s).
 
 Figures: clips/s and first-level tile forwards/s over the timed clips; GFLOP per tile of each first-level
-network (torch.utils.flop_counter on one tile; the stacking MLPs' few MFLOP are left out) and the
-achieved fp32 TFLOP/s and share of the device's peak; the projected time for a test set of
---test-set-clips clips (default 4,481: Kaggle's whole 2019 test set) = clips / (clips/s), against
-Kaggle's limit for the competition (a GPU notebook, inference only, under 1 hour: 3,600 s). Beside
-it, an ESTIMATE for Kaggle's notebook GPUs (P100; T4 is the other one Kaggle offers, ORIGINAL.md): the
-projected time scaled by the measured device's published peak fp32 FLOP/s over theirs
-(PEAK_FP32_TFLOPS). That scaling assumes the networks reach the same share of peak on every card; it
-ignores memory bandwidth (P100 732 GB/s, T4 320 GB/s against H100's 2-3.4 TB/s) and the T4's 70 W cap,
-which keeps it below its boost clock: read it as a lower bound on those cards' time, not a measurement.
+network (torch.utils.flop_counter on one tile; the stacking MLPs' few MFLOP are left out), the achieved
+fp32 TFLOP/s and its share of the device's peak; the projected time for a test set of --test-set-clips
+clips (default 4,481: Kaggle's whole 2019 test set) = clips / (clips/s), against Kaggle's limit for the
+competition (a GPU notebook, inference only, under 1 hour: 3,600 s). Beside it, an ESTIMATE for
+Kaggle's notebook GPUs, P100 and T4: the projected time scaled by the measured device's published
+peak fp32 FLOP/s over theirs (PEAK_FP32_TFLOPS). That scaling assumes the networks reach the same
+share of peak on every card; it ignores memory bandwidth (P100 732 GB/s, T4 320 GB/s, H100 2-3.35 TB/s)
+and the T4's 70 W cap, which holds it below its boost clock: read it as a lower bound on those cards'
+time, not a measurement.
 
-Kaggle's 2019 test set (FSDKaggle2019 test set; source: the dataset's README, Zenodo record 3612637,
-FSDKaggle2019.doc/README.md, as copied in public repositories; this repo does not hold the test set):
-4,481 clips, 12.9 hours in all (mean 10.36 s a clip), manually labelled Freesound clips; FSDKaggle2019's
-clips are "roughly from 0.3 to 30 s" long (the curated train set, drawn from the same source: 0.3-30 s).
-During the competition only the public-leaderboard part was downloadable; the README does not give its
-size, and a kernel re-run scored the hidden clips too, so the default is the whole 4,481. The README
-gives no length histogram: the lengths here are an ASSUMED shape, a log-normal truncated to
-[0.3, 30] s whose log-sd (LOG_SIGMA) puts that range at +-3 sd and whose location is solved so that
-the truncated mean is the documented 10.36 s. The clips are the distribution's quantiles at
-(i + 0.5) / n, shuffled, so even a few clips span it; expected_tiles_per_clip (from 20,000 quantiles)
-next to sample_tiles_per_clip shows how well the timed sample represents it, and projected_s_tile_weighted
-rescales the projection by that ratio. Raw durations are used: the front end's silence trimming only
-shortens clips, so this errs towards more tiles. Clips under 0.5 s are extended to 0.5 s as the front
-end does (AudioConfig.min_seconds).
+Kaggle's 2019 test set. Source: FSDKaggle2019's README (Zenodo record 3612637,
+FSDKaggle2019.doc/README.md; read in a copy in a public repository, as this repo holds no test data):
+4,481 manually labelled Freesound clips, 12.9 hours in all (mean 10.36 s a clip); FSDKaggle2019's
+clips are "roughly from 0.3 to 30s" long (its curated train set, from the same source: 0.3-30 s).
+During the competition only the public-leaderboard part could be downloaded (the README does not give
+its size); the DCASE 2019 Task 2 results page (dcase.community/challenge2019/task-audio-tagging-results)
+says kernels were re-run on the private test set's data and some failed by running past the time
+limit. Whether that re-run also held the public clips is not stated, so the default is the whole
+4,481 (the larger case). The README gives no length histogram: the lengths here are an ASSUMED shape,
+a log-normal truncated to [0.3, 30] s whose log-sd (LOG_SIGMA) puts that range at +-3 sd and whose
+location is solved so that the truncated mean is the documented 10.36 s (median then ~8.8 s). The
+clips are the distribution's quantiles at (i + 0.5) / n, shuffled, so even a few clips span it;
+expected_tiles_per_clip (from 20,000 quantiles) next to sample_tiles_per_clip shows how well the timed
+clips represent it, and projected_s_tile_weighted rescales the projection by that ratio. Raw durations
+are used: the front end's silence trimming only shortens clips, so this errs towards more tiles.
+Clips under 0.5 s are extended to 0.5 s, as the front end does (AudioConfig.min_seconds).
 """
 import argparse
 import json
