@@ -7,6 +7,7 @@ Builds the ensemble_2019 bundle (7 first-level experiments x 5 folds + 3 stackin
 folds), writes it to a temporary file (its size is the exported bundle's), loads it back with
 torch.load(weights_only=True), and times `Ensemble.predict` on random log-mels: the network
 cost per test clip of the final submission (audio decoding and the front end not included).
+`build_ensemble` and `random_log_mels` are shared with bench/kernel_time.py.
 """
 import argparse
 import sys
@@ -23,6 +24,38 @@ from src.predict.ensemble import load_ensemble_bundle  # noqa: E402
 from src.tagging.models import random_ensemble_bundle  # noqa: E402
 from src.utils import pick_device  # noqa: E402
 
+ENSEMBLE, N_CLASSES = "ensemble_2019", 80
+
+
+def build_ensemble(device, batch_size=128, amp=None, first_level_kwargs=None, stacking_kwargs=None,
+                   name=ENSEMBLE, n_classes=N_CLASSES) -> tuple:
+    """(Ensemble, bundle bytes, load seconds): the named ensemble with random weights, written to a
+    temporary bundle file and loaded back onto `device` as export.py / the kernel would load it.
+
+    amp 'none' makes every network fp32 explicitly: each bundle part's own autocast (the stacking
+    MLPs use theirs) and the first level's (`Ensemble.amp`); None keeps the bundle's and the
+    Predictor's defaults. `*_kwargs` override network settings (tiny networks for smoke runs)."""
+    bundle = random_ensemble_bundle(name, [f"c{i}" for i in range(n_classes)],
+                                    first_level_kwargs=first_level_kwargs, stacking_kwargs=stacking_kwargs)
+    if amp == "none":
+        for part in bundle["first_level"] + bundle["stacking"]:
+            part["amp"] = "none"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ensemble.pt"
+        torch.save(bundle, path)
+        del bundle
+        size = path.stat().st_size
+        start = time.perf_counter()
+        ensemble = load_ensemble_bundle(path, device, batch_size=batch_size, amp=amp)
+        load_s = time.perf_counter() - start
+    return ensemble, size, load_s
+
+
+def random_log_mels(frames, seed=0, n_mels=AUDIO.n_mels) -> list:
+    """One random (n_mels, f) log-mel (dB in [-80, 0]) per entry of `frames`."""
+    return [np.random.default_rng(seed + i).uniform(-80, 0, (n_mels, int(f))).astype(np.float32)
+            for i, f in enumerate(frames)]
+
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -32,14 +65,10 @@ def main():
     parser.add_argument("--batch-size", type=int, default=128)
     args = parser.parse_args()
     device = pick_device(args.device)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "ensemble.pt"
-        torch.save(random_ensemble_bundle("ensemble_2019", [f"c{i}" for i in range(80)]), path)
-        print(f"bundle: {path.stat().st_size / 1e6:.0f} MB")
-        ensemble = load_ensemble_bundle(path, device, batch_size=args.batch_size)
+    ensemble, size, _ = build_ensemble(device, args.batch_size)
+    print(f"bundle: {size / 1e6:.0f} MB")
     frames = int(args.seconds * AUDIO.frames_per_second)
-    specs = [np.random.default_rng(i).uniform(-80, 0, (AUDIO.n_mels, frames)).astype(np.float32)
-             for i in range(args.clips)]
+    specs = random_log_mels([frames] * args.clips)
     ensemble.predict(specs[:2])  # warm-up (cuDNN autotuning, allocations)
     ensemble.clips, ensemble.seconds = 0, 0.0
     start = time.perf_counter()

@@ -1,6 +1,6 @@
 """One prepared check of the CUDA path, with its figures: what a session with a GPU runs once.
 
-    bash bench/gpu_check.sh --out $OUT     # on a CUDA machine (about 7 minutes on an H200)
+    bash bench/gpu_check.sh --out $OUT     # on a CUDA machine (budgeted at about 8 minutes: --budget 480)
     bash bench/gpu_check.sh --dry-run      # anywhere: tiny sizes on the CPU, every stage end to end
 
 Stages, in order (each in its own process with its own timeout; a failed or timed-out stage is
@@ -19,6 +19,12 @@ recorded and the next one runs; the whole run stops starting stages when --budge
   throughput                bench/train_throughput.py: data pipelines, model step (TFLOP/s vs the bf16
                             peak), end to end with the device's idle share (time waiting for batches)
   inference                 bench/inference.py: batched vs one-clip-at-a-time clips/s, same outputs
+  kernel_time               bench/kernel_time.py: the whole 2019 ensemble (7 experiments x 5 folds + 3
+                            stacking MLPs x 5 folds, random full-size weights) in fp32 (the 2019 kernel's
+                            precision; TF32 off) on clips whose lengths follow Kaggle's 2019 test set, tiles
+                            every 128 frames: clips/s, the projected time for --test-set-clips clips
+                            (default 4,481, the 2019 test set) against Kaggle's 1-hour limit, and an
+                            ESTIMATE for Kaggle's P100 and T4 scaled by published peak fp32 FLOP/s
   throughput_channels_last  model step and end to end, channels-last
   throughput_compiled       model step and end to end, torch.compile
 
@@ -27,7 +33,9 @@ seconds and figures) and <out>/gpu_check.log (every stage's full output); a summ
 printed at the end. --out defaults to $OUT when set, else data/gpu_check/.
 
 --dry-run: the same stages on the CPU in fp32 at tiny sizes (a network of base 4, 64-frame crops,
-a few batches), so CI exercises the script end to end (tests/test_gpu_check.py). Skipped there,
+a few batches; the kernel-time stage: the same 50 networks at base 4, 4 clips, a placeholder peak of
+1 TFLOP/s for the CPU so the estimate's arithmetic runs), so CI exercises the script end to end
+(tests/test_gpu_check.py). Skipped there,
 and said so in the JSON: the wheels (the venv has the packages), the CUDA tests' bodies (skipped by
 pytest without a GPU) and the compiled throughput (torch.compile takes minutes on a CPU).
 
@@ -64,6 +72,7 @@ STAGES = [
     ("train", 210, 180),
     ("throughput", 120, 120),
     ("inference", 90, 90),
+    ("kernel_time", 240, 120),
     ("throughput_channels_last", 90, 120),
     ("throughput_compiled", 200, 120),
 ]
@@ -85,13 +94,15 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", help="output folder (default: $OUT when set, else data/gpu_check)")
     parser.add_argument("--dry-run", action="store_true", help="tiny sizes on the CPU (what CI runs)")
-    parser.add_argument("--budget", type=float, default=420.0,
+    parser.add_argument("--budget", type=float, default=480.0,
                         help="seconds for the whole run; no stage starts after it and each stage's timeout is "
-                             "cut to what is left (default 420)")
+                             "cut to what is left (default 480)")
     parser.add_argument("--stages", help=f"comma-separated subset of: {', '.join(s[0] for s in STAGES)}")
     parser.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE",
                         help="extra --set for the training stage's train_folds.py run (repeatable)")
     parser.add_argument("--train-epochs", type=int, help=f"epochs of the training stage (default {TRAIN_EPOCHS})")
+    parser.add_argument("--test-set-clips", type=int,
+                        help="test-set size the kernel-time stage projects to (default 4481: Kaggle's 2019 test set)")
     parser.add_argument("--stage", help=argparse.SUPPRESS)       # internal: run one stage in this process
     parser.add_argument("--stage-json", help=argparse.SUPPRESS)  # internal: where that stage writes figures
     parser.add_argument("--work", help=argparse.SUPPRESS)        # internal: scratch folder
@@ -215,6 +226,19 @@ def stage_inference(args, work: Path) -> dict:
     return figures
 
 
+# The kernel-time stage: on a GPU the full ensemble, timed over up to 448 clips (a tenth of the test set)
+# or 90 s; in a dry run tiny networks, 4 clips, and a placeholder peak for the CPU (the estimate's
+# arithmetic runs; its figures mean nothing there).
+KERNEL_TIME = {"full": ["--device", "cuda", "--clips", "448", "--max-seconds", "90"],
+               "dry": ["--device", "cpu", "--tiny", "--clips", "4", "--threads", "1", "--device-tflops", "1"]}
+
+
+def stage_kernel_time(args, work: Path) -> dict:
+    argv = KERNEL_TIME["dry" if args.dry_run else "full"]
+    argv = argv + (["--test-set-clips", str(args.test_set_clips)] if args.test_set_clips else [])
+    return run_bench("kernel_time", argv)
+
+
 class StageFailed(Exception):
     def __init__(self, message, figures=None):
         super().__init__(message)
@@ -290,6 +314,7 @@ def run_child(args, name, timeout, work, log) -> dict:
     command += ["--dry-run"] if args.dry_run else []
     command += [f"--train-set={s}" for s in args.train_set]
     command += ["--train-epochs", str(args.train_epochs)] if args.train_epochs else []
+    command += ["--test-set-clips", str(args.test_set_clips)] if args.test_set_clips else []
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if args.dry_run:  # tiny tensors: one thread each is fastest, and CI machines are small and busy
         env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
@@ -334,6 +359,13 @@ def headline(name, result) -> str:
     if name == "inference":
         return (f"batched {f['batched_clips_per_s']:.1f} vs per clip {f['per_clip_clips_per_s']:.1f} clips/s "
                 f"({f['speedup']:.1f}x), max diff {f['max_abs_difference']:.1e}")
+    if name == "kernel_time":
+        est = f["kaggle_estimates"]
+        guess = ", ".join(f"{key} ~{d['projected_s'] / 60:.0f} min" for key, d in (est["devices"] or {}).items())
+        basis = f" (peak scaling; this device {est['measured_device_peak_fp32_tflops']:g} TFLOP/s from " \
+                f"{est['measured_device_peak_source']})" if guess else ""
+        return (f"fp32 {f['clips_per_s']:.2f} clips/s -> {f['projected_s'] / 60:.1f} min for {f['test_set_clips']} "
+                f"clips (limit 60){'; ESTIMATE ' + guess + basis if guess else ''}")
     if name == "wheels":
         return f"{len(f['wheels'])} wheels" if isinstance(f.get("wheels"), list) else ""
     return ""

@@ -242,9 +242,12 @@ def make_ensemble_bundle(data_dir, name, spec=None) -> dict:
     return _ensemble_bundle(name, spec, classes, config, [part(m) for m in first], [part(m) for m in stacking])
 
 
-def random_ensemble_bundle(name, classes, audio_config: AudioConfig = AUDIO, n_folds=5, seed=0) -> dict:
+def random_ensemble_bundle(name, classes, audio_config: AudioConfig = AUDIO, n_folds=5, seed=0,
+                           first_level_kwargs=None, stacking_kwargs=None) -> dict:
     """A bundle of the named ensemble with randomly initialised full-size networks (no training needed):
-    the same shapes, files and compute as the trained one, for measuring its size and speed."""
+    the same shapes, files and compute as the trained one, for measuring its size and speed.
+    `first_level_kwargs` / `stacking_kwargs` override network settings of every first-level / stacking
+    member (e.g. {"base_size": 4, "ratio": 2} for tiny networks in a smoke run)."""
     from src.experiments import get_experiment  # the experiment tables (only needed here)
     from src.models import create_model
     from src.stacking.experiments import STACKING_EXPERIMENTS, get_stacking_experiment
@@ -258,7 +261,7 @@ def random_ensemble_bundle(name, classes, audio_config: AudioConfig = AUDIO, n_f
         level2 = member in stacking
         experiment = get_stacking_experiment(member) if level2 else get_experiment(member)
         model_name, kwargs = experiment["model"]
-        kwargs = {**kwargs, "num_classes": len(classes)}
+        kwargs = {**kwargs, **((stacking_kwargs if level2 else first_level_kwargs) or {}), "num_classes": len(classes)}
         if level2:
             kwargs["in_features"] = len(experiment["inputs"]) * len(classes)
         states = [{k: v.clone() for k, v in create_model(model_name, **kwargs).state_dict().items()}
