@@ -46,7 +46,8 @@ def build_ensemble(device, batch_size=128, amp=None, first_level_kwargs=None, st
         del bundle
         size = path.stat().st_size
         start = time.perf_counter()
-        ensemble = load_ensemble_bundle(path, device, batch_size=batch_size, amp=amp)
+        defaults = {} if amp is None else {"amp": amp}  # None: the bundle's test_amp (fp32)
+        ensemble = load_ensemble_bundle(path, device, batch_size=batch_size, **defaults)
         load_s = time.perf_counter() - start
     return ensemble, size, load_s
 

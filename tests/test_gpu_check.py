@@ -122,14 +122,18 @@ def test_peak_table_and_kaggle_estimates():
 
 
 def test_kernel_time_ensemble_is_fp32_explicitly():
-    """amp 'none' reaches the Predictor as bf16 False (not None, "each model's own autocast") and every
-    bundle part, so a change of the defaults cannot move the kernel-time stage off fp32."""
+    """amp 'none' reaches the Predictor as a setting that forces fp32 on every model (not None, "each
+    model's own precision") and every bundle part, so a change of the defaults cannot move the
+    kernel-time stage off fp32."""
     sys.path.insert(0, str(ROOT / "bench"))
     from ensemble_cost import build_ensemble
 
     ensemble, size, _ = build_ensemble("cpu", 16, amp="none", first_level_kwargs={"base_size": 4, "ratio": 2},
                                        stacking_kwargs={"base_size": 16})
     assert ensemble.n_models == 50 and 0 < size < 100e6 and ensemble.amp == "none"  # tiny: the full one is 2.6 GB
-    assert all(ensemble.predictor(member).bf16 is False for member in ensemble.first_level)
+    for member in ensemble.first_level:
+        predictor = ensemble.predictor(member)
+        assert predictor.amp == "none" and set(predictor.precisions) == {"fp32"}
+    assert all(model.precision == "fp32" for part in ensemble.stacking for model in part.models)
     assert {member.step for member in ensemble.first_level} == {128}
     assert "fp32" in ensemble.describe()
