@@ -27,6 +27,10 @@ recorded in val_lwlrap.json. Output tree
   <data>/predictions/NAME/test/fold_K/     each fold model's test predictions
   <data>/predictions/NAME/val_lwlrap.json  overall, per-fold and per-class CV lwlrap
   <data>/predictions/NAME/per_class_lwlrap.png
+  <data>/predictions/NAME/thresholds.json  one yes/no threshold per class, chosen on the out-of-fold
+                                           predictions against the corrected labels (src/thresholds.py:
+                                           best F1 per class; classes with < 5 positives share the
+                                           best micro-F1 threshold), with the out-of-fold F1 they give
 
 The tree is written into a hidden folder and swapped in whole at the end: a run
 that fails leaves the previous predictions untouched. Folds whose training has
@@ -48,6 +52,7 @@ from src.data.labels import targets_matrix
 from src.metrics import lwlrap, oof_report
 from src.predict.prediction_sets import PredictionSet, clip_means, geometric_mean, predictions_dir, write_prediction_tree
 from src.predict.predictor import AMP_CHOICES, Predictor, load_fold_models, tile_steps
+from src.thresholds import THRESHOLDS_FILE, choose_thresholds, thresholds_record
 from src.data.layout import read_test_fnames
 from src.train.fit import check_folds_finished, experiments_dir, set_cpu_threads
 from src.utils import pick_device
@@ -155,6 +160,10 @@ def main(argv=None):
           f"{report['lwlrap_given_labels']:.4f} over {len(given)} clips on the labels as given (as 2019 scored "
           f"its CV) (folds {folds}, tile step {step})")
 
+    thresholds = thresholds_record(classes, choose_thresholds(truth, probs), truth, probs)
+    print(f"{args.experiment}: yes/no thresholds per class, out-of-fold F1 micro {thresholds['oof_f1']['micro']:.4f}"
+          f" macro {thresholds['oof_f1']['macro']:.4f}")
+
     test_sets = {}
     if not args.no_test:
         fnames = read_test_fnames(data_dir)
@@ -171,7 +180,8 @@ def main(argv=None):
 
     # All or nothing: a failure (a full disk, a kill) leaves the previous predictions as they were, never a mix.
     write_prediction_tree(out_dir, {"oof": oof, **test_sets}, report,
-                          title=f"{args.experiment}: out-of-fold lwlrap {overall:.4f}")
+                          title=f"{args.experiment}: out-of-fold lwlrap {overall:.4f}",
+                          records={THRESHOLDS_FILE: thresholds})
     print(f"{args.experiment}: predictions written to {out_dir}")
     return report
 
