@@ -73,7 +73,10 @@ def tags(probs, thresholds) -> np.ndarray:
 
 def labels_of(probs, classes, thresholds) -> list:
     """For each clip, its tags' class names, most probable first."""
-    probs = np.atleast_2d(np.asarray(probs))
+    probs = np.asarray(probs)
+    if probs.size == 0:
+        return []
+    probs = np.atleast_2d(probs)
     out = []
     for row, yes in zip(probs, tags(probs, thresholds)):
         order = np.argsort(-row, kind="stable")

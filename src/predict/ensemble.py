@@ -99,13 +99,15 @@ class Ensemble:
     """Blended class probabilities of log-mels: first level, stacking, geometric mean of the members."""
 
     def __init__(self, name, first_level, stacking, members, weights, classes, audio_config: AudioConfig,
-                 batch_size: int = 128, amp=TEST_AMP):
+                 batch_size: int = 128, amp=TEST_AMP, thresholds=None):
         self.name, self.first_level, self.stacking = name, list(first_level), list(stacking)
         self.blend, self.weights = list(members), None if weights is None else [float(w) for w in weights]
         self.classes, self.audio_config, self.batch_size = list(classes), audio_config, int(batch_size)
         # First-level precision: fp32 by default, as the 2019 kernel made every test prediction; or a
         # setting of src/precision.py ('auto', 'bf16', 'fp16'), or None for each model's own.
         self.amp = amp
+        # Yes/no threshold per class, chosen on the blended out-of-fold predictions; None: not recorded
+        self.thresholds = None if thresholds is None else np.asarray(thresholds, np.float64)
         known = [e.name for e in self.first_level]
         for model in self.stacking:
             missing = [n for n in model.inputs if n not in known]
@@ -247,8 +249,11 @@ def ensemble_from_bundle(bundle: dict, device="cpu", step=None, batch_size: int 
         raise BadCheckpoint(f"{source}: audio settings do not match AudioConfig ({exc})") from exc
     if amp == "bundle":
         amp = bundle.get("test_amp", TEST_AMP)
+    thresholds = bundle.get("thresholds")  # bundles written before thresholds were recorded: none
+    if thresholds is not None:
+        thresholds = [dict(zip(thresholds["classes"], thresholds["thresholds"]))[c] for c in bundle["classes"]]
     return Ensemble(bundle["name"], first, second, spec["members"], spec["weights"], bundle["classes"], config,
-                    batch_size, amp)
+                    batch_size, amp, thresholds)
 
 
 def load_ensemble_bundle(path, device="cpu", step=None, batch_size: int = 128, amp="bundle") -> Ensemble:

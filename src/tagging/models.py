@@ -15,9 +15,11 @@ from src.errors import BadCheckpoint, BadInput, BadSetting, InputFileNotFound
 from src.experiments import complete_config
 from src.predict.ensemble import (BUNDLE_FORMAT as ENSEMBLE_FORMAT, BUNDLE_VERSION as ENSEMBLE_VERSION, Ensemble,
                                   ensemble_from_bundle, is_ensemble_bundle)
+from src.predict.blending import blend_thresholds
 from src.predict.prediction_sets import geometric_mean
 from src.predict.predictor import AMP_CHOICES, Predictor, describe_precisions, load_fold_models, tile_steps
 from src.precision import TEST_AMP
+from src.thresholds import thresholds_from_record
 from src.train.fit import DONE_FILE, best_checkpoint, experiments_dir, trained_folds
 from src.utils import pick_device, safe_torch_load
 
@@ -37,8 +39,10 @@ class Member:
 class Tagger:
     """Class probabilities of log-mels: geometric mean over all fold models of all members."""
 
-    def __init__(self, members, classes, audio_config: AudioConfig = AUDIO, amp="auto"):
+    def __init__(self, members, classes, audio_config: AudioConfig = AUDIO, amp="auto", thresholds=None):
         self.members, self.classes, self.audio_config = list(members), list(classes), audio_config
+        # Yes/no threshold per class (src/thresholds.py), chosen on out-of-fold predictions; None: not recorded
+        self.thresholds = None if thresholds is None else np.asarray(thresholds, np.float64)
         # Predictor precision (src/precision.py; tag.py --amp): 'auto' (the card's on CUDA, bf16 on a CPU
         # with native bf16, else fp32), 'bf16', 'fp16', 'none' (fp32), or None (each model's own).
         self.amp = amp
@@ -111,7 +115,14 @@ def load_experiment(data_dir, name, device, step=None) -> Tagger:
     member = Member(name, [models[f] for f in sorted(models)], int(experiment["crop_size"]),
                     tile_steps(experiment, step)[1])
     config = _audio_config(record.get("audio_config", AUDIO.to_dict()), exp_dir / "config.json")
-    return Tagger([member], record["classes"], config)
+    return Tagger([member], record["classes"], config, thresholds=experiments_thresholds(data_dir, [name],
+                                                                                        record["classes"]))
+
+
+def experiments_thresholds(data_dir, names, classes, weights=None):
+    """(C,) yes/no thresholds of one experiment or a blend of several (`blend_thresholds`), or None."""
+    record = blend_thresholds(data_dir, names, classes, weights)
+    return None if record is None else thresholds_from_record(record, classes, f"thresholds of {names}")
 
 
 def _plain(obj):
@@ -168,6 +179,7 @@ def make_bundle(data_dir, name) -> dict:
         "model": model,
         "folds": folds,
         "state_dicts": state_dicts,
+        "thresholds": blend_thresholds(data_dir, [name], record["classes"]),  # None when not recorded
     }
 
 
@@ -192,10 +204,11 @@ def _ensemble_part(spec, member, experiment, stacking, folds, model, state_dicts
     return {**common, "crop_size": int(experiment["crop_size"]), "tile_step": int(step)}
 
 
-def _ensemble_bundle(name, spec, classes, audio_config: dict, first: list, stacking: list) -> dict:
+def _ensemble_bundle(name, spec, classes, audio_config: dict, first: list, stacking: list, thresholds=None) -> dict:
     return {"format": ENSEMBLE_FORMAT, "version": ENSEMBLE_VERSION, "name": name, "classes": list(classes),
             "test_amp": TEST_AMP,  # the precision its test predictions default to (fp32, as the 2019 kernel)
-            "audio_config": audio_config, "ensemble": _plain(spec), "first_level": first, "stacking": stacking}
+            "audio_config": audio_config, "ensemble": _plain(spec), "first_level": first, "stacking": stacking,
+            "thresholds": thresholds}  # yes/no thresholds on the blended out-of-fold predictions, or None
 
 
 def make_ensemble_bundle(data_dir, name, spec=None) -> dict:
@@ -239,7 +252,9 @@ def make_ensemble_bundle(data_dir, name, spec=None) -> dict:
         return _ensemble_part(spec, member, record_of(member)["experiment"], member in stacking, folds, model,
                               state_dicts, trained_precision(exp_dir, folds))
 
-    return _ensemble_bundle(name, spec, classes, config, [part(m) for m in first], [part(m) for m in stacking])
+    thresholds = blend_thresholds(data_dir, spec["members"], classes, spec["weights"])
+    return _ensemble_bundle(name, spec, classes, config, [part(m) for m in first], [part(m) for m in stacking],
+                            thresholds)
 
 
 def random_ensemble_bundle(name, classes, audio_config: AudioConfig = AUDIO, n_folds=5, seed=0,
@@ -321,7 +336,10 @@ def load_bundle(path, device, step=None):
     check_bundle(bundle, path)
     member = Member(bundle["name"], bundle_models(bundle, device), bundle["crop_size"],
                     int(step or bundle["tile_step"]))
-    return Tagger([member], bundle["classes"], _audio_config(bundle["audio_config"], path))
+    thresholds = bundle.get("thresholds")  # bundles written before thresholds were recorded: none
+    return Tagger([member], bundle["classes"], _audio_config(bundle["audio_config"], path),
+                  thresholds=None if thresholds is None else thresholds_from_record(thresholds, bundle["classes"],
+                                                                                    path))
 
 
 def blend(taggers) -> Tagger:
@@ -334,7 +352,8 @@ def blend(taggers) -> Tagger:
             raise BadSetting(f"cannot blend {names}: their class lists differ")
         if other.audio_config != first.audio_config:
             raise BadSetting(f"cannot blend {names}: they were trained on different audio settings")
-    return Tagger([m for t in taggers for m in t.members], first.classes, first.audio_config)
+    return Tagger([m for t in taggers for m in t.members], first.classes, first.audio_config,
+                  thresholds=first.thresholds if len(taggers) == 1 else None)  # a blend's: see load_tagger
 
 
 def add_model_args(parser):
@@ -363,25 +382,34 @@ def add_model_args(parser):
 
 
 def load_tagger(args):
-    """The blended Tagger of the --experiment / --model arguments, or the Ensemble of --ensemble (or of an
-    ensemble bundle given alone to --model)."""
-    ensemble = getattr(args, "ensemble", None)
-    if not args.experiment and not args.model and not ensemble:
+    """The models of tag.py's / demo.py's --experiment, --model and --ensemble arguments (`load_models`)."""
+    return load_models(args.experiment, args.model, getattr(args, "ensemble", None), args.data_dir, args.device,
+                       args.step, args.batch_size, getattr(args, "amp", None))
+
+
+def load_models(experiments=(), bundles=(), ensemble=None, data_dir=None, device="auto", step=None,
+                batch_size=128, amp=None):
+    """The blended Tagger of experiment folders and bundles, or the Ensemble of a named ensemble (or of an
+    ensemble bundle given alone). `amp` None keeps the models' own default (see tag.py --amp)."""
+    experiments, bundles = list(experiments), list(bundles)
+    if not experiments and not bundles and not ensemble:
         raise BadSetting("give at least one --experiment NAME or --model BUNDLE.pt, or an --ensemble NAME")
-    if ensemble and (args.experiment or args.model):
+    if ensemble and (experiments or bundles):
         raise BadSetting("--ensemble is a whole blend: give it without --experiment/--model")
-    device = pick_device(args.device)
+    device = pick_device(device)
     if ensemble:
-        tagger = load_ensemble(resolve_data_dir(args.data_dir), ensemble, device, args.step, args.batch_size)
+        tagger = load_ensemble(resolve_data_dir(data_dir), ensemble, device, step, batch_size)
     else:
         taggers = []
-        if args.experiment:
-            data_dir = resolve_data_dir(args.data_dir)
-            taggers += [load_experiment(data_dir, name, device, args.step) for name in args.experiment]
-        taggers += [load_bundle(path, device, args.step) for path in args.model]
+        if experiments:
+            data_dir = resolve_data_dir(data_dir)
+            taggers += [load_experiment(data_dir, name, device, step) for name in experiments]
+        taggers += [load_bundle(path, device, step) for path in bundles]
         if any(isinstance(t, Ensemble) for t in taggers) and len(taggers) > 1:
             raise BadSetting("an ensemble bundle is a whole blend: give it alone to --model")
         tagger = taggers[0] if isinstance(taggers[0], Ensemble) else blend(taggers)
-    if getattr(args, "amp", None) is not None:  # else the tagger's own default (see --amp's help)
-        tagger.amp = args.amp
+        if len(taggers) > 1 and not bundles:  # several experiments: thresholds of their blend
+            tagger.thresholds = experiments_thresholds(data_dir, experiments, tagger.classes)
+    if amp is not None:  # else the tagger's own default (see --amp's help)
+        tagger.amp = amp
     return tagger
