@@ -131,9 +131,9 @@ class Predictor:
         """What the models run in: 'bf16', 'fp16', 'fp32' (or e.g. 'bf16/fp32' when they differ)."""
         return describe_precisions(self.precisions)
 
-    def forward(self, model, images: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+    def forward(self, model, images: torch.Tensor, precision: str = "fp32", embed: bool = False) -> torch.Tensor:
         """Sigmoid probabilities (B, C) of one model for a (B, 3, H, W) batch, in chunks of `forward_size`,
-        under autocast to `precision`."""
+        under autocast to `precision`; with `embed`, the network's pooled features (B, D) instead."""
         model.eval()
         out = []
         for chunk in images.split(self.forward_size):
@@ -142,13 +142,17 @@ class Predictor:
             else:
                 chunk = model.prepare_input(chunk)
             with autocast(self.device, precision):
+                if embed:
+                    out.append(model.nn_module.embedding(chunk).float().cpu())
+                    continue
                 prediction = model.nn_module(chunk)
             out.append(model.prediction_transform(prediction).float().cpu())
         return torch.cat(out)
 
     @torch.inference_mode()
-    def predict_tiles(self, specs) -> list:
-        """For each model, the concatenated tile probabilities (n_tiles_total, C) of all clips, float32."""
+    def predict_tiles(self, specs, embed: bool = False) -> list:
+        """For each model, the concatenated tile probabilities (n_tiles_total, C) of all clips, float32
+        (with `embed`: the tiles' pooled features (n_tiles_total, D))."""
         if len(specs) == 0:
             raise ValueError("no spectrograms to predict")
         outputs = [[] for _ in self.models]
@@ -156,12 +160,17 @@ class Predictor:
             images = torch.from_numpy(batch).to(self.device, non_blocking=True)
             images = stack_deltas(images)
             for model, precision, out in zip(self.models, self.precisions, outputs):
-                out.append(self.forward(model, images, precision))
+                out.append(self.forward(model, images, precision, embed))
         return [torch.cat(out).numpy() for out in outputs]
 
     def offsets(self, specs) -> np.ndarray:
         counts = [count_tiles(s.shape[1], self.tile_size, self.step) for s in specs]
         return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+    def embed(self, specs) -> list:
+        """For each model, the (n_clips, D) mean over each clip's tiles of the network's pooled features."""
+        offsets = self.offsets(specs)
+        return [clip_means(t, offsets) for t in self.predict_tiles(specs, embed=True)]
 
     def predict(self, specs):
         """(tiles per model, offsets, clip probs per model): clip probs are the mean over each clip's tiles."""

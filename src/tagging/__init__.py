@@ -6,7 +6,8 @@ more *members* (an experiment's fold models, with their tile size and step).
 Its prediction is the geometric mean over every fold model of every member,
 the way the original combined folds and experiments.
 
-Modules: `models` (Tagger, loading, bundles, blends), `files`, `timeline`, `live`.
+Modules: `audio_tagger` (the Python API: `AudioTagger`), `models` (Tagger, loading, bundles, blends),
+`files`, `timeline`, `live`.
 
 Models come from
 - an experiment folder written by train_folds.py (`load_experiment`), or
@@ -30,8 +31,9 @@ from src.tagging.models import (Member, Tagger, add_model_args, blend, bundle_mo
                                 load_tagger, make_bundle, read_bundle)
 from src.tagging.timeline import (SegmentTracker, Timeline, format_segments, plot_timeline, sliding_windows,
                                   tag_timeline)
+from src.tagging.audio_tagger import AudioTagger  # the Python API
 
-__all__ = ["Member", "Tagger", "load_experiment", "load_bundle", "make_bundle", "read_bundle", "bundle_models",
+__all__ = ["AudioTagger", "Member", "Tagger", "load_experiment", "load_bundle", "make_bundle", "read_bundle", "bundle_models",
            "blend", "add_model_args", "load_tagger", "AUDIO_EXTENSIONS", "find_audio_files", "tag_files", "top_k",
            "format_table", "write_results", "print_failures", "out_prefixes", "sliding_windows", "SegmentTracker",
            "Timeline", "tag_timeline", "plot_timeline", "format_segments", "live_tags", "format_live",
