@@ -133,10 +133,12 @@ def test_tagging_computes_the_feature_caches_log_mels(mixed_folder):
         np.testing.assert_array_equal(cache_spec, tag_spec)
 
 
-def test_blend_is_geometric_mean_over_all_fold_models(tmp_path, mixed_folder):
+def test_blend_is_geometric_mean_over_folds_then_over_experiments(tmp_path, mixed_folder):
+    """As blend.py: each experiment's folds first, then the experiments, each weighing the same (not one
+    flat mean over all 2 + 3 fold models, which would weigh them by their fold counts)."""
     make_experiment(tmp_path, "one", seed=0)
     make_experiment(tmp_path, "two", model=("AuxSkipAttention", {"base_size": 4, "dropout": 0.4, "ratio": 2}),
-                    seed=10, crop_size=32, tile_step=16)
+                    seed=10, crop_size=32, tile_step=16, folds=3)
     outs = {}
     for names in (["one"], ["two"], ["one", "two"]):
         out = tmp_path / f"{'_'.join(names)}.json"
@@ -145,8 +147,12 @@ def test_blend_is_geometric_mean_over_all_fold_models(tmp_path, mixed_folder):
             argv += ["--experiment", name]
         assert tag.main(argv) == 0
         outs["+".join(names)] = np.array(list(json.loads(out.read_text())[0]["probs"].values()))
-    # both have 2 folds, so the 4-model geometric mean is the geometric mean of the two experiments
     assert np.allclose(outs["one+two"], np.sqrt(outs["one"] * outs["two"]), atol=1e-5)
+    flat = outs["one"] ** 0.4 * outs["two"] ** 0.6  # the 5-model flat mean: not what blending means
+    assert not np.allclose(outs["one+two"], flat, atol=1e-5)
+    with pytest.raises(UserError, match="given more than once"):
+        tag.main([str(mixed_folder / "a.wav"), "--data-dir", str(tmp_path), "--experiment", "one",
+                  "--experiment", "one"])
 
 
 def test_tagging_an_experiment_uses_its_test_step(tmp_path, mixed_folder):

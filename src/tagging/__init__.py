@@ -3,8 +3,8 @@
 A `Tagger` is everything needed to go from audio to class probabilities:
 the class list, the audio front end the models were trained with, and one or
 more *members* (an experiment's fold models, with their tile size and step).
-Its prediction is the geometric mean over every fold model of every member,
-the way the original combined folds and experiments.
+Its prediction is, as blend.py combines experiments, the geometric mean over
+each member's fold models, then the geometric mean over the members.
 
 Modules: `audio_tagger` (the Python API: `AudioTagger`), `models` (Tagger, loading, bundles, blends),
 `files`, `timeline`, `live`.

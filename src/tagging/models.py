@@ -37,7 +37,9 @@ class Member:
 
 
 class Tagger:
-    """Class probabilities of log-mels: geometric mean over all fold models of all members."""
+    """Class probabilities of log-mels as blend.py combines experiments: per member the geometric mean over
+    its fold models, then the geometric mean over the members (each member weighs the same, whatever its
+    number of folds)."""
 
     def __init__(self, members, classes, audio_config: AudioConfig = AUDIO, amp="auto", thresholds=None):
         self.members, self.classes, self.audio_config = list(members), list(classes), audio_config
@@ -48,6 +50,10 @@ class Tagger:
         self.amp = amp
         if not self.members:
             raise ValueError("a Tagger needs at least one member")
+        names = [m.name for m in self.members]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise BadSetting(f"{repeated} given more than once: blend each experiment once")
 
     @property
     def n_models(self) -> int:
@@ -59,19 +65,16 @@ class Tagger:
 
     def predict(self, specs, batch_size: int = 128) -> np.ndarray:
         """(len(specs), n_classes) float32 probabilities of a list of (n_mels, frames) log-mels."""
-        probs = []
-        for member in self.members:
-            _, _, clips = self.predictor(member, batch_size).predict(specs)
-            probs.extend(clips)
-        return probs[0] if len(probs) == 1 else geometric_mean(probs)
+        return self.combine({m.name: self.predictor(m, batch_size).predict(specs)[2] for m in self.members})
 
     def predictor(self, member: Member, batch_size: int = 128) -> Predictor:
         return Predictor(member.models, member.tile_size, member.step, batch_size, amp=self.amp)
 
     def combine(self, fold_means: dict) -> np.ndarray:
-        """The prediction from {member name: [each fold model's clip means]} (as `predict` combines them)."""
-        probs = [p for means in fold_means.values() for p in means]
-        return probs[0] if len(probs) == 1 else geometric_mean(probs)
+        """The prediction from {member name: [each fold model's clip means]}: geometric mean over each
+        member's folds, then over the members (as blend.py combines experiments' fold-mean predictions)."""
+        members = [means[0] if len(means) == 1 else geometric_mean(means) for means in fold_means.values()]
+        return members[0] if len(members) == 1 else geometric_mean(members)
 
     def describe(self) -> str:
         parts = [f"{m.name} ({len(m.models)} fold model{'s' * (len(m.models) != 1)}, tiles {m.tile_size} "
