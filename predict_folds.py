@@ -85,6 +85,8 @@ def parse_args(argv=None):
     parser.add_argument("--workers", type=int, help="processes for computing uncached features (default: all cores)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-test", action="store_true", help="only out-of-fold predictions")
+    parser.add_argument("--no-progress", action="store_true", help="no bar of clips done (nor, when stderr is "
+                        "not a terminal, the line per stage)")
     parser.add_argument("--allow-unfinished", action="store_true", help="also predict with folds whose training "
                         "has not finished (no done.json), using their best checkpoint so far")
     return parser.parse_args(argv)
@@ -138,7 +140,8 @@ def main(argv=None):
         index = np.flatnonzero(data.folds == fold)
         part = data.curated.subset(index)
         predictor = Predictor(models[fold], tile_size, step, args.batch_size, amp=amp)
-        tiles, offsets, clips = predictor.predict(part.specs)
+        tiles, offsets, clips = predictor.predict(part.specs, progress=None if args.no_progress else
+                                                  f"fold {fold} out-of-fold")
         fold_scores[fold] = lwlrap(*scored(part.fnames, clips[0]))
         given_fold_scores[fold] = lwlrap(part.targets, clips[0])  # train_curated.csv's labels as given
         print(f"  fold {fold}: {len(index)} clips, val lwlrap {fold_scores[fold]:.4f} (labels as given "
@@ -171,7 +174,7 @@ def main(argv=None):
                                  workers=args.workers)
         predictor = Predictor([models[f] for f in folds], tile_size, test_step, args.batch_size,
                               amp=test_amp)
-        tiles, offsets, clips = predictor.predict(features.specs)
+        tiles, offsets, clips = predictor.predict(features.specs, progress=None if args.no_progress else "test")
         for fold, fold_tiles, fold_clips in zip(folds, tiles, clips):
             test_sets[f"test/fold_{fold}"] = PredictionSet(fnames, classes, fold_clips, fold_tiles, offsets)
         test_sets["test"] = PredictionSet(fnames, classes, geometric_mean(clips), geometric_mean(tiles), offsets)

@@ -33,6 +33,7 @@ from src.audio.deltas import stack_deltas
 from src.errors import InputFileNotFound
 from src.predict.prediction_sets import clip_means
 from src.precision import AMP_SETTINGS, autocast, resolve_precision
+from src.progress import progress as progress_bar
 
 AMP_CHOICES = AMP_SETTINGS
 CPU_BATCH = 16  # tiles per CPU forward pass (see the module docstring)
@@ -78,8 +79,9 @@ def tile_steps(experiment: dict, step=None, test_step=None) -> tuple:
 
 
 def _tile_batches(specs, tile_size, step, batch_size):
-    """Yield float32 arrays of up to `batch_size` tiles, in clip order, crossing clip boundaries."""
-    buffer, filled = np.empty((batch_size, specs[0].shape[0], tile_size), np.float32), 0
+    """Yield (float32 array of up to `batch_size` tiles, number of clips whose last tile it holds), in clip
+    order, crossing clip boundaries."""
+    buffer, filled, finished = np.empty((batch_size, specs[0].shape[0], tile_size), np.float32), 0, 0
     for spec in specs:
         tiles = make_tiles(spec, tile_size, step)
         start = 0
@@ -88,11 +90,12 @@ def _tile_batches(specs, tile_size, step, batch_size):
             buffer[filled:filled + take] = tiles[start:start + take]
             filled += take
             start += take
+            finished += start == len(tiles)
             if filled == batch_size:
-                yield buffer
-                filled = 0
+                yield buffer, finished
+                filled, finished = 0, 0
     if filled:
-        yield buffer[:filled]
+        yield buffer[:filled], finished
 
 
 def model_precision(model) -> str:
@@ -150,17 +153,22 @@ class Predictor:
         return torch.cat(out)
 
     @torch.inference_mode()
-    def predict_tiles(self, specs, embed: bool = False) -> list:
+    def predict_tiles(self, specs, embed: bool = False, progress=None) -> list:
         """For each model, the concatenated tile probabilities (n_tiles_total, C) of all clips, float32
-        (with `embed`: the tiles' pooled features (n_tiles_total, D))."""
+        (with `embed`: the tiles' pooled features (n_tiles_total, D)). `progress`: a label to show the
+        clips done under (a bar on a terminal, else one line at the end: src/progress.py); None: silent."""
         if len(specs) == 0:
             raise ValueError("no spectrograms to predict")
         outputs = [[] for _ in self.models]
-        for batch in _tile_batches(specs, self.tile_size, self.step, self.batch_size):
+        bar = progress_bar(total=len(specs), desc=progress or "", unit="clip", enabled=progress is not None,
+                           leave=False)
+        for batch, finished in _tile_batches(specs, self.tile_size, self.step, self.batch_size):
             images = torch.from_numpy(batch).to(self.device, non_blocking=True)
             images = stack_deltas(images)
             for model, precision, out in zip(self.models, self.precisions, outputs):
                 out.append(self.forward(model, images, precision, embed))
+            bar.update(finished)
+        bar.close()
         return [torch.cat(out).numpy() for out in outputs]
 
     def offsets(self, specs) -> np.ndarray:
@@ -172,9 +180,10 @@ class Predictor:
         offsets = self.offsets(specs)
         return [clip_means(t, offsets) for t in self.predict_tiles(specs, embed=True)]
 
-    def predict(self, specs):
-        """(tiles per model, offsets, clip probs per model): clip probs are the mean over each clip's tiles."""
-        tiles = self.predict_tiles(specs)
+    def predict(self, specs, progress=None):
+        """(tiles per model, offsets, clip probs per model): clip probs are the mean over each clip's tiles;
+        `progress` as in `predict_tiles`."""
+        tiles = self.predict_tiles(specs, progress=progress)
         offsets = self.offsets(specs)
         clips = [clip_means(t, offsets) for t in tiles]
         return tiles, offsets, clips
