@@ -37,7 +37,6 @@ that fails leaves the previous predictions untouched. Folds whose training has
 not finished (no done.json) are refused unless --allow-unfinished is given.
 """
 import argparse
-import json
 
 import numpy as np
 
@@ -45,8 +44,8 @@ from src.cli import run
 from src.config import resolve_data_dir
 from src.data.corrections import read_curated
 from src.data.sources import load_training_data
-from src.errors import BadSetting, InputFileNotFound
-from src.experiments import complete_config, data_settings
+from src.errors import BadSetting
+from src.experiments import data_settings
 from src.audio.cache import load_features
 from src.data.labels import targets_matrix
 from src.metrics import lwlrap, oof_report
@@ -54,8 +53,8 @@ from src.predict.prediction_sets import PredictionSet, clip_means, geometric_mea
 from src.predict.predictor import AMP_CHOICES, Predictor, load_fold_models, tile_steps
 from src.thresholds import THRESHOLDS_FILE, choose_thresholds, thresholds_record
 from src.data.layout import read_test_fnames
-from src.train.fit import check_folds_finished, experiments_dir, set_cpu_threads
-from src.utils import pick_device
+from src.experiment_folder import check_folds_finished, experiments_dir, read_experiment_record
+from src.utils import pick_device, set_cpu_threads
 
 
 def parse_args(argv=None):
@@ -96,12 +95,8 @@ def main(argv=None):
     args = parse_args(argv)
     data_dir = resolve_data_dir(args.data_dir)
     exp_dir = experiments_dir(data_dir, args.experiment)
-    config_path = exp_dir / "config.json"
-    if not config_path.is_file():
-        raise InputFileNotFound(f"{config_path} not found: train it first (python train_folds.py --experiment "
-                         f"{args.experiment} --data-dir {data_dir})")
-    record = json.loads(config_path.read_text())
-    experiment, classes = complete_config(record["experiment"]), record["classes"]  # older runs: BASE fills in
+    record = read_experiment_record(exp_dir)  # older runs: BASE fills in the settings they did not record
+    experiment, classes = record["experiment"], record["classes"]
     try:
         step, test_step = tile_steps(experiment, args.step, args.test_step)
     except ValueError as exc:

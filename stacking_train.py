@@ -60,7 +60,8 @@ from src.predict.predictor import load_fold_models
 from src.stacking.datasets import StackedTiles, StackingDataset, TileSubsetMean, select_clips
 from src.stacking.experiments import BASE as STACKING_BASE, STACKING_EXPERIMENTS, get_stacking_experiment
 from src.precision import resolve_precision
-from src.train.fit import check_folds_finished, experiments_dir, fit_fold, prepare_experiment_dir
+from src.experiment_folder import check_folds_finished, experiments_dir
+from src.train.fit import fit_fold, prepare_experiment_dir
 from src.utils import pick_device, seed_everything
 
 

@@ -13,7 +13,7 @@ from src.train.checkpoints import load_checkpoint
 from src.audio.deltas import stack_deltas
 from src.errors import UserError
 from src.tagging import read_bundle
-from src.train.fit import best_checkpoint
+from src.experiment_folder import best_checkpoint
 from tests.helpers import CLASSES, SR, make_experiment, sound
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models (tests/conftest.py)

@@ -192,8 +192,8 @@ class Predictor:
 def load_fold_models(exp_dir, device, folds=None) -> dict:
     """{fold: argus model} for every fold of an experiment folder with a checkpoint (or the given folds)."""
     # Imported here: the tiling and Predictor above need no argus (the offline kernel embeds them).
+    from src.experiment_folder import best_checkpoint, trained_folds
     from src.train.checkpoints import load_checkpoint
-    from src.train.fit import best_checkpoint, trained_folds
 
     exp_dir = Path(exp_dir)
     available = trained_folds(exp_dir)

@@ -12,7 +12,8 @@ from src.train.checkpoints import read_checkpoint
 from src.config import AUDIO, AudioConfig, resolve_data_dir
 from src.ensembles import ENSEMBLES, check_ensemble, get_ensemble
 from src.errors import BadCheckpoint, BadInput, BadSetting, InputFileNotFound
-from src.experiments import complete_config
+from src.experiment_folder import (best_checkpoint, experiments_dir, read_experiment_record, trained_folds,
+                                   trained_precision)
 from src.predict.ensemble import (BUNDLE_FORMAT as ENSEMBLE_FORMAT, BUNDLE_VERSION as ENSEMBLE_VERSION, Ensemble,
                                   ensemble_from_bundle, is_ensemble_bundle)
 from src.predict.blending import blend_thresholds
@@ -20,7 +21,6 @@ from src.predict.prediction_sets import geometric_mean
 from src.predict.predictor import AMP_CHOICES, Predictor, describe_precisions, load_fold_models, tile_steps
 from src.precision import TEST_AMP
 from src.thresholds import thresholds_from_record
-from src.train.fit import DONE_FILE, best_checkpoint, experiments_dir, trained_folds
 from src.utils import pick_device, safe_torch_load
 
 BUNDLE_FORMAT = "fsat2019-tagger-bundle"
@@ -93,25 +93,10 @@ def _audio_config(values: dict, source) -> AudioConfig:
         raise BadInput(f"{source}: audio settings {sorted(values)} do not match AudioConfig ({exc})") from exc
 
 
-def read_experiment_record(exp_dir) -> dict:
-    """config.json of an experiment folder (as written by train_folds.py), its experiment completed with
-    the settings that runs of older versions did not record (src.experiments.complete_config)."""
-    path = Path(exp_dir) / "config.json"
-    if not path.is_file():
-        raise InputFileNotFound(f"{path} not found: train the experiment first (train_folds.py) "
-                                f"or pass a bundle with --model")
-    record = json.loads(path.read_text())
-    for key in ("experiment", "classes"):
-        if key not in record:
-            raise BadInput(f"{path}: missing key {key!r}")
-    record["experiment"] = complete_config(record["experiment"])
-    return record
-
-
 def load_experiment(data_dir, name, device, step=None) -> Tagger:
     """A Tagger from the fold checkpoints of <data_dir>/experiments/NAME."""
     exp_dir = experiments_dir(data_dir, name)
-    record = read_experiment_record(exp_dir)
+    record = read_experiment_record(exp_dir, hint=" or pass a bundle with --model")
     experiment = record["experiment"]
     models = load_fold_models(exp_dir, device)
     # Tagging is test-time prediction: the experiment's test step (128 frames for the 2019 members).
@@ -149,18 +134,6 @@ def fold_weights(exp_dir) -> tuple:
         state_dicts.append({key: value.detach().cpu().clone() for key, value in state["nn_state_dict"].items()})
     model_name, model_kwargs = nn_module
     return folds, {"name": model_name, "kwargs": model_kwargs}, state_dicts
-
-
-def trained_precision(exp_dir, folds) -> str:
-    """The precision the folds trained in, from their done.json ('unrecorded' for runs of older versions)."""
-    found = []
-    for fold in folds:
-        path = Path(exp_dir) / f"fold_{fold}" / DONE_FILE
-        try:
-            found.append(json.loads(path.read_text()).get("precision") or "unrecorded")
-        except (OSError, ValueError):
-            found.append("unrecorded")
-    return describe_precisions(found)
 
 
 def make_bundle(data_dir, name) -> dict:
