@@ -145,8 +145,7 @@ def main(argv=None) -> int:
         if args.out:
             write_results(results, tagger.classes, args.out, args.top_k, thresholds)
             print(f"\nall {len(tagger.classes)} class probabilities of {len(results)} file(s) -> {args.out}")
-    if hasattr(tagger, "throughput"):  # a whole ensemble counts its clips and time
-        print(f"ensemble: {tagger.throughput()}")
+    print(f"prediction: {tagger.throughput()}")
     print_failures(failures)
     return 1 if failures or not files else 0
 

@@ -116,6 +116,7 @@ def test_exit_code_zero_when_everything_decodes(tiny_experiment, mixed_folder, c
     assert tag.main(argv) == 0
     printed = capsys.readouterr().out
     assert "failed" not in printed
+    assert "prediction: 4 clips in " in printed and " clips/s " in printed  # every predictor counts its clips
     # top-2 rows per file, probabilities as printed match the top of the expected vector
     expected = expected_probs(tiny_experiment, "tiny", [mixed_folder / "a.wav"])[0]
     (label, prob), _ = top_k(expected, CLASSES, 2)

@@ -24,7 +24,6 @@ It looks like a `src.tagging.Tagger` to the tagging code (`predict`, `classes`,
 files and timelines with it, and it counts the clips it predicted and the time
 taken (`throughput`).
 """
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +35,7 @@ from src.errors import BadCheckpoint, BadSetting, InputFileNotFound
 from src.models import create_model, main_output
 from src.predict.prediction_sets import geometric_mean
 from src.precision import TEST_AMP, autocast, resolve_precision
-from src.predict.predictor import Predictor, describe_precisions, model_precision
+from src.predict.predictor import Predictor, Throughput, describe_precisions, model_precision
 from src.utils import safe_torch_load
 
 BUNDLE_FORMAT = "fsat2019-ensemble-bundle"
@@ -118,7 +117,7 @@ class Ensemble:
             raise BadSetting(f"{name}: member(s) {missing} have no models")
         if self.weights is not None and len(self.weights) != len(self.blend):
             raise BadSetting(f"{name}: {len(self.weights)} weight(s) for {len(self.blend)} member(s)")
-        self.clips, self.seconds = 0, 0.0  # throughput counters of predict()
+        self.counter = Throughput()  # clips predicted and time taken by predict()
 
     @property
     def members(self) -> list:
@@ -157,19 +156,10 @@ class Ensemble:
 
     def predict(self, specs, batch_size=None) -> np.ndarray:
         """(len(specs), C) float32 blended probabilities of a list of (n_mels, frames) log-mels."""
-        start = time.perf_counter()
-        blended = self.combine(self.fold_means(specs, batch_size))
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        self.clips += len(specs)
-        self.seconds += time.perf_counter() - start
-        return blended
+        return self.counter.timed(lambda s: self.combine(self.fold_means(s, batch_size)), specs, self.device)
 
     def throughput(self) -> str:
-        if not self.clips:
-            return "no clips predicted"
-        return (f"{self.clips} clips in {self.seconds:.1f} s: {self.clips / max(self.seconds, 1e-9):.2f} clips/s "
-                f"({1000 * self.seconds / self.clips:.0f} ms per clip) on {self.device}")
+        return self.counter.report(self.device)
 
     @property
     def precision(self) -> str:

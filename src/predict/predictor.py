@@ -24,6 +24,7 @@ the caches; `python bench/inference.py --sweep`), in channels-last layout
 than NCHW there; the fold models' weights are switched to NHWC in place).
 The GPU path forwards whole batches.
 """
+import time
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +109,29 @@ def describe_precisions(precisions) -> str:
     """'fp32', or 'bf16/fp32' when models differ, for log lines and records."""
     names = sorted(set(precisions))
     return "/".join(names)
+
+
+class Throughput:
+    """Clips predicted and the wall time taken (CUDA work waited for), for a `clips/s` report."""
+
+    def __init__(self):
+        self.clips, self.seconds = 0, 0.0
+
+    def timed(self, predict, specs, device):
+        """`predict(specs)`, counted."""
+        start = time.perf_counter()
+        result = predict(specs)
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize(device)
+        self.clips += len(specs)
+        self.seconds += time.perf_counter() - start
+        return result
+
+    def report(self, device) -> str:
+        if not self.clips:
+            return "no clips predicted"
+        return (f"{self.clips} clips in {self.seconds:.1f} s: {self.clips / max(self.seconds, 1e-9):.2f} clips/s "
+                f"({1000 * self.seconds / self.clips:.0f} ms per clip) on {device}")
 
 
 class Predictor:

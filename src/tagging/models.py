@@ -18,7 +18,7 @@ from src.predict.ensemble import (BUNDLE_FORMAT as ENSEMBLE_FORMAT, BUNDLE_VERSI
                                   ensemble_from_bundle, is_ensemble_bundle)
 from src.predict.blending import blend_thresholds
 from src.predict.prediction_sets import geometric_mean
-from src.predict.predictor import AMP_CHOICES, Predictor, describe_precisions, load_fold_models, tile_steps
+from src.predict.predictor import AMP_CHOICES, Predictor, Throughput, load_fold_models, tile_steps
 from src.precision import TEST_AMP
 from src.thresholds import thresholds_from_record
 from src.utils import pick_device, safe_torch_load
@@ -54,6 +54,7 @@ class Tagger:
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise BadSetting(f"{repeated} given more than once: blend each experiment once")
+        self.counter = Throughput()  # clips predicted and time taken by predict()
 
     @property
     def n_models(self) -> int:
@@ -65,7 +66,12 @@ class Tagger:
 
     def predict(self, specs, batch_size: int = 128) -> np.ndarray:
         """(len(specs), n_classes) float32 probabilities of a list of (n_mels, frames) log-mels."""
-        return self.combine({m.name: self.predictor(m, batch_size).predict(specs)[2] for m in self.members})
+        return self.counter.timed(lambda s: self.combine({m.name: self.predictor(m, batch_size).predict(s)[2]
+                                                          for m in self.members}), specs, self.device)
+
+    def throughput(self) -> str:
+        """Clips predicted, time taken and clips/s so far."""
+        return self.counter.report(self.device)
 
     def predictor(self, member: Member, batch_size: int = 128) -> Predictor:
         return Predictor(member.models, member.tile_size, member.step, batch_size, amp=self.amp)
