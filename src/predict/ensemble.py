@@ -19,10 +19,12 @@ argus nor the experiment folders: the offline Kaggle kernel (make_kernel.py)
 embeds them as they are. Bundles are written by `export.py --ensemble`
 (`src.tagging.models.make_ensemble_bundle`).
 
-It looks like a `src.tagging.Tagger` to the tagging code (`predict`, `classes`,
-`audio_config`, `members`, `combine`, `describe`), so tag.py tags files, long
-files and timelines with it, and it counts the clips it predicted and the time
-taken (`throughput`).
+It is the one inference type: one experiment's folds (a one-level ensemble, blended as blend.py
+blends: geometric mean over each experiment's folds, then across experiments), several experiments,
+or a whole named ensemble, all built from a bundle dict (src/tagging/models.py), so tag.py, demo.py,
+the Python API (src/tagging/audio_tagger.py) and the kernel tag files, long files and timelines with
+it (`predict`, `classes`, `audio_config`, `members`, `combine`, `describe`, `thresholds`), and it counts
+the clips it predicted and the time taken (`throughput`).
 """
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +110,9 @@ class Ensemble:
         # Yes/no threshold per class, chosen on the blended out-of-fold predictions; None: not recorded
         self.thresholds = None if thresholds is None else np.asarray(thresholds, np.float64)
         known = [e.name for e in self.first_level]
+        repeated = sorted({n for n in known if known.count(n) > 1})
+        if repeated:
+            raise BadSetting(f"{name}: {repeated} given more than once: blend each experiment once")
         for model in self.stacking:
             missing = [n for n in model.inputs if n not in known]
             if missing:
@@ -121,7 +126,7 @@ class Ensemble:
 
     @property
     def members(self) -> list:
-        """The first-level experiments (what tiles are cut for), as `Tagger.members`."""
+        """The first-level experiments (what tiles are cut for)."""
         return self.first_level
 
     @property
@@ -169,6 +174,11 @@ class Ensemble:
         return describe_precisions(model_precision(m) for e in self.first_level for m in e.models)
 
     def describe(self) -> str:
+        if not self.stacking and self.weights is None and self.blend == [e.name for e in self.first_level]:
+            # experiments (one or several) as tag.py --experiment / --model loads them
+            parts = [f"{e.name} ({len(e.models)} fold model{'s' * (len(e.models) != 1)}, tiles {e.tile_size} "
+                     f"every {e.step} frames)" for e in self.first_level]
+            return " + ".join(parts) + f"; {len(self.classes)} classes; {self.device}, {self.precision}"
         weights = "equal weights" if self.weights is None else "weights " + " ".join(f"{w:g}" for w in self.weights)
         first = ", ".join(f"{e.name} ({len(e.models)} folds, tiles {e.tile_size} every {e.step})"
                           for e in self.first_level)
@@ -207,7 +217,7 @@ def is_ensemble_bundle(bundle) -> bool:
 
 def check_ensemble_bundle(bundle, source="bundle"):
     if not is_ensemble_bundle(bundle):
-        raise BadCheckpoint(f"{source}: not an ensemble bundle written by export.py --ensemble")
+        raise BadCheckpoint(f"{source}: not a model bundle written by export.py")
     if bundle.get("version") != BUNDLE_VERSION:
         raise BadCheckpoint(f"{source}: ensemble bundle version {bundle.get('version')}, this code reads "
                             f"{BUNDLE_VERSION}")

@@ -36,7 +36,7 @@ class AudioTagger:
     """Trained models (one experiment, a blend, a bundle or a whole ensemble) behind a few calls."""
 
     def __init__(self, models):
-        self.models = models  # src.tagging.models.Tagger or src.predict.ensemble.Ensemble
+        self.models = models  # src.predict.ensemble.Ensemble: one experiment, a blend or a named ensemble
 
     @classmethod
     def from_bundle(cls, path, device="auto", amp=None) -> "AudioTagger":

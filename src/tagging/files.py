@@ -11,7 +11,7 @@ from src.predict.prediction_sets import check_finite
 from src.audio.streaming import audio_info
 from src.progress import progress as progress_bar
 from src.tagging.chunked import tag_long_file
-from src.tagging.models import Tagger
+from src.predict.ensemble import Ensemble
 from src.thresholds import labels_of
 from src.utils import atomic_path
 
@@ -47,7 +47,7 @@ def _reason(path, exc) -> str:
     return text if str(path) in text else f"{path}: {type(exc).__name__}: {text}"
 
 
-def tag_files(tagger: Tagger, paths, batch_size=128, group_size=32, progress=True, long_seconds=LONG_FILE_SECONDS,
+def tag_files(tagger: Ensemble, paths, batch_size=128, group_size=32, progress=True, long_seconds=LONG_FILE_SECONDS,
               chunk_seconds=10.0):
     """(results, failures): results = [(path, probs)] in input order, failures = [(path, reason)].
 
