@@ -4,9 +4,11 @@
     python export.py --experiment demo --data-dir data/demo --out demo.pt --torchscript demo_fold0.ts.pt --fold 0
     python export.py --ensemble ensemble_2019 --out ensemble.pt     # the whole final blend, one file
 
---out writes a bundle for `tag.py --model` / `demo.py --model`: audio settings,
-class list, tile settings (crop_size; tile_step = the experiment's test step),
-model name + kwargs and the weights of every fold, as plain
+--out writes a bundle for `tag.py --model` / `demo.py --model`, in the one bundle
+format (an ensemble of one first-level member; bundles of the older one-experiment
+format still load): audio settings, class list, yes/no thresholds, tile settings
+(crop_size; tile_step = the experiment's test step), model name + kwargs and the
+weights of every fold, as plain
 dicts/lists/strings/numbers and tensors, so
 `torch.load(path, weights_only=True)` reads it (no pickled code) and the
 experiment folder is no longer needed.
@@ -37,7 +39,8 @@ from src.config import resolve_data_dir
 from src.audio.deltas import DeltaStack
 from src.ensembles import ENSEMBLES
 from src.errors import BadSetting
-from src.tagging import bundle_models, make_bundle
+from src.models import create_model
+from src.tagging import make_bundle
 from src.tagging.models import make_ensemble_bundle
 from src.utils import atomic_path
 
@@ -58,18 +61,22 @@ class SigmoidMainHead(nn.Module):
 
 
 def trace_fold(bundle: dict, fold_index: int = 0) -> torch.jit.ScriptModule:
-    """TorchScript of one fold model of a bundle, traced on CPU with a fixed (1, n_mels, crop_size) input."""
-    model = bundle_models({**bundle, "state_dicts": [bundle["state_dicts"][fold_index]]}, "cpu")[0]
-    wrapper = SigmoidMainHead(model.get_nn_module(), bundle["crop_size"]).eval()
-    example = torch.zeros(1, bundle["audio_config"]["n_mels"], bundle["crop_size"])
+    """TorchScript of one fold model of an experiment's bundle, traced on CPU with a fixed (1, n_mels,
+    crop_size) input."""
+    part = bundle["first_level"][0]
+    net = create_model(part["model"]["name"], **part["model"]["kwargs"])
+    net.load_state_dict(part["state_dicts"][fold_index])
+    wrapper = SigmoidMainHead(net, part["crop_size"]).eval()
+    example = torch.zeros(1, bundle["audio_config"]["n_mels"], part["crop_size"])
     with torch.no_grad():
         return torch.jit.trace(wrapper, example)
 
 
 def torchscript_meta(bundle: dict, fold: int) -> dict:
+    crop_size = bundle["first_level"][0]["crop_size"]
     return {"name": bundle["name"], "fold": fold, "classes": bundle["classes"],
             "audio_config": bundle["audio_config"],
-            "input": {"shape": ["batch", bundle["audio_config"]["n_mels"], bundle["crop_size"]],
+            "input": {"shape": ["batch", bundle["audio_config"]["n_mels"], crop_size],
                       "content": "log-mel dB (src.audio.fast_frontend.log_mel, = src.audio.frontend.log_mel), one tile of crop_size frames"},
             "output": "sigmoid probabilities of the main head, (batch, n_classes)"}
 
@@ -112,19 +119,20 @@ def main(argv=None):
         return export_ensemble(args)
 
     bundle = make_bundle(resolve_data_dir(args.data_dir), args.experiment)
-    print(f"{args.experiment}: {bundle['model']['name']} folds {bundle['folds']}, {len(bundle['classes'])} classes, "
-          f"tiles {bundle['crop_size']} every {bundle['tile_step']} frames")
+    part = bundle["first_level"][0]
+    print(f"{args.experiment}: {part['model']['name']} folds {part['folds']}, {len(bundle['classes'])} classes, "
+          f"tiles {part['crop_size']} every {part['tile_step']} frames")
     if args.out:
         save_bundle(bundle, args.out)
     if args.torchscript:
-        fold = bundle["folds"][0] if args.fold is None else args.fold
-        if fold not in bundle["folds"]:
-            raise BadSetting(f"--fold {fold}: {args.experiment} has folds {bundle['folds']}")
-        traced = trace_fold(bundle, bundle["folds"].index(fold))
+        fold = part["folds"][0] if args.fold is None else args.fold
+        if fold not in part["folds"]:
+            raise BadSetting(f"--fold {fold}: {args.experiment} has folds {part['folds']}")
+        traced = trace_fold(bundle, part["folds"].index(fold))
         with atomic_path(args.torchscript, suffix=".pt") as tmp:
             torch.jit.save(traced, str(tmp), _extra_files={"meta.json": json.dumps(torchscript_meta(bundle, fold))})
         print(f"TorchScript of fold {fold} -> {args.torchscript} (input (B, {bundle['audio_config']['n_mels']}, "
-              f"{bundle['crop_size']}) log-mel dB, output sigmoid probabilities)")
+              f"{part['crop_size']}) log-mel dB, output sigmoid probabilities)")
     return 0
 
 

@@ -27,13 +27,18 @@ recorded in val_lwlrap.json. Output tree
   <data>/predictions/NAME/test/fold_K/     each fold model's test predictions
   <data>/predictions/NAME/val_lwlrap.json  overall, per-fold and per-class CV lwlrap
   <data>/predictions/NAME/per_class_lwlrap.png
+  <data>/predictions/NAME/thresholds.json  one yes/no threshold per class, chosen on the out-of-fold
+                                           predictions against the corrected labels (src/thresholds.py:
+                                           best F1 per class; classes with < 5 positives share the
+                                           best micro-F1 threshold), with the out-of-fold F1 they give
 
 The tree is written into a hidden folder and swapped in whole at the end: a run
 that fails leaves the previous predictions untouched. Folds whose training has
 not finished (no done.json) are refused unless --allow-unfinished is given.
 """
 import argparse
-import json
+from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -41,16 +46,17 @@ from src.cli import run
 from src.config import resolve_data_dir
 from src.data.corrections import read_curated
 from src.data.sources import load_training_data
-from src.errors import BadSetting, InputFileNotFound
-from src.experiments import complete_config, data_settings
+from src.errors import BadSetting
+from src.experiments import data_settings
 from src.audio.cache import load_features
 from src.data.labels import targets_matrix
 from src.metrics import lwlrap, oof_report
 from src.predict.prediction_sets import PredictionSet, clip_means, geometric_mean, predictions_dir, write_prediction_tree
 from src.predict.predictor import AMP_CHOICES, Predictor, load_fold_models, tile_steps
+from src.thresholds import THRESHOLDS_FILE, choose_thresholds, thresholds_record
 from src.data.layout import read_test_fnames
-from src.train.fit import check_folds_finished, experiments_dir, set_cpu_threads
-from src.utils import pick_device
+from src.experiment_folder import check_folds_finished, experiments_dir, read_experiment_record
+from src.utils import pick_device, set_cpu_threads
 
 
 def parse_args(argv=None):
@@ -80,47 +86,87 @@ def parse_args(argv=None):
     parser.add_argument("--workers", type=int, help="processes for computing uncached features (default: all cores)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-test", action="store_true", help="only out-of-fold predictions")
+    parser.add_argument("--no-progress", action="store_true", help="no bar of clips done (nor, when stderr is "
+                        "not a terminal, the line per stage)")
     parser.add_argument("--allow-unfinished", action="store_true", help="also predict with folds whose training "
                         "has not finished (no done.json), using their best checkpoint so far")
     return parser.parse_args(argv)
 
 
+@dataclass
+class FoldModels:
+    """An experiment's settings and trained fold models, with the tile steps and precisions to predict in."""
+    name: str
+    experiment: dict
+    classes: list
+    models: dict  # {fold: argus model}
+    step: int
+    test_step: int
+    amp: Optional[str]  # None: each model's own precision
+    test_amp: Optional[str]
+
+    @property
+    def folds(self) -> list:
+        return sorted(self.models)
+
+    def predictor(self, folds, step, amp, batch_size=128) -> Predictor:
+        return Predictor([self.models[f] for f in folds], self.experiment["crop_size"], step, batch_size, amp=amp)
+
+
 def main(argv=None):
     args = parse_args(argv)
     data_dir = resolve_data_dir(args.data_dir)
+    device = pick_device(args.device)
+    set_cpu_threads(device, 0, args.threads)
+    run = load_fold_models_of(args, data_dir, device)
+    precision = {"oof": run.predictor(run.folds, run.step, run.amp).precision,
+                 "test": None if args.no_test else run.predictor(run.folds, run.test_step, run.test_amp).precision}
+    print(f"{run.name}: found fold models {run.folds} in {experiments_dir(data_dir, run.name)}; predicting on "
+          f"{device} (out-of-fold {precision['oof']}" + ("" if args.no_test else f", test {precision['test']}") + ")")
+
+    oof, report, (truth, probs) = predict_out_of_fold(run, data_dir, args)
+    report.update(precision=precision, test_step=None if args.no_test else run.test_step)
+    thresholds = thresholds_record(run.classes, choose_thresholds(truth, probs), truth, probs)
+    print(f"{run.name}: yes/no thresholds per class, out-of-fold F1 micro {thresholds['oof_f1']['micro']:.4f}"
+          f" macro {thresholds['oof_f1']['macro']:.4f}")
+    test_sets = {} if args.no_test else predict_test(run, data_dir, args)
+
+    # All or nothing: a failure (a full disk, a kill) leaves the previous predictions as they were, never a mix.
+    out_dir = predictions_dir(data_dir, run.name)
+    write_prediction_tree(out_dir, {"oof": oof, **test_sets}, report,
+                          title=f"{run.name}: out-of-fold lwlrap {report['lwlrap']:.4f}",
+                          records={THRESHOLDS_FILE: thresholds})
+    print(f"{run.name}: predictions written to {out_dir}")
+    return report
+
+
+def load_fold_models_of(args, data_dir, device) -> FoldModels:
+    """The experiment's record (older runs: BASE fills in the settings they did not record), its tile
+    steps and precisions as the arguments set them, and its fold models (finished ones unless allowed)."""
     exp_dir = experiments_dir(data_dir, args.experiment)
-    config_path = exp_dir / "config.json"
-    if not config_path.is_file():
-        raise InputFileNotFound(f"{config_path} not found: train it first (python train_folds.py --experiment "
-                         f"{args.experiment} --data-dir {data_dir})")
-    record = json.loads(config_path.read_text())
-    experiment, classes = complete_config(record["experiment"]), record["classes"]  # older runs: BASE fills in
+    record = read_experiment_record(exp_dir)
     try:
-        step, test_step = tile_steps(experiment, args.step, args.test_step)
+        step, test_step = tile_steps(record["experiment"], args.step, args.test_step)
     except ValueError as exc:
         raise BadSetting(f"{args.experiment}: {exc}") from exc
-    device = pick_device(args.device)
-    # None: the Predictor keeps each model's own precision
-    amp, test_amp = (None if a == "model" else a for a in (args.amp, args.test_amp))
-    set_cpu_threads(device, 0, args.threads)
     check_folds_finished(exp_dir, args.allow_unfinished)
-    models = load_fold_models(exp_dir, device)
-    folds = sorted(models)
-    precision = {"oof": Predictor([models[f] for f in folds], amp=amp).precision,
-                 "test": None if args.no_test else Predictor([models[f] for f in folds], amp=test_amp).precision}
-    print(f"{args.experiment}: found fold models {folds} in {exp_dir}; predicting on {device} "
-          f"(out-of-fold {precision['oof']}" + ("" if args.no_test else f", test {precision['test']}") + ")")
-    tile_size = experiment["crop_size"]
-    out_dir = predictions_dir(data_dir, args.experiment)
+    amp, test_amp = (None if a == "model" else a for a in (args.amp, args.test_amp))
+    return FoldModels(args.experiment, record["experiment"], record["classes"], load_fold_models(exp_dir, device),
+                      step, test_step, amp, test_amp)
 
-    # Out-of-fold: each curated clip predicted by the model that did not train on it. Every clip of
-    # train_folds.csv gets a prediction, also those this experiment's curated corrections removed:
-    # the stacking's labels (another corrections version) may keep them. The CV lwlrap is scored
-    # against the experiment's own corrected labels.
+
+def predict_out_of_fold(run: FoldModels, data_dir, args) -> tuple:
+    """(oof PredictionSet, CV report, (truth, probs) of the clips the experiment's labels keep).
+
+    Each curated clip is predicted by the model that did not train on it. Every clip of
+    train_folds.csv gets a prediction, also those this experiment's curated corrections removed:
+    the stacking's labels (another corrections version) may keep them. The CV lwlrap is scored
+    against the experiment's own corrected labels, and against the labels as given."""
+    classes = run.classes
     data = load_training_data(data_dir, curated_corrections=None, workers=args.workers)
     if data.classes != classes:
-        raise BadSetting(f"class list of {data_dir} differs from the one {args.experiment} was trained on")
-    labelled = read_curated(data_dir, classes, data_settings(experiment)["curated_corrections"]).kept
+        raise BadSetting(f"class list of {data_dir} differs from the one {run.name} was trained on")
+    labelled = read_curated(data_dir, classes, data_settings(run.experiment)["curated_corrections"]).kept
     truth_of = dict(zip(labelled["fname"], targets_matrix(labelled["labels"].tolist(), classes)))
 
     def scored(fnames, probs):
@@ -129,11 +175,12 @@ def main(argv=None):
         return np.stack([truth_of[fnames[i]] for i in rows]), probs[rows]
 
     parts, fold_scores, given_fold_scores = [], {}, {}
-    for fold in folds:
+    for fold in run.folds:
         index = np.flatnonzero(data.folds == fold)
         part = data.curated.subset(index)
-        predictor = Predictor(models[fold], tile_size, step, args.batch_size, amp=amp)
-        tiles, offsets, clips = predictor.predict(part.specs)
+        predictor = run.predictor([fold], run.step, run.amp, args.batch_size)
+        tiles, offsets, clips = predictor.predict(part.specs, progress=None if args.no_progress else
+                                                  f"fold {fold} out-of-fold")
         fold_scores[fold] = lwlrap(*scored(part.fnames, clips[0]))
         given_fold_scores[fold] = lwlrap(part.targets, clips[0])  # train_curated.csv's labels as given
         print(f"  fold {fold}: {len(index)} clips, val lwlrap {fold_scores[fold]:.4f} (labels as given "
@@ -143,37 +190,31 @@ def main(argv=None):
 
     truth, probs = scored(oof.fnames, oof.probs)
     given = data.curated.targets[np.concatenate([p[0] for p in parts])]  # oof order, every curated clip
-    report = {"experiment": args.experiment, "folds": folds, "oof_step": step, "precision": precision,
-              "test_step": None if args.no_test else test_step, **oof_report(truth, probs, classes, fold_scores),
+    report = {"experiment": run.name, "folds": run.folds, "oof_step": run.step,
+              **oof_report(truth, probs, classes, fold_scores),
               "lwlrap_given_labels": lwlrap(given, oof.probs), "clips_given_labels": len(given),
               "fold_lwlrap_given_labels": {str(f): float(v) for f, v in given_fold_scores.items()},
               "labels": {"lwlrap": f"the experiment's corrected labels ({len(truth)} clips its corrections keep)",
                          "lwlrap_given_labels": f"train_curated.csv's labels as given, every curated clip "
                                                 f"({len(given)}): how the 2019 CV figure was scored"}}
-    overall = report["lwlrap"]
-    print(f"{args.experiment}: out-of-fold lwlrap {overall:.4f} over {len(truth)} clips on its corrected labels; "
-          f"{report['lwlrap_given_labels']:.4f} over {len(given)} clips on the labels as given (as 2019 scored "
-          f"its CV) (folds {folds}, tile step {step})")
+    print(f"{run.name}: out-of-fold lwlrap {report['lwlrap']:.4f} over {len(truth)} clips on its corrected "
+          f"labels; {report['lwlrap_given_labels']:.4f} over {len(given)} clips on the labels as given (as 2019 "
+          f"scored its CV) (folds {run.folds}, tile step {run.step})")
+    return oof, report, (truth, probs)
 
-    test_sets = {}
-    if not args.no_test:
-        fnames = read_test_fnames(data_dir)
-        features = load_features(fnames, data_dir / "test", data_dir / "features", name="test",
-                                 workers=args.workers)
-        predictor = Predictor([models[f] for f in folds], tile_size, test_step, args.batch_size,
-                              amp=test_amp)
-        tiles, offsets, clips = predictor.predict(features.specs)
-        for fold, fold_tiles, fold_clips in zip(folds, tiles, clips):
-            test_sets[f"test/fold_{fold}"] = PredictionSet(fnames, classes, fold_clips, fold_tiles, offsets)
-        test_sets["test"] = PredictionSet(fnames, classes, geometric_mean(clips), geometric_mean(tiles), offsets)
-        print(f"{args.experiment}: test predictions for {len(fnames)} clips (tile step {test_step}), geometric "
-              f"mean of folds {folds}")
 
-    # All or nothing: a failure (a full disk, a kill) leaves the previous predictions as they were, never a mix.
-    write_prediction_tree(out_dir, {"oof": oof, **test_sets}, report,
-                          title=f"{args.experiment}: out-of-fold lwlrap {overall:.4f}")
-    print(f"{args.experiment}: predictions written to {out_dir}")
-    return report
+def predict_test(run: FoldModels, data_dir, args) -> dict:
+    """{"test/fold_K": each fold model's test predictions, "test": their geometric mean}."""
+    fnames = read_test_fnames(data_dir)
+    features = load_features(fnames, data_dir / "test", data_dir / "features", name="test", workers=args.workers)
+    predictor = run.predictor(run.folds, run.test_step, run.test_amp, args.batch_size)
+    tiles, offsets, clips = predictor.predict(features.specs, progress=None if args.no_progress else "test")
+    sets = {f"test/fold_{fold}": PredictionSet(fnames, run.classes, fold_clips, fold_tiles, offsets)
+            for fold, fold_tiles, fold_clips in zip(run.folds, tiles, clips)}
+    sets["test"] = PredictionSet(fnames, run.classes, geometric_mean(clips), geometric_mean(tiles), offsets)
+    print(f"{run.name}: test predictions for {len(fnames)} clips (tile step {run.test_step}), geometric "
+          f"mean of folds {run.folds}")
+    return sets
 
 
 def _concat_parts(parts, fnames, classes) -> PredictionSet:

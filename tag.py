@@ -20,6 +20,12 @@ Files longer than a minute are read in chunks, three passes (trim, dB range, til
 are the same as reading the whole file (src/tagging/chunked.py). Files that
 fail to decode are listed with the reason at the end; the exit code is then 1.
 
+Yes/no tags: a file has a class when its probability is at or above the class's
+threshold, chosen on the models' out-of-fold predictions (best F1 per class,
+src/thresholds.py; recorded by predict_folds.py, carried by bundles and named
+ensembles; 0.5 for models without), or --threshold X for every class. The
+table marks them `yes`; --out adds a `labels` column (CSV) or list (JSON).
+
 --timeline is for long recordings: the file is streamed in chunks (memory does
 not grow with its length, and silence is not trimmed so times match the file),
 each window of --window seconds every --hop seconds gets all class
@@ -30,14 +36,18 @@ it writes <out-dir>/<name>.windows.csv, <name>.segments.csv and
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 from src.cli import run
+from src.thresholds import DEFAULT_THRESHOLD
 from src.tagging import (add_model_args, find_audio_files, format_segments, format_table, load_tagger,
                          out_prefixes, print_failures, tag_files, tag_timeline, write_results)
 
 
 # The timeline-only options and their defaults (filled in after parsing, so that giving one without
 # --timeline is refused even when its value is the default).
-TIMELINE_DEFAULTS = {"window": 4.0, "hop": 1.0, "threshold": 0.5, "out_dir": "timeline"}
+TIMELINE_DEFAULTS = {"window": 4.0, "hop": 1.0, "out_dir": "timeline"}
+TIMELINE_THRESHOLD = 0.5  # --threshold's default with --timeline (in clip mode: the recorded thresholds)
 
 
 def parse_args(argv=None):
@@ -54,8 +64,11 @@ def parse_args(argv=None):
     timeline.add_argument("--window", type=float, help="window length in seconds (default 4.0 = 256 "
                           "frames, the full-size model's crop)")
     timeline.add_argument("--hop", type=float, help="seconds between window starts (default 1.0)")
-    timeline.add_argument("--threshold", type=float, help="probability above which windows form "
-                          "segments (default 0.5)")
+    parser.add_argument("--threshold", type=float, help="one yes/no threshold for every class. Clip mode: "
+                        "a file has the tags whose probability is >= it (default: each class's threshold "
+                        "chosen on out-of-fold predictions, recorded by predict_folds.py, in bundles and "
+                        "ensembles; 0.5 for models without). --timeline: probability above which windows "
+                        "form segments (default 0.5)")
     timeline.add_argument("--out-dir", help="folder for the timeline CSVs/PNGs (default ./timeline)")
     timeline.add_argument("--chunk-seconds", type=float, default=10.0,
                           help="audio read per chunk, for --timeline and files over a minute (default 10 s)")
@@ -74,6 +87,10 @@ def parse_args(argv=None):
     for name, default in TIMELINE_DEFAULTS.items():
         if getattr(args, name) is None:
             setattr(args, name, default)
+    if args.threshold is not None and not 0 <= args.threshold <= 1:
+        parser.error("--threshold must be a probability in [0, 1]")
+    if args.timeline and args.threshold is None:
+        args.threshold = TIMELINE_THRESHOLD
     if args.chunk_seconds <= 0:
         parser.error("--chunk-seconds must be positive")
     if args.timeline and (args.window <= 0 or args.hop <= 0):
@@ -97,6 +114,16 @@ def run_timeline(tagger, files, args, failures):
         print(f"-> {result.windows_csv}, {result.segments_csv}, {result.png}")
 
 
+def yes_no_thresholds(tagger, threshold=None) -> tuple:
+    """((C,) thresholds, what they are) for clip mode: --threshold, else the models' recorded ones, else 0.5."""
+    if threshold is not None:
+        return np.full(len(tagger.classes), threshold), f"--threshold {threshold:g}"
+    if tagger.thresholds is not None:
+        return tagger.thresholds, "each class's threshold chosen on out-of-fold predictions"
+    return (np.full(len(tagger.classes), DEFAULT_THRESHOLD),
+            f"{DEFAULT_THRESHOLD:g} (these models have no recorded thresholds)")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     files, missing = find_audio_files(args.paths)
@@ -111,13 +138,14 @@ def main(argv=None) -> int:
         results, failed = tag_files(tagger, files, args.batch_size, progress=not args.no_progress,
                                     chunk_seconds=args.chunk_seconds)
         failures += failed
+        thresholds, source = yes_no_thresholds(tagger, args.threshold)
         if results:
-            print(format_table(results, tagger.classes, args.top_k))
+            print(format_table(results, tagger.classes, args.top_k, thresholds))
+            print(f"\nyes = at or above {source}")
         if args.out:
-            write_results(results, tagger.classes, args.out, args.top_k)
+            write_results(results, tagger.classes, args.out, args.top_k, thresholds)
             print(f"\nall {len(tagger.classes)} class probabilities of {len(results)} file(s) -> {args.out}")
-    if hasattr(tagger, "throughput"):  # a whole ensemble counts its clips and time
-        print(f"ensemble: {tagger.throughput()}")
+    print(f"prediction: {tagger.throughput()}")
     print_failures(failures)
     return 1 if failures or not files else 0
 

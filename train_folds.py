@@ -43,8 +43,9 @@ from src.data.sources import load_training_data, specs_and_targets
 from src.data.datasets import experiment_train_dataset, experiment_val_dataset, make_loader
 from src.experiments import EXPERIMENTS, data_settings, get_experiment, use_available_sources
 from src.precision import resolve_precision
-from src.train.fit import experiments_dir, fit_fold, prepare_experiment_dir, set_cpu_threads, worker_count
-from src.utils import seed_everything
+from src.experiment_folder import experiments_dir
+from src.train.fit import fit_fold, prepare_experiment_dir, worker_count
+from src.utils import seed_everything, set_cpu_threads
 
 
 def parse_args(argv=None):

@@ -71,7 +71,7 @@ def main():
     frames = int(args.seconds * AUDIO.frames_per_second)
     specs = random_log_mels([frames] * args.clips)
     ensemble.predict(specs[:2])  # warm-up (cuDNN autotuning, allocations)
-    ensemble.clips, ensemble.seconds = 0, 0.0
+    ensemble.counter.clips, ensemble.counter.seconds = 0, 0.0
     start = time.perf_counter()
     ensemble.predict(specs)
     print(f"{ensemble.n_models} models, {args.clips} clips of {args.seconds:g} s on {device} "

@@ -233,7 +233,7 @@ def compare_bf16(args):
     from src.experiments import complete_config, data_settings
     from src.metrics import lwlrap
     from src.predict.predictor import load_fold_models
-    from src.train.fit import experiments_dir
+    from src.experiment_folder import experiments_dir
 
     data_dir = Path(args.data_dir)
     exp_dir = experiments_dir(data_dir, args.experiment)

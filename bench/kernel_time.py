@@ -216,14 +216,14 @@ def main(argv=None) -> dict:
     # the CPU (seconds per tile) one tile.
     warm = tile_size + (args.batch_size - 1) * step if device.type == "cuda" else tile_size
     ensemble.predict(random_log_mels([warm], seed=10 ** 6))
-    ensemble.clips, ensemble.seconds = 0, 0.0
+    ensemble.counter.clips, ensemble.counter.seconds = 0, 0.0
     done = 0
     while done < len(specs):
         ensemble.predict(specs[done:done + args.chunk])
         done = min(done + args.chunk, len(specs))
-        if args.max_seconds and ensemble.seconds >= args.max_seconds:
+        if args.max_seconds and ensemble.counter.seconds >= args.max_seconds:
             break
-    elapsed = ensemble.seconds
+    elapsed = ensemble.counter.seconds
     clips_per_s = done / elapsed
     sample_tiles = float(tiles[:done].mean())
     projected_s = args.test_set_clips / clips_per_s

@@ -187,3 +187,20 @@ def safe_torch_load(path, what="checkpoint"):
     except Exception as exc:  # pickled code, a truncated file, or not a torch file at all
         raise BadCheckpoint(f"{path}: cannot load this {what} safely ({type(exc).__name__}: {_reason(exc)}); "
                             f"it is read with torch.load(weights_only=True), which runs no pickled code") from exc
+
+
+def set_cpu_threads(device, workers: int, requested=None, light_workers=False) -> int:
+    """On CPU, give torch the cores the loader workers leave free; returns the thread count.
+
+    Oversubscribing (torch's default thread count plus busy workers) makes OpenMP
+    threads spin against each other; on 2 cores that costs several times the speed.
+    light_workers: the workers only cut raw crops (augment="device"), a small share of
+    a core each, so torch gets every core (the demo trains ~1.8x faster on 2 cores).
+    """
+    if requested is not None:
+        torch.set_num_threads(requested)
+    elif device.type == "cpu":
+        # Under torchrun, the processes on this machine share its cores.
+        cores = (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+        torch.set_num_threads(max(1, cores - (0 if light_workers else workers)))
+    return torch.get_num_threads()

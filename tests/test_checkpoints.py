@@ -11,7 +11,7 @@ import torch
 from src.train.checkpoints import load_checkpoint, read_checkpoint
 from src.errors import BadCheckpoint
 from src.predict.predictor import load_fold_models
-from src.train.fit import best_checkpoint
+from src.experiment_folder import best_checkpoint
 from tests.helpers import make_experiment
 
 ROOT = Path(__file__).resolve().parents[1]

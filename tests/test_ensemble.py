@@ -163,6 +163,17 @@ def test_ensemble_bundle_is_weights_only_and_holds_every_fold(demo_ensemble, tmp
     assert all(p["folds"] == [0, 1] and len(p["state_dicts"]) == 2 for p in bundle["first_level"] + bundle["stacking"])
     assert all(p["tile_step"] == 32 and p["crop_size"] == 64 for p in bundle["first_level"])
     assert bundle["stacking"][0]["model"]["kwargs"]["in_features"] == 2 * len(bundle["classes"])
+    # yes/no thresholds: the rule (src/thresholds.py) on the members' blended out-of-fold predictions
+    from src.data.corrections import read_curated
+    from src.predict.blending import cv_scores, load_experiments
+    from src.thresholds import choose_thresholds
+    classes = bundle["classes"]
+    labels = read_curated(demo_ensemble, classes, need_folds=False)
+    blended, _ = cv_scores(load_experiments(demo_ensemble, get_ensemble("demo")["members"], "oof"), labels,
+                           classes=classes)
+    keep, truth = labels.targets(blended.fnames, classes)
+    assert bundle["thresholds"]["classes"] == classes
+    np.testing.assert_allclose(bundle["thresholds"]["thresholds"], choose_thresholds(truth, blended.probs[keep]))
 
 
 def test_kernel_embeds_no_training_code():

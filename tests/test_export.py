@@ -13,7 +13,7 @@ from src.train.checkpoints import load_checkpoint
 from src.audio.deltas import stack_deltas
 from src.errors import UserError
 from src.tagging import read_bundle
-from src.train.fit import best_checkpoint
+from src.experiment_folder import best_checkpoint
 from tests.helpers import CLASSES, SR, make_experiment, sound
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models (tests/conftest.py)
@@ -45,17 +45,45 @@ def test_bundle_is_weights_only_and_complete(experiment, tmp_path):
     assert export.main(["--experiment", "tiny", "--data-dir", str(experiment), "--out", str(out)]) == 0
     bundle = torch.load(out, map_location="cpu", weights_only=True)
     _plain_types_only(bundle)
-    assert bundle["classes"] == CLASSES and bundle["folds"] == [0, 1]
-    assert bundle["crop_size"] == 32 and bundle["tile_step"] == 8  # the test step: a bundle only tags
-    assert bundle["model"] == {"name": "AuxSkipAttention", "kwargs": {**AUX[1], "num_classes": len(CLASSES)}}
+    # the one bundle format: an ensemble of one first-level member, tagging in tag.py's precision
+    assert bundle["format"] == "fsat2019-ensemble-bundle" and bundle["test_amp"] == "auto"
+    assert bundle["ensemble"] == {"members": ["tiny"], "weights": None, "test_tile_step": None}
+    assert bundle["stacking"] == [] and len(bundle["first_level"]) == 1
+    part = bundle["first_level"][0]
+    assert bundle["classes"] == CLASSES and part["folds"] == [0, 1]
+    assert part["crop_size"] == 32 and part["tile_step"] == 8  # the test step: a bundle only tags
+    assert part["model"] == {"name": "AuxSkipAttention", "kwargs": {**AUX[1], "num_classes": len(CLASSES)}}
     assert bundle["audio_config"]["hop_length"] == 690 and bundle["audio_config"]["n_mels"] == 128
-    for fold, state_dict in zip(bundle["folds"], bundle["state_dicts"]):
+    for fold, state_dict in zip(part["folds"], part["state_dicts"]):
         checkpoint = torch.load(best_checkpoint(experiment / "experiments" / "tiny" / f"fold_{fold}"),
                                 weights_only=True)["nn_state_dict"]
         assert state_dict.keys() == checkpoint.keys()
         assert all(torch.equal(state_dict[k], checkpoint[k]) for k in checkpoint)
-    assert not torch.equal(bundle["state_dicts"][0]["backbone.conv1.conv1.0.weight"],
-                           bundle["state_dicts"][1]["backbone.conv1.conv1.0.weight"])
+    assert not torch.equal(part["state_dicts"][0]["backbone.conv1.conv1.0.weight"],
+                           part["state_dicts"][1]["backbone.conv1.conv1.0.weight"])
+
+
+def old_tagger_bundle(bundle: dict) -> dict:
+    """What export.py --experiment wrote before the one bundle format (a 'fsat2019-tagger-bundle', version 1)."""
+    part = bundle["first_level"][0]
+    return {"format": "fsat2019-tagger-bundle", "version": 1, "name": bundle["name"], "classes": bundle["classes"],
+            "audio_config": bundle["audio_config"], "crop_size": part["crop_size"], "tile_step": part["tile_step"],
+            "amp": part["amp"], "trained_precision": part["trained_precision"], "model": part["model"],
+            "folds": part["folds"], "state_dicts": part["state_dicts"]}
+
+
+def test_bundles_of_the_older_format_still_load_and_tag_the_same(experiment, tmp_path):
+    from src.tagging import load_bundle, load_experiment
+    out, old = tmp_path / "model.pt", tmp_path / "old.pt"
+    export.main(["--experiment", "tiny", "--data-dir", str(experiment), "--out", str(out)])
+    torch.save(old_tagger_bundle(torch.load(out, weights_only=True)), old)
+    rng = np.random.default_rng(0)
+    specs = [rng.uniform(-80, 0, (128, frames)).astype(np.float32) for frames in (20, 90)]
+    expected = load_experiment(experiment, "tiny", "cpu").predict(specs)
+    for path in (out, old):
+        ensemble = load_bundle(path, "cpu")
+        assert ensemble.amp == "auto" and ensemble.describe().startswith("tiny (2 fold models, tiles 32 every 8")
+        np.testing.assert_allclose(ensemble.predict(specs), expected, atol=1e-6)
 
 
 def test_tag_with_bundle_equals_tag_with_experiment(experiment, tmp_path):
@@ -108,5 +136,5 @@ def test_export_errors(experiment, tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json not found"):
         export.main(["--experiment", "absent", "--data-dir", str(experiment), "--out", str(tmp_path / "x.pt")])
     torch.save({"weights": torch.zeros(3)}, tmp_path / "not_a_bundle.pt")
-    with pytest.raises(ValueError, match="not a tagger bundle"):
+    with pytest.raises(ValueError, match="not a model bundle written by export.py"):
         read_bundle(tmp_path / "not_a_bundle.pt")

@@ -52,7 +52,35 @@ def test_a_successful_run_replaces_the_whole_tree(trained):
     stale.write_text("fname\n")
     report = predict(trained, "--step", "16", "--no-test")
     assert report["oof_step"] == 16 and not (out / "test").exists()
-    assert sorted(p.name for p in out.iterdir()) == ["oof", "per_class_lwlrap.png", "val_lwlrap.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["oof", "per_class_lwlrap.png", "thresholds.json",
+                                                     "val_lwlrap.json"]
+
+
+def test_thresholds_are_chosen_on_the_out_of_fold_predictions(trained):
+    """thresholds.json beside the predictions holds the rule's thresholds for the out-of-fold
+    probabilities against the experiment's labels, and the F1 they give there."""
+    import json
+
+    import numpy as np
+
+    from src.data.corrections import read_curated
+    from src.data.labels import targets_matrix
+    from src.thresholds import choose_thresholds, f1_scores, tags
+    predict(trained, "--step", "16", "--no-test")
+    out = trained / "predictions" / "demo"
+    oof = predictions.read_prediction_set(out / "oof")
+    from src.experiments import complete_config, data_settings
+    record = json.loads((trained / "experiments" / "demo" / "config.json").read_text())
+    experiment = complete_config(record["experiment"])
+    labels = read_curated(trained, oof.classes, data_settings(experiment)["curated_corrections"]).kept
+    truth_of = dict(zip(labels["fname"], targets_matrix(labels["labels"].tolist(), oof.classes)))
+    rows = [i for i, f in enumerate(oof.fnames) if f in truth_of]
+    truth, probs = np.stack([truth_of[oof.fnames[i]] for i in rows]), oof.probs[rows]
+    record = json.loads((out / "thresholds.json").read_text())
+    assert record["classes"] == oof.classes
+    expected = choose_thresholds(truth, probs)
+    assert np.allclose(record["thresholds"], expected, atol=1e-6)  # probs.csv keeps 7 digits
+    assert record["oof_f1"] == pytest.approx(f1_scores(truth, tags(probs, expected)), abs=1e-3)
 
 
 def test_unfinished_folds_are_refused_unless_allowed(trained, capsys):

@@ -86,3 +86,27 @@ def test_training_into_a_pipe_prints_one_line_per_epoch(tmp_path):
     epochs = re.findall(r"^demo fold 0 epoch (\d+): 2/2 batch in \d+\.\d s$", stderr, re.M)
     assert epochs == ["0", "1"], stderr  # 32 clips in batches of 16: two batches per epoch
     assert re.search(r"^train_curated: 30/30 clip in \d+\.\d s$", stderr, re.M), stderr  # the feature cache
+
+
+def test_prediction_counts_clips_done(monkeypatch, capsys):
+    """Predictor(progress=...): on a terminal a bar of clips done (tiles of several clips share batches, a
+    clip counts once its last tile is predicted); elsewhere one line at the end; None: silent."""
+    import numpy as np
+
+    from src.predict.predictor import Predictor, _tile_batches
+    from tests.helpers import tiny_model
+
+    rng = np.random.default_rng(0)
+    specs = [rng.normal(size=(128, frames)).astype(np.float32) for frames in (40, 300, 90, 500, 20)]
+    counts = [finished for _, finished in _tile_batches(specs, 64, 32, 4)]
+    assert sum(counts) == len(specs) and counts[0] == 1  # batch 1: clip 0's one tile + 3 of clip 1's
+    predictor = Predictor(tiny_model(), tile_size=64, step=32, batch_size=4)
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    predictor.predict(specs, progress="oof")
+    monkeypatch.undo()
+    assert "\r" in terminal.getvalue() and "5/5" in terminal.getvalue()
+    predictor.predict(specs, progress="test")
+    predictor.predict(specs)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and re.fullmatch(r"test: 5/5 clip in \d+\.\d s", lines[0]), lines

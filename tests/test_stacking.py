@@ -14,6 +14,7 @@ from src.models import MODELS, create_model
 from src.predict.prediction_sets import PredictionSet, clip_means, geometric_mean, read_prediction_set, write_prediction_set
 from src.stacking import datasets as stacking_datasets
 from src.stacking.datasets import StackedTiles, StackingDataset, TileSubsetMean, select_clips
+from src.stacking.inputs import load_test_inputs
 from src.stacking.experiments import FIRST_LEVEL, STACKING_EXPERIMENTS
 from src.models.fcnet import FCNet
 
@@ -353,7 +354,7 @@ def test_test_features_are_the_geometric_mean_over_folds_of_per_fold_tile_means(
         hand[name] = np.array([[np.prod([np.mean([fold_tiles[k][offsets[i] + t, c] for t in range(counts[i])])
                                          for k in range(5)]) ** (1 / 5)
                                 for c in range(len(CLASSES))] for i in range(len(fnames))])
-    got_fnames, features = stacking_train.load_test_inputs(tmp_path, INPUTS, CLASSES)
+    got_fnames, features = load_test_inputs(tmp_path, INPUTS, CLASSES)
     assert got_fnames == fnames and features.shape == (3, 2 * len(CLASSES)) and features.dtype == np.float32
     np.testing.assert_allclose(features, np.concatenate([hand[n] for n in INPUTS], axis=1), rtol=1e-5)
     # not the clip mean of the fold-combined tiles (what a tile-level combination would give)
@@ -368,7 +369,7 @@ def test_test_inputs_must_cover_the_same_clips(tmp_path):
         tiles = [rng.random((2, len(CLASSES))).astype(np.float32) for _ in range(2)]
         write_fold_test_sets(tmp_path / "predictions" / name / "test", fnames, tiles, offsets)
     with pytest.raises(UserError, match=r"'demo_skip'.*c\.wav"):
-        stacking_train.load_test_inputs(tmp_path, INPUTS, CLASSES)
+        load_test_inputs(tmp_path, INPUTS, CLASSES)
 
 
 def test_missing_input_predictions_name_the_path(tmp_path):

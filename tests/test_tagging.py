@@ -93,8 +93,8 @@ def test_tag_folder_mixed_formats_with_a_corrupt_file(tiny_experiment, mixed_fol
         assert name in table
     assert "broken.wav" not in table
 
-    frame = pd.read_csv(out_csv)
-    assert list(frame.columns) == ["fname", "path"] + CLASSES
+    frame = pd.read_csv(out_csv, keep_default_na=False)
+    assert list(frame.columns) == ["fname", "path", "labels"] + CLASSES
     assert sorted(frame["fname"]) == ["a.wav", "b.flac", "c.ogg", "d.mp3"]
     expected = expected_probs(tiny_experiment, "tiny", frame["path"])
     assert np.allclose(frame[CLASSES].to_numpy(float), expected, atol=1e-6)
@@ -116,6 +116,7 @@ def test_exit_code_zero_when_everything_decodes(tiny_experiment, mixed_folder, c
     assert tag.main(argv) == 0
     printed = capsys.readouterr().out
     assert "failed" not in printed
+    assert "prediction: 4 clips in " in printed and " clips/s " in printed  # every predictor counts its clips
     # top-2 rows per file, probabilities as printed match the top of the expected vector
     expected = expected_probs(tiny_experiment, "tiny", [mixed_folder / "a.wav"])[0]
     (label, prob), _ = top_k(expected, CLASSES, 2)
@@ -133,10 +134,12 @@ def test_tagging_computes_the_feature_caches_log_mels(mixed_folder):
         np.testing.assert_array_equal(cache_spec, tag_spec)
 
 
-def test_blend_is_geometric_mean_over_all_fold_models(tmp_path, mixed_folder):
+def test_blend_is_geometric_mean_over_folds_then_over_experiments(tmp_path, mixed_folder):
+    """As blend.py: each experiment's folds first, then the experiments, each weighing the same (not one
+    flat mean over all 2 + 3 fold models, which would weigh them by their fold counts)."""
     make_experiment(tmp_path, "one", seed=0)
     make_experiment(tmp_path, "two", model=("AuxSkipAttention", {"base_size": 4, "dropout": 0.4, "ratio": 2}),
-                    seed=10, crop_size=32, tile_step=16)
+                    seed=10, crop_size=32, tile_step=16, folds=3)
     outs = {}
     for names in (["one"], ["two"], ["one", "two"]):
         out = tmp_path / f"{'_'.join(names)}.json"
@@ -145,8 +148,12 @@ def test_blend_is_geometric_mean_over_all_fold_models(tmp_path, mixed_folder):
             argv += ["--experiment", name]
         assert tag.main(argv) == 0
         outs["+".join(names)] = np.array(list(json.loads(out.read_text())[0]["probs"].values()))
-    # both have 2 folds, so the 4-model geometric mean is the geometric mean of the two experiments
     assert np.allclose(outs["one+two"], np.sqrt(outs["one"] * outs["two"]), atol=1e-5)
+    flat = outs["one"] ** 0.4 * outs["two"] ** 0.6  # the 5-model flat mean: not what blending means
+    assert not np.allclose(outs["one+two"], flat, atol=1e-5)
+    with pytest.raises(UserError, match="given more than once"):
+        tag.main([str(mixed_folder / "a.wav"), "--data-dir", str(tmp_path), "--experiment", "one",
+                  "--experiment", "one"])
 
 
 def test_tagging_an_experiment_uses_its_test_step(tmp_path, mixed_folder):
@@ -182,13 +189,12 @@ def test_missing_experiment_is_a_clear_error(tmp_path, mixed_folder):
 
 
 @pytest.mark.parametrize("options,named", [
-    (["--threshold", "0.9"], "--threshold needs --timeline"),
     (["--window", "2"], "--window needs --timeline"),
     (["--hop", "0.5"], "--hop needs --timeline"),
     (["--out-dir", "somewhere"], "--out-dir needs --timeline"),
     # the default value given explicitly is still an option that would do nothing
-    (["--threshold", "0.5"], "--threshold needs --timeline"),
     (["--out-dir", "timeline"], "--out-dir needs --timeline"),
+    (["--threshold", "1.5"], "--threshold must be a probability in [0, 1]"),
     (["--window", "4", "--hop", "1"], "--window, --hop need --timeline"),
 ])
 def test_timeline_options_without_timeline_are_refused(options, named, capsys):
@@ -207,6 +213,9 @@ def test_timeline_options_take_their_defaults_with_timeline():
     assert (args.window, args.hop, args.threshold, args.out_dir) == (4.0, 2.0, 0.8, "timeline")
     args = tag.parse_args(["clip.wav", "--model", "model.pt", "--chunk-seconds", "5"])  # clip mode uses this one
     assert not args.timeline and args.chunk_seconds == 5.0
+    # clip mode: no --threshold = the models' recorded thresholds; given, one yes/no threshold for all classes
+    assert tag.parse_args(["clip.wav", "--model", "model.pt"]).threshold is None
+    assert tag.parse_args(["clip.wav", "--model", "model.pt", "--threshold", "0.3"]).threshold == 0.3
 
 
 def test_tag_csv_is_scored_by_score_py(tiny_experiment, tmp_path):
@@ -229,7 +238,7 @@ def test_tag_csv_is_scored_by_score_py(tiny_experiment, tmp_path):
                              "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert tagged.returncode == 0, tagged.stderr
     frame = pd.read_csv(out)
-    assert list(frame.columns) == ["fname", "path"] + CLASSES  # tag.py's layout, path column included
+    assert list(frame.columns) == ["fname", "path", "labels"] + CLASSES  # tag.py's layout, path and tags included
     scored = subprocess.run([sys.executable, "score.py", str(out), str(labels_csv)], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=300)
     assert scored.returncode == 0, scored.stderr
@@ -240,6 +249,99 @@ def test_tag_csv_is_scored_by_score_py(tiny_experiment, tmp_path):
     assert f"test lwlrap {expected:.4f} " in scored.stdout, scored.stdout
     overall, _ = score.score(out, labels_csv)
     assert abs(overall - expected) < 1e-12
+
+
+# --- yes/no tags -----------------------------------------------------------------------------------
+
+
+def write_thresholds(data_dir, name, thresholds):
+    """predictions/NAME/thresholds.json as predict_folds.py writes it."""
+    from src.thresholds import thresholds_record
+    folder = data_dir / "predictions" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "thresholds.json").write_text(json.dumps(thresholds_record(CLASSES, thresholds)))
+
+
+def test_tag_labels_follow_the_recorded_thresholds_or_the_given_one(tiny_experiment, mixed_folder, tmp_path,
+                                                                    capsys):
+    """The `labels` of tag.py's CSV and JSON are the classes at or above the experiment's recorded
+    per-class thresholds, most probable first; --threshold X replaces them by X for every class; a
+    bundle carries the thresholds."""
+    import export
+    files = [mixed_folder / "a.wav", mixed_folder / "sub" / "b.flac", mixed_folder / "sub" / "d.mp3"]
+    expected = expected_probs(tiny_experiment, "tiny", files)
+    # per class a threshold between the files' two lowest probabilities: some tags, not all
+    ranked = np.sort(expected, axis=0)
+    thresholds = (ranked[0] + ranked[1]) / 2
+    write_thresholds(tiny_experiment, "tiny", thresholds)
+    common = [*map(str, files), "--experiment", "tiny", "--data-dir", str(tiny_experiment), "--no-progress"]
+
+    def labels_of(probs, cuts):
+        """Each row's classes at or above their cut, most probable first, comma-separated."""
+        out = []
+        for row in probs:
+            above = sorted((-p, c) for p, c, cut in zip(row, CLASSES, cuts) if p >= cut)
+            out.append(",".join(c for _, c in above))
+        return out
+
+    out_csv, out_json = tmp_path / "tags.csv", tmp_path / "tags.json"
+    assert tag.main(common + ["--out", str(out_csv)]) == 0
+    assert "chosen on out-of-fold predictions" in capsys.readouterr().out
+    frame = pd.read_csv(out_csv, keep_default_na=False)
+    assert frame["labels"].tolist() == labels_of(expected, thresholds)
+    assert sum(len(v.split(",")) for v in frame["labels"] if v) == 2 * len(CLASSES)  # each class: 2 of 3 files
+    assert tag.main(common + ["--out", str(out_json)]) == 0
+    assert [",".join(item["labels"]) for item in json.loads(out_json.read_text())] == frame["labels"].tolist()
+
+    assert tag.main(common + ["--out", str(out_csv), "--threshold", "0.5"]) == 0
+    assert "--threshold 0.5" in capsys.readouterr().out
+    assert pd.read_csv(out_csv, keep_default_na=False)["labels"].tolist() == labels_of(expected, np.full(5, 0.5))
+
+    bundle = tmp_path / "tiny.pt"
+    export.main(["--experiment", "tiny", "--data-dir", str(tiny_experiment), "--out", str(bundle)])
+    (tiny_experiment / "predictions" / "tiny" / "thresholds.json").unlink()  # the bundle's own copy is used
+    assert tag.main([*map(str, files), "--model", str(bundle), "--no-progress", "--out", str(out_csv)]) == 0
+    assert pd.read_csv(out_csv, keep_default_na=False)["labels"].tolist() == labels_of(expected, thresholds)
+    assert tag.main(common + ["--out", str(out_csv)]) == 0
+    assert "0.5 (these models have no recorded thresholds)" in capsys.readouterr().out
+
+
+def test_score_reports_map_and_f1_like_scikit_learn(tmp_path):
+    """score.py: mAP = mean over classes of sklearn's average precision; micro/macro F1 of the yes/no tags
+    from --threshold, --thresholds FILE, or tag.py's `labels` column."""
+    from sklearn.metrics import average_precision_score, f1_score
+
+    import score
+    rng = np.random.default_rng(0)
+    fnames = [f"{i}.wav" for i in range(40)]
+    truth = rng.random((40, 5)) < 0.3
+    truth[0] = True  # every class has a positive
+    truth[np.arange(40), np.arange(40) % 5] = True  # every clip has a label
+    probs = np.clip(truth * 0.4 + rng.random((40, 5)) * 0.6, 0, 1)
+    labels_csv, sub = tmp_path / "labels.csv", tmp_path / "sub.csv"
+    pd.DataFrame({"fname": fnames, "labels": [",".join(c for c, t in zip(CLASSES, row) if t) for row in truth]}
+                 ).to_csv(labels_csv, index=False)
+    frame = pd.DataFrame(probs, columns=CLASSES)
+    frame.insert(0, "fname", fnames)
+    frame.to_csv(sub, index=False, float_format="%.9g")
+    ap = [average_precision_score(truth[:, j], probs[:, j]) for j in range(5)]
+    at = lambda cut: {avg: f1_score(truth, probs >= cut, average=avg) for avg in ("micro", "macro")}  # noqa
+
+    scores = score.score_all(sub, labels_csv, threshold=0.6)
+    assert scores["map"] == pytest.approx(np.mean(ap))
+    assert list(scores["per_class"]["ap"].values()) == pytest.approx(ap)
+    assert scores["f1"] == pytest.approx(at(0.6))
+    cuts = np.array([0.3, 0.4, 0.5, 0.6, 0.7])
+    from src.thresholds import thresholds_record
+    (tmp_path / "thresholds.json").write_text(json.dumps(thresholds_record(CLASSES, cuts)))
+    assert score.score_all(sub, labels_csv, thresholds_path=tmp_path / "thresholds.json")["f1"] == \
+        pytest.approx(at(cuts))
+    assert score.score_all(sub, labels_csv)["f1"] == pytest.approx(at(0.5))  # no tags given: 0.5
+    # tag.py's CSV: its `labels` column is the tags
+    frame.insert(1, "labels", [",".join(c for c, t in zip(CLASSES, row) if t) for row in probs >= cuts])
+    frame.to_csv(sub, index=False, float_format="%.9g")
+    assert score.score_all(sub, labels_csv)["f1"] == pytest.approx(at(cuts))
+    assert score.main([str(sub), str(labels_csv), "--per-class"]) == 0
 
 
 # --- long files in chunks (default mode) ---------------------------------------------------------

@@ -48,13 +48,24 @@ def decode_audio(path, sampling_rate: int = AUDIO.sampling_rate) -> np.ndarray:
         audio, sr = sf.read(path, dtype="float32", always_2d=True)
     except Exception as exc:  # libsndfile errors carry no file name of their own
         raise AudioReadError(f"{path}: cannot decode audio ({exc})") from exc
+    return mono_at_rate(audio, sr, sampling_rate, source=path)
+
+
+def mono_at_rate(audio, sr: int, sampling_rate: int = AUDIO.sampling_rate, source="waveform") -> np.ndarray:
+    """A waveform (n_samples,) or (n_samples, channels) at rate `sr` as the models hear a decoded file:
+    channels mixed down to mono, resampled to `sampling_rate` (soxr_hq), float32."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim == 1:
+        audio = audio[:, None]
+    if audio.ndim != 2:
+        raise AudioReadError(f"{source}: audio must be (n_samples,) or (n_samples, channels), got {audio.shape}")
     if audio.shape[0] == 0:
-        raise AudioReadError(f"{path}: the file holds no audio samples")
+        raise AudioReadError(f"{source}: the file holds no audio samples")
     audio = audio.mean(axis=1)
     if not np.all(np.isfinite(audio)):
-        raise AudioReadError(f"{path}: decoded samples contain NaN or infinity")
-    if sr != sampling_rate:
-        audio = librosa.resample(audio, orig_sr=sr, target_sr=sampling_rate, res_type="soxr_hq")
+        raise AudioReadError(f"{source}: decoded samples contain NaN or infinity")
+    if int(sr) != sampling_rate:
+        audio = librosa.resample(audio, orig_sr=int(sr), target_sr=sampling_rate, res_type="soxr_hq")
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 

@@ -33,7 +33,10 @@ class SimpleKaggle(nn.Module):
         )
         self.head = ClassifierHead(b * 8, b * 2, num_classes, dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def embedding(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C) pooled features: what the head sees."""
         x = self.conv(x).mean(dim=3)            # mean over time: (B, C, F)
-        x = x.amax(dim=2)                       # max over frequency: (B, C)
-        return self.head(x)
+        return x.amax(dim=2)                    # max over frequency: (B, C)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embedding(x))

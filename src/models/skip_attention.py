@@ -82,9 +82,12 @@ class SkipAttention(nn.Module):
         c = self.backbone.out_channels
         self.head = ClassifierHead(c, base_size * 2, num_classes, dropout)
 
+    def embedding(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C) pooled features: what the head sees."""
+        return global_avg_pool(self.backbone(x)[0])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, _ = self.backbone(x)
-        return self.head(global_avg_pool(x))
+        return self.head(self.embedding(x))
 
 
 class AuxSkipAttention(nn.Module):
@@ -111,6 +114,10 @@ class AuxSkipAttention(nn.Module):
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         """Merged feature map (B, C, H', W') -> main-head input (B, C)."""
         return global_avg_pool(x)
+
+    def embedding(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C) pooled features: what the main head sees."""
+        return self.pool(self.backbone(x)[0])
 
     def forward(self, x: torch.Tensor):
         x, (s1, s2, s3) = self.backbone(x)

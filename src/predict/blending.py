@@ -11,13 +11,14 @@ averaging.
 The same pieces serve `blend.py` (test submission + blended CV score) and
 `review_labels.py` (blended out-of-fold predictions against the given labels).
 """
+import json
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import pandas as pd
 
-from src.data.corrections import CuratedLabels
+from src.data.corrections import CuratedLabels, read_curated
 from src.metrics import lwlrap
 from src.predict.prediction_sets import PredictionSet, geometric_mean, predictions_dir, read_prediction_set
 
@@ -178,3 +179,32 @@ def cv_scores(sets: dict, labels: CuratedLabels, weights=None, classes=None) -> 
         "n_skipped": int((~keep).sum()),
     }
     return blended, scores
+
+
+# ----------------------------------------------------------------------------- yes/no thresholds
+
+def blend_thresholds(data_dir, names, classes, weights=None) -> Optional[dict]:
+    """The yes/no thresholds record (src/thresholds.py) of a blend of experiments, or None without one.
+
+    One experiment: its predictions' thresholds.json (predict_folds.py). Several (or one without that
+    file): chosen by the same rule on their blended out-of-fold predictions against the curated labels
+    (the data dir's corrections, as blend.py scores its CV); None when any of them has no out-of-fold
+    predictions or the data dir has no curated labels.
+    """
+    from src.thresholds import THRESHOLDS_FILE, choose_thresholds, thresholds_record
+
+    names = list(names)
+    path = predictions_dir(data_dir, names[0]) / THRESHOLDS_FILE
+    if len(names) == 1 and path.is_file():
+        record = json.loads(path.read_text())
+        return record if record.get("classes") == list(classes) else None
+    if not all(has_split(data_dir, n, "oof") for n in names):
+        return None
+    try:
+        labels = read_curated(data_dir, classes, need_folds=False)
+    except FileNotFoundError:
+        return None
+    blended, _ = cv_scores(load_experiments(data_dir, names, "oof"), labels, weights, classes)
+    keep, truth = labels.targets(blended.fnames, classes)
+    probs = blended.probs[keep]
+    return thresholds_record(classes, choose_thresholds(truth, probs), truth, probs)

@@ -19,12 +19,13 @@ argus nor the experiment folders: the offline Kaggle kernel (make_kernel.py)
 embeds them as they are. Bundles are written by `export.py --ensemble`
 (`src.tagging.models.make_ensemble_bundle`).
 
-It looks like a `src.tagging.Tagger` to the tagging code (`predict`, `classes`,
-`audio_config`, `members`, `combine`, `describe`), so tag.py tags files, long
-files and timelines with it, and it counts the clips it predicted and the time
-taken (`throughput`).
+It is the one inference type: one experiment's folds (a one-level ensemble, blended as blend.py
+blends: geometric mean over each experiment's folds, then across experiments), several experiments,
+or a whole named ensemble, all built from a bundle dict (src/tagging/models.py), so tag.py, demo.py,
+the Python API (src/tagging/audio_tagger.py) and the kernel tag files, long files and timelines with
+it (`predict`, `classes`, `audio_config`, `members`, `combine`, `describe`, `thresholds`), and it counts
+the clips it predicted and the time taken (`throughput`).
 """
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from src.errors import BadCheckpoint, BadSetting, InputFileNotFound
 from src.models import create_model, main_output
 from src.predict.prediction_sets import geometric_mean
 from src.precision import TEST_AMP, autocast, resolve_precision
-from src.predict.predictor import Predictor, describe_precisions, model_precision
+from src.predict.predictor import Predictor, Throughput, describe_precisions, model_precision
 from src.utils import safe_torch_load
 
 BUNDLE_FORMAT = "fsat2019-ensemble-bundle"
@@ -99,14 +100,19 @@ class Ensemble:
     """Blended class probabilities of log-mels: first level, stacking, geometric mean of the members."""
 
     def __init__(self, name, first_level, stacking, members, weights, classes, audio_config: AudioConfig,
-                 batch_size: int = 128, amp=TEST_AMP):
+                 batch_size: int = 128, amp=TEST_AMP, thresholds=None):
         self.name, self.first_level, self.stacking = name, list(first_level), list(stacking)
         self.blend, self.weights = list(members), None if weights is None else [float(w) for w in weights]
         self.classes, self.audio_config, self.batch_size = list(classes), audio_config, int(batch_size)
         # First-level precision: fp32 by default, as the 2019 kernel made every test prediction; or a
         # setting of src/precision.py ('auto', 'bf16', 'fp16'), or None for each model's own.
         self.amp = amp
+        # Yes/no threshold per class, chosen on the blended out-of-fold predictions; None: not recorded
+        self.thresholds = None if thresholds is None else np.asarray(thresholds, np.float64)
         known = [e.name for e in self.first_level]
+        repeated = sorted({n for n in known if known.count(n) > 1})
+        if repeated:
+            raise BadSetting(f"{name}: {repeated} given more than once: blend each experiment once")
         for model in self.stacking:
             missing = [n for n in model.inputs if n not in known]
             if missing:
@@ -116,11 +122,11 @@ class Ensemble:
             raise BadSetting(f"{name}: member(s) {missing} have no models")
         if self.weights is not None and len(self.weights) != len(self.blend):
             raise BadSetting(f"{name}: {len(self.weights)} weight(s) for {len(self.blend)} member(s)")
-        self.clips, self.seconds = 0, 0.0  # throughput counters of predict()
+        self.counter = Throughput()  # clips predicted and time taken by predict()
 
     @property
     def members(self) -> list:
-        """The first-level experiments (what tiles are cut for), as `Tagger.members`."""
+        """The first-level experiments (what tiles are cut for)."""
         return self.first_level
 
     @property
@@ -155,19 +161,10 @@ class Ensemble:
 
     def predict(self, specs, batch_size=None) -> np.ndarray:
         """(len(specs), C) float32 blended probabilities of a list of (n_mels, frames) log-mels."""
-        start = time.perf_counter()
-        blended = self.combine(self.fold_means(specs, batch_size))
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        self.clips += len(specs)
-        self.seconds += time.perf_counter() - start
-        return blended
+        return self.counter.timed(lambda s: self.combine(self.fold_means(s, batch_size)), specs, self.device)
 
     def throughput(self) -> str:
-        if not self.clips:
-            return "no clips predicted"
-        return (f"{self.clips} clips in {self.seconds:.1f} s: {self.clips / max(self.seconds, 1e-9):.2f} clips/s "
-                f"({1000 * self.seconds / self.clips:.0f} ms per clip) on {self.device}")
+        return self.counter.report(self.device)
 
     @property
     def precision(self) -> str:
@@ -177,6 +174,11 @@ class Ensemble:
         return describe_precisions(model_precision(m) for e in self.first_level for m in e.models)
 
     def describe(self) -> str:
+        if not self.stacking and self.weights is None and self.blend == [e.name for e in self.first_level]:
+            # experiments (one or several) as tag.py --experiment / --model loads them
+            parts = [f"{e.name} ({len(e.models)} fold model{'s' * (len(e.models) != 1)}, tiles {e.tile_size} "
+                     f"every {e.step} frames)" for e in self.first_level]
+            return " + ".join(parts) + f"; {len(self.classes)} classes; {self.device}, {self.precision}"
         weights = "equal weights" if self.weights is None else "weights " + " ".join(f"{w:g}" for w in self.weights)
         first = ", ".join(f"{e.name} ({len(e.models)} folds, tiles {e.tile_size} every {e.step})"
                           for e in self.first_level)
@@ -215,7 +217,7 @@ def is_ensemble_bundle(bundle) -> bool:
 
 def check_ensemble_bundle(bundle, source="bundle"):
     if not is_ensemble_bundle(bundle):
-        raise BadCheckpoint(f"{source}: not an ensemble bundle written by export.py --ensemble")
+        raise BadCheckpoint(f"{source}: not a model bundle written by export.py")
     if bundle.get("version") != BUNDLE_VERSION:
         raise BadCheckpoint(f"{source}: ensemble bundle version {bundle.get('version')}, this code reads "
                             f"{BUNDLE_VERSION}")
@@ -247,8 +249,11 @@ def ensemble_from_bundle(bundle: dict, device="cpu", step=None, batch_size: int 
         raise BadCheckpoint(f"{source}: audio settings do not match AudioConfig ({exc})") from exc
     if amp == "bundle":
         amp = bundle.get("test_amp", TEST_AMP)
+    thresholds = bundle.get("thresholds")  # bundles written before thresholds were recorded: none
+    if thresholds is not None:
+        thresholds = [dict(zip(thresholds["classes"], thresholds["thresholds"]))[c] for c in bundle["classes"]]
     return Ensemble(bundle["name"], first, second, spec["members"], spec["weights"], bundle["classes"], config,
-                    batch_size, amp)
+                    batch_size, amp, thresholds)
 
 
 def load_ensemble_bundle(path, device="cpu", step=None, batch_size: int = 128, amp="bundle") -> Ensemble:

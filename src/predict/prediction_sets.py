@@ -73,9 +73,9 @@ def write_prediction_set(folder, pred: PredictionSet):
     write_csv_atomic(pred.to_frame(), folder / "probs.csv", index=False, float_format="%.7g")
 
 
-def write_prediction_tree(out_dir, sets: dict, report: dict, title: str):
+def write_prediction_tree(out_dir, sets: dict, report: dict, title: str, records=None):
     """Write `out_dir` whole or not at all: each named PredictionSet in its subfolder, the CV report
-    (`val_lwlrap.json`) and its per-class plot. Everything goes into a hidden folder that is swapped
+    (`val_lwlrap.json`), its per-class plot and `records` ({file name: JSON-able}, e.g. thresholds.json). Everything goes into a hidden folder that is swapped
     in at the end, so a failure (a full disk, a kill) leaves the previous predictions as they were."""
     from src.plots import plot_per_class  # matplotlib: only needed here
 
@@ -84,6 +84,8 @@ def write_prediction_tree(out_dir, sets: dict, report: dict, title: str):
         for name, pred in sets.items():
             write_prediction_set(staging / name, pred)
         write_json_atomic(report, staging / "val_lwlrap.json")
+        for name, record in (records or {}).items():
+            write_json_atomic(record, staging / name)
         plot_per_class(report["per_class_lwlrap"], staging / "per_class_lwlrap.png", title=title)
 
 

@@ -24,6 +24,7 @@ the caches; `python bench/inference.py --sweep`), in channels-last layout
 than NCHW there; the fold models' weights are switched to NHWC in place).
 The GPU path forwards whole batches.
 """
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ from src.audio.deltas import stack_deltas
 from src.errors import InputFileNotFound
 from src.predict.prediction_sets import clip_means
 from src.precision import AMP_SETTINGS, autocast, resolve_precision
+from src.progress import progress as progress_bar
 
 AMP_CHOICES = AMP_SETTINGS
 CPU_BATCH = 16  # tiles per CPU forward pass (see the module docstring)
@@ -78,8 +80,9 @@ def tile_steps(experiment: dict, step=None, test_step=None) -> tuple:
 
 
 def _tile_batches(specs, tile_size, step, batch_size):
-    """Yield float32 arrays of up to `batch_size` tiles, in clip order, crossing clip boundaries."""
-    buffer, filled = np.empty((batch_size, specs[0].shape[0], tile_size), np.float32), 0
+    """Yield (float32 array of up to `batch_size` tiles, number of clips whose last tile it holds), in clip
+    order, crossing clip boundaries."""
+    buffer, filled, finished = np.empty((batch_size, specs[0].shape[0], tile_size), np.float32), 0, 0
     for spec in specs:
         tiles = make_tiles(spec, tile_size, step)
         start = 0
@@ -88,11 +91,12 @@ def _tile_batches(specs, tile_size, step, batch_size):
             buffer[filled:filled + take] = tiles[start:start + take]
             filled += take
             start += take
+            finished += start == len(tiles)
             if filled == batch_size:
-                yield buffer
-                filled = 0
+                yield buffer, finished
+                filled, finished = 0, 0
     if filled:
-        yield buffer[:filled]
+        yield buffer[:filled], finished
 
 
 def model_precision(model) -> str:
@@ -105,6 +109,29 @@ def describe_precisions(precisions) -> str:
     """'fp32', or 'bf16/fp32' when models differ, for log lines and records."""
     names = sorted(set(precisions))
     return "/".join(names)
+
+
+class Throughput:
+    """Clips predicted and the wall time taken (CUDA work waited for), for a `clips/s` report."""
+
+    def __init__(self):
+        self.clips, self.seconds = 0, 0.0
+
+    def timed(self, predict, specs, device):
+        """`predict(specs)`, counted."""
+        start = time.perf_counter()
+        result = predict(specs)
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize(device)
+        self.clips += len(specs)
+        self.seconds += time.perf_counter() - start
+        return result
+
+    def report(self, device) -> str:
+        if not self.clips:
+            return "no clips predicted"
+        return (f"{self.clips} clips in {self.seconds:.1f} s: {self.clips / max(self.seconds, 1e-9):.2f} clips/s "
+                f"({1000 * self.seconds / self.clips:.0f} ms per clip) on {device}")
 
 
 class Predictor:
@@ -131,9 +158,9 @@ class Predictor:
         """What the models run in: 'bf16', 'fp16', 'fp32' (or e.g. 'bf16/fp32' when they differ)."""
         return describe_precisions(self.precisions)
 
-    def forward(self, model, images: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+    def forward(self, model, images: torch.Tensor, precision: str = "fp32", embed: bool = False) -> torch.Tensor:
         """Sigmoid probabilities (B, C) of one model for a (B, 3, H, W) batch, in chunks of `forward_size`,
-        under autocast to `precision`."""
+        under autocast to `precision`; with `embed`, the network's pooled features (B, D) instead."""
         model.eval()
         out = []
         for chunk in images.split(self.forward_size):
@@ -142,30 +169,45 @@ class Predictor:
             else:
                 chunk = model.prepare_input(chunk)
             with autocast(self.device, precision):
+                if embed:
+                    out.append(model.nn_module.embedding(chunk).float().cpu())
+                    continue
                 prediction = model.nn_module(chunk)
             out.append(model.prediction_transform(prediction).float().cpu())
         return torch.cat(out)
 
     @torch.inference_mode()
-    def predict_tiles(self, specs) -> list:
-        """For each model, the concatenated tile probabilities (n_tiles_total, C) of all clips, float32."""
+    def predict_tiles(self, specs, embed: bool = False, progress=None) -> list:
+        """For each model, the concatenated tile probabilities (n_tiles_total, C) of all clips, float32
+        (with `embed`: the tiles' pooled features (n_tiles_total, D)). `progress`: a label to show the
+        clips done under (a bar on a terminal, else one line at the end: src/progress.py); None: silent."""
         if len(specs) == 0:
             raise ValueError("no spectrograms to predict")
         outputs = [[] for _ in self.models]
-        for batch in _tile_batches(specs, self.tile_size, self.step, self.batch_size):
+        bar = progress_bar(total=len(specs), desc=progress or "", unit="clip", enabled=progress is not None,
+                           leave=False)
+        for batch, finished in _tile_batches(specs, self.tile_size, self.step, self.batch_size):
             images = torch.from_numpy(batch).to(self.device, non_blocking=True)
             images = stack_deltas(images)
             for model, precision, out in zip(self.models, self.precisions, outputs):
-                out.append(self.forward(model, images, precision))
+                out.append(self.forward(model, images, precision, embed))
+            bar.update(finished)
+        bar.close()
         return [torch.cat(out).numpy() for out in outputs]
 
     def offsets(self, specs) -> np.ndarray:
         counts = [count_tiles(s.shape[1], self.tile_size, self.step) for s in specs]
         return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
-    def predict(self, specs):
-        """(tiles per model, offsets, clip probs per model): clip probs are the mean over each clip's tiles."""
-        tiles = self.predict_tiles(specs)
+    def embed(self, specs) -> list:
+        """For each model, the (n_clips, D) mean over each clip's tiles of the network's pooled features."""
+        offsets = self.offsets(specs)
+        return [clip_means(t, offsets) for t in self.predict_tiles(specs, embed=True)]
+
+    def predict(self, specs, progress=None):
+        """(tiles per model, offsets, clip probs per model): clip probs are the mean over each clip's tiles;
+        `progress` as in `predict_tiles`."""
+        tiles = self.predict_tiles(specs, progress=progress)
         offsets = self.offsets(specs)
         clips = [clip_means(t, offsets) for t in tiles]
         return tiles, offsets, clips
@@ -174,8 +216,8 @@ class Predictor:
 def load_fold_models(exp_dir, device, folds=None) -> dict:
     """{fold: argus model} for every fold of an experiment folder with a checkpoint (or the given folds)."""
     # Imported here: the tiling and Predictor above need no argus (the offline kernel embeds them).
+    from src.experiment_folder import best_checkpoint, trained_folds
     from src.train.checkpoints import load_checkpoint
-    from src.train.fit import best_checkpoint, trained_folds
 
     exp_dir = Path(exp_dir)
     available = trained_folds(exp_dir)

@@ -1,12 +1,13 @@
 """Use trained models on any audio: model loading (experiments, bundles, blends), file tagging, timelines.
 
-A `Tagger` is everything needed to go from audio to class probabilities:
-the class list, the audio front end the models were trained with, and one or
-more *members* (an experiment's fold models, with their tile size and step).
-Its prediction is the geometric mean over every fold model of every member,
-the way the original combined folds and experiments.
+Models of every kind load as one type, `src.predict.ensemble.Ensemble`: the class list, the audio
+front end the models were trained with, and one or more first-level *members* (an experiment's fold
+models, with their tile size and step), plus stacking models for a named ensemble. Its prediction is,
+as blend.py combines experiments, the geometric mean over each member's fold models, then the
+geometric mean over the members.
 
-Modules: `models` (Tagger, loading, bundles, blends), `files`, `timeline`, `live`.
+Modules: `audio_tagger` (the Python API: `AudioTagger`), `models` (loading, bundles, blends),
+`files`, `timeline`, `live`.
 
 Models come from
 - an experiment folder written by train_folds.py (`load_experiment`), or
@@ -26,12 +27,13 @@ from src.audio.frontend import AudioReadError
 from src.tagging.files import (AUDIO_EXTENSIONS, find_audio_files, format_table, out_prefixes, print_failures,
                                tag_files, top_k, write_results)
 from src.tagging.live import format_live, live_tags
-from src.tagging.models import (Member, Tagger, add_model_args, blend, bundle_models, load_bundle, load_experiment,
+from src.tagging.models import (add_model_args, blend, load_bundle, load_experiment,
                                 load_tagger, make_bundle, read_bundle)
 from src.tagging.timeline import (SegmentTracker, Timeline, format_segments, plot_timeline, sliding_windows,
                                   tag_timeline)
+from src.tagging.audio_tagger import AudioTagger  # the Python API
 
-__all__ = ["Member", "Tagger", "load_experiment", "load_bundle", "make_bundle", "read_bundle", "bundle_models",
+__all__ = ["AudioTagger", "load_experiment", "load_bundle", "make_bundle", "read_bundle",
            "blend", "add_model_args", "load_tagger", "AUDIO_EXTENSIONS", "find_audio_files", "tag_files", "top_k",
            "format_table", "write_results", "print_failures", "out_prefixes", "sliding_windows", "SegmentTracker",
            "Timeline", "tag_timeline", "plot_timeline", "format_segments", "live_tags", "format_live",

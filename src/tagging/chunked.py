@@ -18,7 +18,7 @@ in memory at a time):
 3. tiles, per member: the trimmed part again, clipped at max - top_db, padded
    the way `pad_for_tiles` pads, cut into tiles; each fold model's tile
    probabilities are summed, and the clip's probabilities are the geometric
-   mean over models of their tile means, as in `Tagger.predict` (`tagger.combine`: an ensemble
+   mean over models of their tile means, as in `Ensemble.predict` (`tagger.combine`: an ensemble
    continues with its stacking models and blend).
 
 So the result equals the whole-file path's up to float rounding (tested
@@ -164,5 +164,5 @@ def tag_long_file(tagger, path, batch_size=128, chunk_seconds=10.0, in_memory_se
         if batch:
             flush()
         fold_means[member.name] = [(s / count).astype(np.float32)[None] for s in sums]
-    # the Tagger's (or a whole ensemble's) combination of the fold models' clip means
+    # the ensemble's combination of the fold models' clip means
     return tagger.combine(fold_means)[0]

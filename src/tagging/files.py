@@ -11,7 +11,8 @@ from src.predict.prediction_sets import check_finite
 from src.audio.streaming import audio_info
 from src.progress import progress as progress_bar
 from src.tagging.chunked import tag_long_file
-from src.tagging.models import Tagger
+from src.predict.ensemble import Ensemble
+from src.thresholds import labels_of
 from src.utils import atomic_path
 
 # Files longer than this are tagged in chunks (src.tagging.chunked): memory stays flat for any length.
@@ -46,7 +47,7 @@ def _reason(path, exc) -> str:
     return text if str(path) in text else f"{path}: {type(exc).__name__}: {text}"
 
 
-def tag_files(tagger: Tagger, paths, batch_size=128, group_size=32, progress=True, long_seconds=LONG_FILE_SECONDS,
+def tag_files(tagger: Ensemble, paths, batch_size=128, group_size=32, progress=True, long_seconds=LONG_FILE_SECONDS,
               chunk_seconds=10.0):
     """(results, failures): results = [(path, probs)] in input order, failures = [(path, reason)].
 
@@ -84,14 +85,18 @@ def top_k(probs, classes, k):
     return [(classes[i], float(probs[i])) for i in order]
 
 
-def format_table(results, classes, k) -> str:
-    """Terminal table: file | rank | tag | probability, one block of k rows per file."""
-    rows = [(Path(path).name if i == 0 else "", str(i + 1), label, f"{prob:.3f}")
+def format_table(results, classes, k, thresholds=None) -> str:
+    """Terminal table: file | rank | tag | probability (| yes: at or above the class's threshold), one block
+    of k rows per file."""
+    threshold_of = dict(zip(classes, thresholds)) if thresholds is not None else None
+    rows = [(Path(path).name if i == 0 else "", str(i + 1), label, f"{prob:.3f}",
+             "yes" if threshold_of and prob >= threshold_of[label] else "")
             for path, probs in results for i, (label, prob) in enumerate(top_k(probs, classes, k))]
-    header = ("file", "#", "tag", "prob")
-    widths = [max(len(r[c]) for r in rows + [header]) for c in range(4)]
-    line = lambda r: f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]:>{widths[3]}}"  # noqa
-    out = [line(header), "  ".join("-" * w for w in widths)]
+    header = ("file", "#", "tag", "prob", "yes" if threshold_of else "")
+    widths = [max(len(r[c]) for r in rows + [header]) for c in range(5)]
+    line = lambda r: (f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]:>{widths[3]}}"  # noqa
+                      + (f"  {r[4]}" if threshold_of else "")).rstrip()
+    out = [line(header), "  ".join("-" * w for w in widths[:5 if threshold_of else 4])]
     for row in rows:
         if row[0] and len(out) > 2:
             out.append("")
@@ -99,23 +104,29 @@ def format_table(results, classes, k) -> str:
     return "\n".join(out)
 
 
-def write_results(results, classes, path, k=5):
-    """All class probabilities: CSV (fname, path, one column per class) or JSON (list of {path, top, probs})."""
+def write_results(results, classes, path, k=5, thresholds=None):
+    """All class probabilities: CSV (fname, path, [labels,] one column per class) or JSON (list of {path, top,
+    [labels,] probs}). With `thresholds` (one per class), `labels` = the classes at or above their threshold,
+    most probable first (comma-separated in the CSV, as train_curated.csv writes labels)."""
     path = Path(path)
     suffix = path.suffix.lower()
     check_finite([p for _, p in results], [str(p) for p, _ in results], path)
+    labels = None if thresholds is None else labels_of([p for _, p in results], classes, thresholds)
     if suffix == ".csv":
         import pandas as pd
 
         frame = pd.DataFrame(np.array([p for _, p in results], np.float32).reshape(len(results), len(classes)),
                              columns=classes)
+        if labels is not None:
+            frame.insert(0, "labels", [",".join(names) for names in labels])
         frame.insert(0, "path", [str(p) for p, _ in results])
         frame.insert(0, "fname", [Path(p).name for p, _ in results])
         with atomic_path(path, suffix=".csv") as tmp:
             frame.to_csv(tmp, index=False, float_format="%.7g")
     elif suffix == ".json":
         items = [{"path": str(p), "top": [{"label": label, "prob": prob} for label, prob in top_k(probs, classes, k)],
-                  "probs": {c: float(v) for c, v in zip(classes, probs)}} for p, probs in results]
+                  **({} if labels is None else {"labels": labels[i]}),
+                  "probs": {c: float(v) for c, v in zip(classes, probs)}} for i, (p, probs) in enumerate(results)]
         with atomic_path(path, suffix=".json") as tmp:
             tmp.write_text(json.dumps(items, indent=1) + "\n")
     else:

@@ -3,10 +3,10 @@ import numpy as np
 
 from src.audio.fast_frontend import log_mel
 from src.tagging.files import top_k
-from src.tagging.models import Tagger
+from src.predict.ensemble import Ensemble
 
 
-def live_tags(tagger: Tagger, chunks, buffer_seconds=4.0, interval=1.0, batch_size=128):
+def live_tags(tagger: Ensemble, chunks, buffer_seconds=4.0, interval=1.0, batch_size=128):
     """Yield (time in seconds, probs) every `interval` seconds of a chunk stream.
 
     Each prediction sees the last `buffer_seconds` of audio (less at the

@@ -1,117 +1,49 @@
-"""Trained models for tagging: a `Tagger` from an experiment folder, an export bundle, or a blend of several;
-a whole named ensemble (`src.predict.ensemble.Ensemble`) from its experiment folders or its bundle."""
-import dataclasses
+"""Trained models for tagging, all of one kind: an `Ensemble` (src/predict/ensemble.py) of one or more
+first-level experiments (and stacking models for a named ensemble), always built from a bundle dict.
+
+- an experiment folder (`load_experiment`): its bundle dict (`make_bundle`), a one-level ensemble;
+- a bundle file (`load_bundle`): export.py's one format (`fsat2019-ensemble-bundle`); one-experiment
+  bundles of the older tagger format (`fsat2019-tagger-bundle`) still load, converted;
+- several of either (`blend`): one ensemble over all their first-level experiments, combined as blend.py
+  combines experiments (geometric mean over each one's folds, then across experiments);
+- a named ensemble (`load_ensemble`): first level, stacking and blend from the experiment folders.
+
+Precision defaults (src/precision.py) travel in the bundle as `test_amp`: 'auto' for an experiment's
+bundle (the fastest safe precision, as tag.py always tagged), 'none' (fp32) for a named ensemble, as
+the 2019 kernel made its test predictions.
+"""
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from src.train.argus_model import FreesoundModel
 from src.train.checkpoints import read_checkpoint
 from src.config import AUDIO, AudioConfig, resolve_data_dir
 from src.ensembles import ENSEMBLES, check_ensemble, get_ensemble
-from src.errors import BadCheckpoint, BadInput, BadSetting, InputFileNotFound
-from src.experiments import complete_config
-from src.predict.ensemble import (BUNDLE_FORMAT as ENSEMBLE_FORMAT, BUNDLE_VERSION as ENSEMBLE_VERSION, Ensemble,
-                                  ensemble_from_bundle, is_ensemble_bundle)
-from src.predict.prediction_sets import geometric_mean
-from src.predict.predictor import AMP_CHOICES, Predictor, describe_precisions, load_fold_models, tile_steps
+from src.errors import BadCheckpoint, BadSetting, InputFileNotFound
+from src.experiment_folder import (best_checkpoint, experiments_dir, read_experiment_record, trained_folds,
+                                   trained_precision)
+from src.predict.ensemble import (BUNDLE_FORMAT, BUNDLE_VERSION, Ensemble, check_ensemble_bundle,
+                                  ensemble_from_bundle)
+from src.predict.blending import blend_thresholds
+from src.predict.predictor import AMP_CHOICES, tile_steps
 from src.precision import TEST_AMP
-from src.train.fit import DONE_FILE, best_checkpoint, experiments_dir, trained_folds
+from src.thresholds import thresholds_from_record
 from src.utils import pick_device, safe_torch_load
 
-BUNDLE_FORMAT = "fsat2019-tagger-bundle"
-BUNDLE_VERSION = 1
+TAG_AMP = "auto"  # the default precision of an experiment's bundle: tag.py's (see the module docstring)
+TAGGER_FORMAT = "fsat2019-tagger-bundle"  # one-experiment bundles written before the ensemble format held them
 
 
-@dataclasses.dataclass
-class Member:
-    """The fold models of one experiment (or bundle) and how to tile spectrograms for them."""
-    name: str
-    models: list
-    tile_size: int
-    step: int
+def load_experiment(data_dir, name, device, step=None) -> Ensemble:
+    """The one-level Ensemble of <data_dir>/experiments/NAME (all its trained folds), through its bundle dict."""
+    return ensemble_from_bundle(make_bundle(data_dir, name), device, step, source=f"experiment {name}")
 
 
-class Tagger:
-    """Class probabilities of log-mels: geometric mean over all fold models of all members."""
-
-    def __init__(self, members, classes, audio_config: AudioConfig = AUDIO, amp="auto"):
-        self.members, self.classes, self.audio_config = list(members), list(classes), audio_config
-        # Predictor precision (src/precision.py; tag.py --amp): 'auto' (the card's on CUDA, bf16 on a CPU
-        # with native bf16, else fp32), 'bf16', 'fp16', 'none' (fp32), or None (each model's own).
-        self.amp = amp
-        if not self.members:
-            raise ValueError("a Tagger needs at least one member")
-
-    @property
-    def n_models(self) -> int:
-        return sum(len(m.models) for m in self.members)
-
-    @property
-    def device(self):
-        return self.members[0].models[0].device
-
-    def predict(self, specs, batch_size: int = 128) -> np.ndarray:
-        """(len(specs), n_classes) float32 probabilities of a list of (n_mels, frames) log-mels."""
-        probs = []
-        for member in self.members:
-            _, _, clips = self.predictor(member, batch_size).predict(specs)
-            probs.extend(clips)
-        return probs[0] if len(probs) == 1 else geometric_mean(probs)
-
-    def predictor(self, member: Member, batch_size: int = 128) -> Predictor:
-        return Predictor(member.models, member.tile_size, member.step, batch_size, amp=self.amp)
-
-    def combine(self, fold_means: dict) -> np.ndarray:
-        """The prediction from {member name: [each fold model's clip means]} (as `predict` combines them)."""
-        probs = [p for means in fold_means.values() for p in means]
-        return probs[0] if len(probs) == 1 else geometric_mean(probs)
-
-    def describe(self) -> str:
-        parts = [f"{m.name} ({len(m.models)} fold model{'s' * (len(m.models) != 1)}, tiles {m.tile_size} "
-                 f"every {m.step} frames)" for m in self.members]
-        precision = self.predictor(self.members[0]).precision
-        return " + ".join(parts) + f"; {len(self.classes)} classes; {self.device}, {precision}"
-
-    def __repr__(self):
-        return f"Tagger({self.describe()})"
-
-
-def _audio_config(values: dict, source) -> AudioConfig:
-    try:
-        return AudioConfig.from_dict(values)  # records older than pad_mode / short_clip: their settings
-    except (TypeError, ValueError) as exc:
-        raise BadInput(f"{source}: audio settings {sorted(values)} do not match AudioConfig ({exc})") from exc
-
-
-def read_experiment_record(exp_dir) -> dict:
-    """config.json of an experiment folder (as written by train_folds.py), its experiment completed with
-    the settings that runs of older versions did not record (src.experiments.complete_config)."""
-    path = Path(exp_dir) / "config.json"
-    if not path.is_file():
-        raise InputFileNotFound(f"{path} not found: train the experiment first (train_folds.py) "
-                                f"or pass a bundle with --model")
-    record = json.loads(path.read_text())
-    for key in ("experiment", "classes"):
-        if key not in record:
-            raise BadInput(f"{path}: missing key {key!r}")
-    record["experiment"] = complete_config(record["experiment"])
-    return record
-
-
-def load_experiment(data_dir, name, device, step=None) -> Tagger:
-    """A Tagger from the fold checkpoints of <data_dir>/experiments/NAME."""
-    exp_dir = experiments_dir(data_dir, name)
-    record = read_experiment_record(exp_dir)
-    experiment = record["experiment"]
-    models = load_fold_models(exp_dir, device)
-    # Tagging is test-time prediction: the experiment's test step (128 frames for the 2019 members).
-    member = Member(name, [models[f] for f in sorted(models)], int(experiment["crop_size"]),
-                    tile_steps(experiment, step)[1])
-    config = _audio_config(record.get("audio_config", AUDIO.to_dict()), exp_dir / "config.json")
-    return Tagger([member], record["classes"], config)
+def experiments_thresholds(data_dir, names, classes, weights=None):
+    """(C,) yes/no thresholds of one experiment or a blend of several (`blend_thresholds`), or None."""
+    record = blend_thresholds(data_dir, names, classes, weights)
+    return None if record is None else thresholds_from_record(record, classes, f"thresholds of {names}")
 
 
 def _plain(obj):
@@ -137,38 +69,29 @@ def fold_weights(exp_dir) -> tuple:
     return folds, {"name": model_name, "kwargs": model_kwargs}, state_dicts
 
 
-def trained_precision(exp_dir, folds) -> str:
-    """The precision the folds trained in, from their done.json ('unrecorded' for runs of older versions)."""
-    found = []
-    for fold in folds:
-        path = Path(exp_dir) / f"fold_{fold}" / DONE_FILE
-        try:
-            found.append(json.loads(path.read_text()).get("precision") or "unrecorded")
-        except (OSError, ValueError):
-            found.append("unrecorded")
-    return describe_precisions(found)
-
-
 def make_bundle(data_dir, name) -> dict:
-    """Everything `tag.py --model` needs, as plain dicts/lists/str/numbers and tensors."""
+    """Everything `tag.py --model` needs of one experiment, as plain dicts/lists/str/numbers and tensors: an
+    ensemble bundle of one first-level member (network, tile size, test tile step, every trained fold)."""
     exp_dir = experiments_dir(data_dir, name)
-    record = read_experiment_record(exp_dir)
+    record = read_experiment_record(exp_dir, hint=" or pass a bundle with --model")
     folds, model, state_dicts = fold_weights(exp_dir)
-    experiment = record["experiment"]
-    return {
-        "format": BUNDLE_FORMAT,
-        "version": BUNDLE_VERSION,
-        "name": name,
-        "classes": list(record["classes"]),
-        "audio_config": _plain(record.get("audio_config", AUDIO.to_dict())),
-        "crop_size": int(experiment["crop_size"]),
-        "tile_step": tile_steps(experiment)[1],  # the test-time step: a bundle only tags
-        "amp": str(experiment["amp"]),
-        "trained_precision": trained_precision(exp_dir, folds),
-        "model": model,
-        "folds": folds,
-        "state_dicts": state_dicts,
-    }
+    spec = {"members": [name], "weights": None, "test_tile_step": None}
+    part = _ensemble_part(spec, name, record["experiment"], False, folds, model, state_dicts,
+                          trained_precision(exp_dir, folds))
+    return _ensemble_bundle(name, spec, record["classes"], _plain(record.get("audio_config", AUDIO.to_dict())),
+                            [part], [], blend_thresholds(data_dir, [name], record["classes"]), test_amp=TAG_AMP)
+
+
+def from_tagger_bundle(old: dict, source) -> dict:
+    """The ensemble bundle of a one-experiment bundle in the older tagger format (version 1)."""
+    if old.get("version") != 1:
+        raise BadCheckpoint(f"{source}: tagger bundle version {old.get('version')}, this code reads 1")
+    keys = ("amp", "model", "folds", "state_dicts", "crop_size", "tile_step")
+    part = {"name": old["name"], "trained_precision": old.get("trained_precision", "unrecorded"),
+            **{key: old[key] for key in keys}}
+    spec = {"members": [old["name"]], "weights": None, "test_tile_step": None}
+    return _ensemble_bundle(old["name"], spec, old["classes"], old["audio_config"], [part], [],
+                            old.get("thresholds"), test_amp=TAG_AMP)
 
 
 def _members_by_level(members, is_stacking, inputs_of) -> tuple:
@@ -192,10 +115,12 @@ def _ensemble_part(spec, member, experiment, stacking, folds, model, state_dicts
     return {**common, "crop_size": int(experiment["crop_size"]), "tile_step": int(step)}
 
 
-def _ensemble_bundle(name, spec, classes, audio_config: dict, first: list, stacking: list) -> dict:
-    return {"format": ENSEMBLE_FORMAT, "version": ENSEMBLE_VERSION, "name": name, "classes": list(classes),
-            "test_amp": TEST_AMP,  # the precision its test predictions default to (fp32, as the 2019 kernel)
-            "audio_config": audio_config, "ensemble": _plain(spec), "first_level": first, "stacking": stacking}
+def _ensemble_bundle(name, spec, classes, audio_config: dict, first: list, stacking: list, thresholds=None,
+                     test_amp=TEST_AMP) -> dict:
+    return {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "name": name, "classes": list(classes),
+            "test_amp": test_amp,  # the precision its predictions default to (see the module docstring)
+            "audio_config": audio_config, "ensemble": _plain(spec), "first_level": first, "stacking": stacking,
+            "thresholds": thresholds}  # yes/no thresholds on the blended out-of-fold predictions, or None
 
 
 def make_ensemble_bundle(data_dir, name, spec=None) -> dict:
@@ -239,7 +164,9 @@ def make_ensemble_bundle(data_dir, name, spec=None) -> dict:
         return _ensemble_part(spec, member, record_of(member)["experiment"], member in stacking, folds, model,
                               state_dicts, trained_precision(exp_dir, folds))
 
-    return _ensemble_bundle(name, spec, classes, config, [part(m) for m in first], [part(m) for m in stacking])
+    thresholds = blend_thresholds(data_dir, spec["members"], classes, spec["weights"])
+    return _ensemble_bundle(name, spec, classes, config, [part(m) for m in first], [part(m) for m in stacking],
+                            thresholds)
 
 
 def random_ensemble_bundle(name, classes, audio_config: AudioConfig = AUDIO, n_folds=5, seed=0,
@@ -280,61 +207,43 @@ def load_ensemble(data_dir, name, device, step=None, batch_size=128) -> Ensemble
                                 source=f"ensemble {name}")
 
 
-def _load_bundle_file(path):
-    """Whatever bundle is at `path` (tagger or ensemble), read once with torch.load(weights_only=True)."""
+def read_bundle(path) -> dict:
+    """The bundle at `path` in the one format (older tagger bundles converted), read with
+    torch.load(weights_only=True)."""
     path = Path(path)
     if not path.is_file():
         raise InputFileNotFound(f"{path}: no such model bundle (write one with export.py)")
-    return safe_torch_load(path, what="model bundle")
-
-
-def check_bundle(bundle, path):
-    if not isinstance(bundle, dict) or bundle.get("format") != BUNDLE_FORMAT:
-        raise BadCheckpoint(f"{path}: not a tagger bundle written by export.py")
-    if bundle.get("version") != BUNDLE_VERSION:
-        raise BadCheckpoint(f"{path}: bundle version {bundle.get('version')}, this code reads {BUNDLE_VERSION}")
-
-
-def read_bundle(path) -> dict:
-    bundle = _load_bundle_file(path)
-    check_bundle(bundle, path)
+    bundle = safe_torch_load(path, what="model bundle")
+    if isinstance(bundle, dict) and bundle.get("format") == TAGGER_FORMAT:
+        bundle = from_tagger_bundle(bundle, path)
+    check_ensemble_bundle(bundle, path)
     return bundle
 
 
-def bundle_models(bundle: dict, device) -> list:
-    """One argus FreesoundModel per fold state dict of a bundle (inference only: no loss, no optimizer)."""
-    models = []
-    for state_dict in bundle["state_dicts"]:
-        model = FreesoundModel({"nn_module": (bundle["model"]["name"], dict(bundle["model"]["kwargs"])),
-                                "loss": None, "optimizer": None, "device": str(device), "amp": bundle["amp"]})
-        model.get_nn_module().load_state_dict(state_dict)
-        model.eval()
-        models.append(model)
-    return models
+def load_bundle(path, device, step=None) -> Ensemble:
+    """The Ensemble of an export.py bundle (one experiment or a whole ensemble)."""
+    return ensemble_from_bundle(read_bundle(path), device, step, source=path)
 
 
-def load_bundle(path, device, step=None):
-    """A Tagger of an export.py bundle, or the Ensemble of an ensemble bundle."""
-    bundle = _load_bundle_file(path)
-    if is_ensemble_bundle(bundle):
-        return ensemble_from_bundle(bundle, device, step, source=path)
-    check_bundle(bundle, path)
-    member = Member(bundle["name"], bundle_models(bundle, device), bundle["crop_size"],
-                    int(step or bundle["tile_step"]))
-    return Tagger([member], bundle["classes"], _audio_config(bundle["audio_config"], path))
-
-
-def blend(taggers) -> Tagger:
-    """One Tagger over all members of several; they must share classes (in order) and audio settings."""
-    taggers = list(taggers)
-    first = taggers[0]
-    for other in taggers[1:]:
-        names = f"{first.members[0].name} and {other.members[0].name}"
+def blend(ensembles) -> Ensemble:
+    """One Ensemble over the first-level experiments of several one-level ones, combined as blend.py combines
+    experiments; they must share classes (in order) and audio settings. Thresholds: see `load_models`."""
+    ensembles = list(ensembles)
+    if len(ensembles) == 1:
+        return ensembles[0]
+    first = ensembles[0]
+    for other in ensembles:
+        if other.stacking:
+            raise BadSetting("an ensemble bundle is a whole blend: give it alone to --model")
+    for other in ensembles[1:]:
+        names = f"{first.name} and {other.name}"
         if other.classes != first.classes:
             raise BadSetting(f"cannot blend {names}: their class lists differ")
         if other.audio_config != first.audio_config:
             raise BadSetting(f"cannot blend {names}: they were trained on different audio settings")
-    return Tagger([m for t in taggers for m in t.members], first.classes, first.audio_config)
+    levels = [e for ensemble in ensembles for e in ensemble.first_level]
+    return Ensemble(" + ".join(e.name for e in ensembles), levels, [], [e.name for e in levels], None,
+                    first.classes, first.audio_config, first.batch_size, first.amp)
 
 
 def add_model_args(parser):
@@ -363,25 +272,32 @@ def add_model_args(parser):
 
 
 def load_tagger(args):
-    """The blended Tagger of the --experiment / --model arguments, or the Ensemble of --ensemble (or of an
-    ensemble bundle given alone to --model)."""
-    ensemble = getattr(args, "ensemble", None)
-    if not args.experiment and not args.model and not ensemble:
+    """The models of tag.py's / demo.py's --experiment, --model and --ensemble arguments (`load_models`)."""
+    return load_models(args.experiment, args.model, getattr(args, "ensemble", None), args.data_dir, args.device,
+                       args.step, args.batch_size, getattr(args, "amp", None))
+
+
+def load_models(experiments=(), bundles=(), ensemble=None, data_dir=None, device="auto", step=None,
+                batch_size=128, amp=None) -> Ensemble:
+    """The Ensemble of experiment folders and bundles (blended), or of a named ensemble (or of an ensemble
+    bundle given alone). `amp` None keeps the models' own default (see tag.py --amp)."""
+    experiments, bundles = list(experiments), list(bundles)
+    if not experiments and not bundles and not ensemble:
         raise BadSetting("give at least one --experiment NAME or --model BUNDLE.pt, or an --ensemble NAME")
-    if ensemble and (args.experiment or args.model):
+    if ensemble and (experiments or bundles):
         raise BadSetting("--ensemble is a whole blend: give it without --experiment/--model")
-    device = pick_device(args.device)
+    device = pick_device(device)
     if ensemble:
-        tagger = load_ensemble(resolve_data_dir(args.data_dir), ensemble, device, args.step, args.batch_size)
+        tagger = load_ensemble(resolve_data_dir(data_dir), ensemble, device, step, batch_size)
     else:
         taggers = []
-        if args.experiment:
-            data_dir = resolve_data_dir(args.data_dir)
-            taggers += [load_experiment(data_dir, name, device, args.step) for name in args.experiment]
-        taggers += [load_bundle(path, device, args.step) for path in args.model]
-        if any(isinstance(t, Ensemble) for t in taggers) and len(taggers) > 1:
-            raise BadSetting("an ensemble bundle is a whole blend: give it alone to --model")
-        tagger = taggers[0] if isinstance(taggers[0], Ensemble) else blend(taggers)
-    if getattr(args, "amp", None) is not None:  # else the tagger's own default (see --amp's help)
-        tagger.amp = args.amp
+        if experiments:
+            data_dir = resolve_data_dir(data_dir)
+            taggers += [load_experiment(data_dir, name, device, step) for name in experiments]
+        taggers += [load_bundle(path, device, step) for path in bundles]
+        tagger = blend(taggers)
+        if len(taggers) > 1 and not bundles:  # several experiments: thresholds of their blend
+            tagger.thresholds = experiments_thresholds(data_dir, experiments, tagger.classes)
+    if amp is not None:  # else the tagger's own default (see --amp's help)
+        tagger.amp = amp
     return tagger

@@ -8,7 +8,7 @@ import numpy as np
 from src.config import AUDIO
 from src.audio.streaming import MaxPoolTimeline, StreamingLogMel, audio_info, clip_top_db, stream_audio, stream_log_mel
 from src.progress import progress as progress_bar
-from src.tagging.models import Tagger
+from src.predict.ensemble import Ensemble
 from src.utils import atomic_path
 
 
@@ -90,7 +90,7 @@ class Timeline:
     png: Path
 
 
-def tag_timeline(tagger: Tagger, path, out_prefix, window=4.0, hop=1.0, threshold=0.5, batch_size=128,
+def tag_timeline(tagger: Ensemble, path, out_prefix, window=4.0, hop=1.0, threshold=0.5, batch_size=128,
                  chunk_seconds=10.0, progress=True) -> Timeline:
     """Per-window probabilities, segments and a picture for a recording of any length, in flat memory.
 

@@ -24,6 +24,10 @@ from argus.callbacks import (Callback, EarlyStopping, LoggingToCSV, LoggingToFil
                              ReduceLROnPlateau)
 
 from src.errors import BadInput, BadSetting, ResultsExist
+# The experiment folder's layout has one owner; these names are re-exported for the training scripts.
+from src.experiment_folder import (DONE_FILE, best_checkpoint, check_folds_finished, experiments_dir,  # noqa: F401
+                                   fold_is_done, trained_folds, unfinished_folds)
+from src.utils import set_cpu_threads  # noqa: F401 (re-exported)
 from src.experiments import BASE, complete_config
 from src.train.distributed import SyncMetrics
 from src.metrics import Lwlrap
@@ -32,7 +36,6 @@ from src.progress import progress as progress_bar
 from src.train.resume import LAST_STATE, TrainingState, load_training_state, move_aside, trim_log_csv
 from src.utils import atomic_path, write_json_atomic
 
-DONE_FILE = "done.json"
 
 
 class MetricsToFloat(Callback):
@@ -216,45 +219,6 @@ def git_commit():
         return None
 
 
-def best_checkpoint(fold_dir) -> Path:
-    """The checkpoint with the highest val_lwlrap in its name (there is normally exactly one)."""
-    paths = sorted(Path(fold_dir).glob("model-*.pth"), key=lambda p: float(p.stem.rsplit("-", 1)[1]))
-    if not paths:
-        raise FileNotFoundError(f"{fold_dir}: no model-*.pth checkpoint")
-    return paths[-1]
-
-
-def fold_is_done(fold_dir) -> bool:
-    return (Path(fold_dir) / DONE_FILE).is_file()
-
-
-def trained_folds(experiment_dir) -> list:
-    """Fold numbers that have a checkpoint (finished or interrupted) in an experiment folder."""
-    folds = []
-    for path in sorted(Path(experiment_dir).glob("fold_*")):
-        if path.is_dir() and any(path.glob("model-*.pth")):
-            folds.append(int(path.name.split("_")[1]))
-    return sorted(folds)
-
-
-def unfinished_folds(experiment_dir) -> list:
-    """Folds with a checkpoint but no done.json: interrupted (or still training)."""
-    return [fold for fold in trained_folds(experiment_dir)
-            if not fold_is_done(Path(experiment_dir) / f"fold_{fold}")]
-
-
-def check_folds_finished(experiment_dir, allow_unfinished: bool):
-    """Refuse to predict with unfinished folds, unless allowed (then say which they are)."""
-    unfinished = unfinished_folds(experiment_dir)
-    if unfinished and not allow_unfinished:
-        raise BadInput(f"{experiment_dir}: fold(s) {unfinished} have not finished training (no {DONE_FILE}); "
-                         f"finish them with --resume, or pass --allow-unfinished to predict with their best "
-                         f"checkpoint so far")
-    if unfinished:
-        print(f"warning: fold(s) {unfinished} of {experiment_dir} have not finished training; using their best "
-              f"checkpoint so far (--allow-unfinished)")
-
-
 def prepare_experiment_dir(exp_dir, record, folds, resume, overwrite, base=BASE) -> list:
     """Refuse to clobber earlier results; write config.json; return the folds still to train.
 
@@ -305,29 +269,8 @@ def _plain(obj):
     return json.loads(json.dumps(obj))
 
 
-def experiments_dir(data_dir, name) -> Path:
-    return Path(data_dir) / "experiments" / name
-
-
 def worker_count(requested=None) -> int:
     """DataLoader workers: as asked, else all cores but one (at least 1, at most 8)."""
     if requested is not None:
         return requested
     return max(1, min(8, (os.cpu_count() or 1) - 1))
-
-
-def set_cpu_threads(device, workers: int, requested=None, light_workers=False) -> int:
-    """On CPU, give torch the cores the loader workers leave free; returns the thread count.
-
-    Oversubscribing (torch's default thread count plus busy workers) makes OpenMP
-    threads spin against each other; on 2 cores that costs several times the speed.
-    light_workers: the workers only cut raw crops (augment="device"), a small share of
-    a core each, so torch gets every core (the demo trains ~1.8x faster on 2 cores).
-    """
-    if requested is not None:
-        torch.set_num_threads(requested)
-    elif device.type == "cpu":
-        # Under torchrun, the processes on this machine share its cores.
-        cores = (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-        torch.set_num_threads(max(1, cores - (0 if light_workers else workers)))
-    return torch.get_num_threads()
