@@ -103,6 +103,9 @@ def test_prediction_counts_clips_done(monkeypatch, capsys):
     predictor = Predictor(tiny_model(), tile_size=64, step=32, batch_size=4)
     terminal = Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
+    # redraw on every update: at tqdm's default 0.1 s refresh a fast run may clear its bar unseen
+    from tqdm import tqdm
+    monkeypatch.setattr("src.progress.tqdm", lambda *a, **k: tqdm(*a, mininterval=0, miniters=1, **k))
     predictor.predict(specs, progress="oof")
     monkeypatch.undo()
     assert "\r" in terminal.getvalue() and "5/5" in terminal.getvalue()
