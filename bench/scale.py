@@ -145,7 +145,7 @@ def plan(scale, seed=0) -> dict:
         for _ in range(n):
             k = 2 if rng.random() < MULTI_LABEL_SHARE else 1
             labels.append(",".join(classes[i] for i in sorted(rng.choice(N_CLASSES, k, replace=False))))
-        fnames = [f"{split[:5]}{i:06d}.wav" for i in range(n)]
+        fnames = [f"{split[6:9] or split}{i:06d}.wav" for i in range(n)]  # cur000000.wav, noi..., test...
         out[split] = (fnames, clip_seconds(split, n, seed), labels)
     return out
 
