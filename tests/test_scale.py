@@ -45,16 +45,21 @@ def test_scaled_plans_keep_the_mean_lengths(scale):
 
 
 def test_growth_flags_a_stage_worse_than_linear(scale):
-    def run(s, quadratic):
+    def run(s):
         row = {"seconds": 1 + 100 * s, "cpu_s": 1 + 100 * s, "peak_anon_gb": 0.2 + s, "disk_gb": s}
-        return {"stages": {"linear": dict(row), "quadratic": {**row, "seconds": 1 + 1000 * quadratic}}}
-    results = {s: run(s, s * s) for s in (0.05, 0.1, 0.25)}
+        return {"stages": {"linear": dict(row), "quadratic": {**row, "cpu_s": 1 + 1000 * s * s},
+                           "memory": {**row, "peak_anon_gb": 0.2 + 10 * s * s},
+                           "train_epoch": {**row, "seconds": 60.0, "cpu_s": 50.0}}}
+    results = {s: run(s) for s in (0.05, 0.1, 0.25)}
     table = scale.growth(results)
     assert table["linear"]["seconds"]["marginal"] == pytest.approx(1.0)
     assert table["linear"]["seconds"]["at_1"] == pytest.approx(101.0)       # extended linearly
     assert table["linear"]["peak_anon_gb"]["at_1"] == pytest.approx(1.2)
-    assert table["quadratic"]["seconds"]["k"] > 1.15
-    assert table["quadratic"]["seconds"]["marginal"] > 2
+    assert table["train_epoch"]["seconds"]["at_1"] == 60.0                   # the same epoch at every scale
+    assert table["quadratic"]["cpu_s"]["k"] > 1.15 and table["quadratic"]["cpu_s"]["marginal"] > 2
+    assert scale.verdict(table["linear"]) == [] and scale.verdict(table["train_epoch"]) == []
+    assert scale.verdict(table["quadratic"]) == ["CPU seconds"]
+    assert scale.verdict(table["memory"]) == ["memory"]
 
 
 def test_benchmark_runs_end_to_end_at_a_tiny_scale(tmp_path, scale):
