@@ -66,6 +66,18 @@ def test_cache_holds_exactly_the_computed_log_mels_written_as_np_save_writes_the
     assert (tmp_path / "again" / "frames.npy").read_bytes() == reference.getvalue()
 
 
+def test_a_killed_builds_spool_is_deleted_by_the_next_build(tmp_path, clips):
+    cache = tmp_path / "features"
+    cache.mkdir()
+    folder = cache / f"train-{cache_key(clips, AUDIO)}"
+    stale = folder.with_name(f".{folder.name}.spool-999999")
+    stale.write_bytes(b"\0" * 4096)
+    other = cache / ".test-x.spool-999999"  # another cache's: not ours to touch
+    other.write_bytes(b"\0")
+    load_features(clips, tmp_path, cache, name="train", workers=1, progress=False)
+    assert sorted(p.name for p in cache.iterdir()) == sorted([folder.name, other.name])
+
+
 def test_build_keeps_only_the_clips_in_flight_in_memory(tmp_path, clips, monkeypatch):
     """Each computed log-mel goes to the spool as it arrives: none is referenced once the next one comes."""
     import weakref

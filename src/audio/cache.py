@@ -16,7 +16,8 @@ the log-mels in memory: each one goes to a spool file beside the folder as the
 pool returns it, and frames.npy is then filled clip by clip from the spool
 (through a memory map), so its memory does not grow with the set (the 2019
 noisy set's ~9 GB of log-mels) but its disk briefly doubles until the spool is
-deleted (bench/scale.py measures both). The second load maps
+deleted (bench/scale.py measures both). The spool of a killed build
+(`.<folder>.spool-PID`) is deleted by the next build of the same cache. The second load maps
 `frames.npy` into memory (no copy, no parse).
 
 Safe to share between processes (the README runs one process per fold, in
@@ -218,6 +219,10 @@ def load_features(fnames, audio_dir, cache_root, name: str, config: AudioConfig 
             if not folder.exists():  # else another process built it while we waited
                 spool = folder.with_name(f".{folder.name}.spool-{os.getpid()}")
                 spool.parent.mkdir(parents=True, exist_ok=True)
+                if fcntl is not None:  # we hold the lock: any other spool of this folder is a killed build's
+                    for stale in spool.parent.glob(f".{folder.name}.spool-*"):
+                        with contextlib.suppress(FileNotFoundError):
+                            stale.unlink()
                 try:
                     specs = _spooled_log_mels([Path(audio_dir) / f for f in fnames], fnames, spool, config,
                                               workers, desc=name, frontend=frontend, progress=progress)
