@@ -138,7 +138,7 @@ def clip_seconds(split, n, seed=0) -> np.ndarray:
         seconds = np.where(full, high, low + (high - low) * q / (1 - NOISY_FULL_SHARE))
     else:
         seconds = _lognormal_quantiles(q, low, high, mean_seconds(split))
-    return np.random.default_rng([seed, len(split)]).permutation(seconds)
+    return np.random.default_rng([seed, list(DATA_2019).index(split)]).permutation(seconds)
 
 
 def class_names():
@@ -150,7 +150,7 @@ def plan(scale, seed=0) -> dict:
     classes, out = class_names(), {}
     for split in DATA_2019:
         n = scaled_count(split, scale)
-        rng = np.random.default_rng([seed, 1 + len(split)])
+        rng = np.random.default_rng([seed, 10 + list(DATA_2019).index(split)])
         labels = []
         for _ in range(n):
             k = 2 if rng.random() < MULTI_LABEL_SHARE else 1
@@ -180,7 +180,7 @@ def _write_clip(job):
     noise, tones = _BUFFERS
     out = np.empty(n, np.int16)
     done = 0
-    while done < n:  # clips longer than the buffers (never, at 30 s) would repeat them
+    while done < n:  # in pieces of up to 20 s, each from random places in the buffers
         take = min(n - done, len(noise) // 2)
         a, b = rng.integers(0, len(noise) - take, 2)
         np.add(noise[a:a + take], tones[rng.integers(len(tones))][b:b + take], out=out[done:done + take])
@@ -198,7 +198,7 @@ def generate(data_dir, scale, seed=0, workers=1) -> dict:
     sets, jobs = plan(scale, seed), []
     for split, (fnames, seconds, labels) in sets.items():
         (data_dir / split).mkdir(parents=True, exist_ok=True)
-        jobs += [(str(data_dir / split / f), int(round(s * SAMPLE_RATE)), (seed, len(split), i))
+        jobs += [(str(data_dir / split / f), int(round(s * SAMPLE_RATE)), (seed, list(DATA_2019).index(split), i))
                  for i, (f, s) in enumerate(zip(fnames, seconds))]
         if split == "test":
             frame = pd.DataFrame(0.0, index=range(len(fnames)), columns=class_names())
