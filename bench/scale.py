@@ -32,18 +32,19 @@ Each stage runs in a process forked from the benchmark (which imports torch and 
 once, so no stage pays for its imports). Its figures: wall seconds; CPU seconds (the stage's
 process and its children); peak memory, sampled every --interval seconds over the stage's
 process and all its descendants (DataLoader and pool workers) and summed, from
-/proc/PID/smaps_rollup: "RSS" (Rss: counts the pages of memory-mapped files such as the
-feature cache, and pages shared between forked processes, once per process, so it
-over-states what is needed) and "anon" (Pss_Anon: the private memory the processes hold,
-pages shared by forked processes counted once; what the machine must really have); /proc/PID/
-status's VmRSS and RssAnon where smaps_rollup is missing. Disk: the growth of the data folder
-during the stage. Then, over the scales run, each figure's growth from the smallest to the
+/proc/PID/status: "RSS" (VmRSS: counts the pages of memory-mapped files such as the feature
+cache once per process that touched them, page cache the kernel can drop, so it over-states
+what is needed) and "anon" (RssAnon: the memory the processes allocated, which the machine
+must really have; pages a forked worker shares with its parent count in both, so this too
+over-states, by the parent's share, about 0.1-0.2 GB a worker). Disk: the growth of the data
+folder during the stage. Then, over the scales run, each figure's growth from the smallest to the
 largest scale as an exponent k (figure ~ scale^k: 1 linear, fixed costs pull it below 1) and,
 with three or more scales, the marginal ratio (the cost of a unit of data over the last step of
 scales over that of the first: 1 linear); a stage whose CPU seconds or memory grow materially
 with k > 1.15 or a marginal ratio > 1.5 is flagged as worse than linear (`verdict`; CPU seconds,
-not wall seconds, as the latter follow whatever else the machine runs); and each figure at scale 1.0, extended linearly through the two largest
-scales (an under-estimate for a stage flagged worse than linear). train_epoch's work is the
+not wall seconds, as the latter follow whatever else the machine runs); and each figure at
+scale 1.0, extended linearly through the two largest scales (an under-estimate for a stage
+flagged worse than linear). train_epoch's work is the
 fixed-size epoch at every scale: only its memory and the cost of drawing from more clips grow.
 
 The 2019 figures the sets follow (FSDKaggle2019, Zenodo 3612637, and its Kaggle page;
@@ -369,22 +370,20 @@ def _children(pid) -> list:
 
 
 def _process_memory(pid) -> tuple:
-    """(RSS, anonymous memory) of one process in bytes: Rss and Pss_Anon of /proc/PID/smaps_rollup (anonymous
-    pages shared by forked processes counted once over them), else VmRSS and RssAnon of /proc/PID/status."""
-    fields = {}
-    for name, keys in (("smaps_rollup", ("Rss:", "Pss_Anon:")), ("status", ("VmRSS:", "RssAnon:"))):
-        try:
-            with open(f"/proc/{pid}/{name}") as handle:
-                for line in handle:
-                    if line.startswith(keys):
-                        fields[line.split()[0]] = int(line.split()[1]) * 1024
-        except OSError:
-            continue
-        if len(fields) == 2:
-            rss, anon = fields.values()
-            return rss, anon
-        fields = {}
-    return 0, 0
+    """(VmRSS, RssAnon) of one process in bytes, from /proc/PID/status (a read costs microseconds;
+    smaps_rollup's proportional figures cost ~50 ms of CPU a process, too much to sample at 10 Hz on
+    the two cores being measured)."""
+    rss = anon = 0
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1]) * 1024
+                elif line.startswith("RssAnon:"):
+                    anon = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return rss, anon
 
 
 def _tree_memory(root) -> tuple:
@@ -608,7 +607,7 @@ def main(argv=None):
     preload()
     print(f"bench/scale.py on {platform.node()}: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average {os.getloadavg()[0]:.1f}; "
-          f"memory: peak of each stage's process tree, sampled every {args.interval} s from /proc/PID/smaps_rollup")
+          f"memory: peak of each stage's process tree, summed, sampled every {args.interval} s from /proc/PID/status")
     results = {}
     for scale in sorted(args.scales):
         data_dir = work / f"scale-{scale:g}"
