@@ -50,7 +50,7 @@ from src.predict.prediction_sets import PredictionSet, clip_means, geometric_mea
 from src.predict.predictor import AMP_CHOICES, Predictor, load_fold_models, tile_steps
 from src.data.layout import read_test_fnames
 from src.train.fit import check_folds_finished, experiments_dir, set_cpu_threads
-from src.utils import pick_device
+from src.utils import fix_malloc_mmap_threshold, pick_device
 
 
 def parse_args(argv=None):
@@ -87,6 +87,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    fix_malloc_mmap_threshold()  # else memory grows with the clips predicted (src/utils.py)
     data_dir = resolve_data_dir(args.data_dir)
     exp_dir = experiments_dir(data_dir, args.experiment)
     config_path = exp_dir / "config.json"
