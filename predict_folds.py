@@ -56,7 +56,7 @@ from src.predict.predictor import AMP_CHOICES, Predictor, load_fold_models, tile
 from src.thresholds import THRESHOLDS_FILE, choose_thresholds, thresholds_record
 from src.data.layout import read_test_fnames
 from src.experiment_folder import check_folds_finished, experiments_dir, read_experiment_record
-from src.utils import pick_device, set_cpu_threads
+from src.utils import fix_malloc_mmap_threshold, pick_device, set_cpu_threads
 
 
 def parse_args(argv=None):
@@ -115,6 +115,7 @@ class FoldModels:
 
 def main(argv=None):
     args = parse_args(argv)
+    fix_malloc_mmap_threshold()  # else memory grows with the clips predicted (src/utils.py)
     data_dir = resolve_data_dir(args.data_dir)
     device = pick_device(args.device)
     set_cpu_threads(device, 0, args.threads)

@@ -48,6 +48,53 @@ def test_cache_computes_then_loads_same_arrays(tmp_path, clips):
         second.specs[0][0, 0] = 1.0  # memory-mapped read-only: transforms must copy
 
 
+def test_cache_holds_exactly_the_computed_log_mels_written_as_np_save_writes_them(tmp_path, clips):
+    """The build streams the log-mels through a spool file into frames.npy clip by clip (never all of them,
+    nor the whole array, in memory): the result is byte for byte the np.save of the clips side by side."""
+    computed = features.compute_log_mels([tmp_path / n for n in clips], workers=2, progress=False)
+    built = load_features(clips, tmp_path, tmp_path / "features", name="train", workers=2, progress=False)
+    assert all(np.array_equal(a, b) for a, b in zip(computed, built.specs))
+    folder = next((tmp_path / "features").iterdir())  # and no spool file left beside it
+    assert [p.name for p in (tmp_path / "features").iterdir()] == [folder.name]
+    reference = io.BytesIO()
+    np.save(reference, np.concatenate(computed, axis=1))
+    assert (folder / "frames.npy").read_bytes() == reference.getvalue()
+    assert json.loads((folder / "index.json").read_text())["frames_crc32"] == \
+        checksum(np.concatenate(computed, axis=1))
+    # write_feature_cache from a list of arrays: the same bytes
+    write_feature_cache(tmp_path / "again", clips, computed, AUDIO)
+    assert (tmp_path / "again" / "frames.npy").read_bytes() == reference.getvalue()
+
+
+def test_a_killed_builds_spool_is_deleted_by_the_next_build(tmp_path, clips):
+    cache = tmp_path / "features"
+    cache.mkdir()
+    folder = cache / f"train-{cache_key(clips, AUDIO)}"
+    stale = folder.with_name(f".{folder.name}.spool-999999")
+    stale.write_bytes(b"\0" * 4096)
+    other = cache / ".test-x.spool-999999"  # another cache's: not ours to touch
+    other.write_bytes(b"\0")
+    load_features(clips, tmp_path, cache, name="train", workers=1, progress=False)
+    assert sorted(p.name for p in cache.iterdir()) == sorted([folder.name, other.name])
+
+
+def test_build_keeps_only_the_clips_in_flight_in_memory(tmp_path, clips, monkeypatch):
+    """Each computed log-mel goes to the spool as it arrives: none is referenced once the next one comes."""
+    import weakref
+    alive, compute = [], features._log_mel_results
+
+    def tracking(*args, **kwargs):
+        for spec, err in compute(*args, **kwargs):
+            alive.append(weakref.ref(spec))
+            yield spec, err
+            del spec
+            # the consumer's loop variable may hold the last one until the next arrives; no older one lives
+            assert all(ref() is None for ref in alive[:-1])
+    monkeypatch.setattr(features, "_log_mel_results", tracking)
+    load_features(clips, tmp_path, tmp_path / "features", name="train", workers=1, progress=False)
+    assert len(alive) == len(clips) and all(ref() is None for ref in alive)
+
+
 def test_cache_key_changes_with_settings_corrections_and_files(clips):
     base = cache_key(clips, AUDIO, {})
     assert cache_key(clips, AudioConfig(n_mels=64), {}) != base
@@ -67,14 +114,14 @@ def test_bad_files_are_all_named_and_no_cache_is_left(tmp_path, clips):
 
 def _build_in_child(cache, audio_dir, names, marker, barrier, results, rank):
     """Race body: count every clip the front end computes in `marker`, then load the cache."""
-    compute = features.compute_log_mels
+    compute = features._log_mel_results  # what load_features computes missing features with
 
     def counting_compute(paths, *args, **kwargs):
         with open(marker, "a") as handle:
             handle.write("".join(f"{p.name}\n" for p in paths))
         return compute(paths, *args, **kwargs)
 
-    features.compute_log_mels = counting_compute
+    features._log_mel_results = counting_compute
     try:
         barrier.wait(timeout=60)
         loaded = load_features(names, audio_dir, cache, name="train", workers=1, progress=False)
@@ -112,7 +159,7 @@ def test_racing_builders_compute_once_and_agree(tmp_path, clips):
 
 
 def _wait_in_child(cache, audio_dir, names, stderr_path, marker, results):
-    features.compute_log_mels = lambda *args, **kwargs: marker.write_text("computed")
+    features._log_mel_results = lambda *args, **kwargs: marker.write_text("computed")
     with open(stderr_path, "w", buffering=1) as err, contextlib.redirect_stderr(err):
         loaded = load_features(names, audio_dir, cache, name="train", workers=1, progress=False)
     results.put([np.array(s) for s in loaded.specs])

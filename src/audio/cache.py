@@ -11,7 +11,13 @@ that cannot run code when loaded:
 a change to any of them computes a new cache instead of reusing a stale one.
 
 The folder is written under a temporary name and renamed when complete: an
-interrupted run never leaves a cache that looks finished. The second load maps
+interrupted run never leaves a cache that looks finished. A build never holds
+the log-mels in memory: each one goes to a spool file beside the folder as the
+pool returns it, and frames.npy is then filled clip by clip from the spool
+(through a memory map), so its memory does not grow with the set (the 2019
+noisy set's ~9 GB of log-mels) but its disk briefly doubles until the spool is
+deleted (bench/scale.py measures both). The spool of a killed build
+(`.<folder>.spool-PID`) is deleted by the next build of the same cache. The second load maps
 `frames.npy` into memory (no copy, no parse).
 
 Safe to share between processes (the README runs one process per fold, in
@@ -131,6 +137,25 @@ def _one_blas_thread():
     threadpool_limits(1)
 
 
+def _log_mel_results(paths, config: AudioConfig, workers, desc, frontend, progress):
+    """(log-mel, None) or (None, error) for each path, in order, computed in a process pool."""
+    jobs = [(p, config, check_frontend(frontend)) for p in paths]
+    workers = workers or os.cpu_count() or 1
+    bar = dict(total=len(jobs), desc=desc, unit="clip", enabled=progress)
+    if workers == 1 or len(paths) < 2:
+        yield from (_extract(job) for job in progress_bar(jobs, **bar))
+        return
+    warm_up(frontend, config)
+    with multiprocessing.get_context("fork").Pool(workers, initializer=_one_blas_thread) as pool:
+        yield from progress_bar(pool.imap(_extract, jobs, chunksize=4), **bar)
+
+
+def _read_errors(errors, n_paths) -> AudioReadError:
+    shown = "\n  ".join(errors[:20])
+    more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
+    return AudioReadError(f"{len(errors)} of {n_paths} file(s) could not be read:\n  {shown}{more}")
+
+
 def compute_log_mels(paths, config: AudioConfig = AUDIO, workers=None, desc="log-mel", frontend="fast",
                      progress=True) -> list:
     """Log-mels of many files in a process pool, with a progress bar.
@@ -139,21 +164,39 @@ def compute_log_mels(paths, config: AudioConfig = AUDIO, workers=None, desc="log
     Every file is tried; if any fails, one AudioReadError lists them all.
     """
     paths = [Path(p) for p in paths]
-    jobs = [(p, config, check_frontend(frontend)) for p in paths]
-    workers = workers or os.cpu_count() or 1
-    bar = dict(total=len(jobs), desc=desc, unit="clip", enabled=progress)
-    if workers == 1 or len(paths) < 2:
-        results = [_extract(job) for job in progress_bar(jobs, **bar)]
-    else:
-        warm_up(frontend, config)
-        with multiprocessing.get_context("fork").Pool(workers, initializer=_one_blas_thread) as pool:
-            results = list(progress_bar(pool.imap(_extract, jobs, chunksize=4), **bar))
+    results = list(_log_mel_results(paths, config, workers, desc, frontend, progress))
     errors = [err for _, err in results if err is not None]
     if errors:
-        shown = "\n  ".join(errors[:20])
-        more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
-        raise AudioReadError(f"{len(errors)} of {len(paths)} file(s) could not be read:\n  {shown}{more}")
+        raise _read_errors(errors, len(paths))
     return [spec for spec, _ in results]
+
+
+def _check_spec(fname, spec, config: AudioConfig):
+    if spec.ndim != 2 or spec.shape[0] != config.n_mels or not np.isfinite(spec).all():
+        raise ValueError(f"{fname}: log-mel of shape {spec.shape} is not ({config.n_mels}, frames) "
+                         "and finite; nothing was cached")
+
+
+def _spooled_log_mels(paths, fnames, spool: Path, config: AudioConfig, workers, desc, frontend, progress) -> list:
+    """compute_log_mels, but each log-mel is appended to the file `spool` as it arrives instead of being kept:
+    returns read-only views of the spool, one (n_mels, frames) array per path. Only the clips the pool has
+    in flight are ever in memory, so building the cache of a large set (the 2019 noisy set: ~9 GB of
+    log-mels) needs no more memory than a small one; the spool costs that much disk until the cache is
+    written (`load_features` deletes it)."""
+    frames, errors = [], []
+    with open(spool, "wb") as out:
+        for fname, (spec, err) in zip(fnames, _log_mel_results(paths, config, workers, desc, frontend, progress)):
+            if err is not None:
+                errors.append(err)
+                continue
+            _check_spec(fname, spec, config)
+            out.write(np.ascontiguousarray(spec, dtype=np.float32).tobytes())
+            frames.append(spec.shape[1])
+    if errors:
+        raise _read_errors(errors, len(paths))
+    ends = np.cumsum([0] + frames) * config.n_mels
+    data = np.memmap(spool, dtype=np.float32, mode="r") if ends[-1] else np.zeros(0, np.float32)
+    return [data[a:b].reshape(config.n_mels, -1) for a, b in zip(ends[:-1], ends[1:])]
 
 
 def cache_key(fnames, config: AudioConfig, corrections=None) -> str:
@@ -174,9 +217,20 @@ def load_features(fnames, audio_dir, cache_root, name: str, config: AudioConfig 
     if not folder.exists():
         with _build_lock(folder):
             if not folder.exists():  # else another process built it while we waited
-                specs = compute_log_mels([Path(audio_dir) / f for f in fnames], config, workers, desc=name,
-                                         frontend=frontend, progress=progress)
-                write_feature_cache(folder, fnames, specs, config, corrections, frontend)
+                spool = folder.with_name(f".{folder.name}.spool-{os.getpid()}")
+                spool.parent.mkdir(parents=True, exist_ok=True)
+                if fcntl is not None:  # we hold the lock: any other spool of this folder is a killed build's
+                    for stale in spool.parent.glob(f".{folder.name}.spool-*"):
+                        with contextlib.suppress(FileNotFoundError):
+                            stale.unlink()
+                try:
+                    specs = _spooled_log_mels([Path(audio_dir) / f for f in fnames], fnames, spool, config,
+                                              workers, desc=name, frontend=frontend, progress=progress)
+                    write_feature_cache(folder, fnames, specs, config, corrections, frontend)
+                    del specs
+                finally:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(spool)
     return read_feature_cache(folder, fnames=fnames, config=config)
 
 
@@ -235,19 +289,26 @@ def write_feature_cache(folder, fnames, specs, config: AudioConfig, corrections=
     if len(fnames) != len(specs):
         raise ValueError(f"{folder}: {len(fnames)} file names but {len(specs)} spectrograms")
     for fname, spec in zip(fnames, specs):
-        if spec.ndim != 2 or spec.shape[0] != config.n_mels or not np.isfinite(spec).all():
-            raise ValueError(f"{fname}: log-mel of shape {spec.shape} is not ({config.n_mels}, frames) "
-                             "and finite; nothing was cached")
+        _check_spec(fname, spec, config)
     offsets = np.cumsum([0] + [s.shape[1] for s in specs]).astype(np.int64)
-    frames = np.concatenate(specs, axis=1) if specs else np.zeros((config.n_mels, 0), np.float32)
-    frames = np.ascontiguousarray(frames, dtype=np.float32)
-    index = {"format": CACHE_FORMAT, "fnames": fnames, "audio_config": config.to_dict(),
-             "audio_hash": config.short_hash(), "corrections_hash": stable_hash(corrections or {}, 8),
-             "frontend": frontend, "frames_shape": list(frames.shape),
-             "frames_crc32": checksum(frames), "offsets_crc32": checksum(offsets)}
+    shape = (config.n_mels, int(offsets[-1]))
     try:
         with atomic_new_dir(folder) as tmp:
-            np.save(tmp / "frames.npy", frames)
+            if shape[1]:
+                # Clip by clip into the file (byte for byte what np.save of the clips side by side writes),
+                # never the whole array in memory: its pages are the file's, written back as they fill.
+                frames = np.lib.format.open_memmap(tmp / "frames.npy", mode="w+", dtype=np.float32, shape=shape)
+                for start, end, spec in zip(offsets[:-1], offsets[1:], specs):
+                    frames[:, start:end] = spec
+                frames.flush()
+            else:
+                frames = np.zeros(shape, np.float32)
+                np.save(tmp / "frames.npy", frames)
+            index = {"format": CACHE_FORMAT, "fnames": fnames, "audio_config": config.to_dict(),
+                     "audio_hash": config.short_hash(), "corrections_hash": stable_hash(corrections or {}, 8),
+                     "frontend": frontend, "frames_shape": list(shape),
+                     "frames_crc32": checksum(frames), "offsets_crc32": checksum(offsets)}
+            del frames
             np.save(tmp / "offsets.npy", offsets)
             (tmp / "index.json").write_text(json.dumps(index))
     except FileExistsError:
