@@ -15,7 +15,7 @@ experiment folder is no longer needed.
 
 --ensemble NAME (src/ensembles.py) writes one bundle of a whole ensemble:
 audio settings, classes, the blend spec, and every fold of every first-level
-and stacking experiment it needs (src.tagging.models.make_ensemble_bundle).
+and stacking experiment it needs (src.tagging.bundles.make_ensemble_bundle).
 `tag.py --model ensemble.pt` and the offline kernel of make_kernel.py use it.
 
 --torchscript traces one fold model (torch.jit.trace) into a file that runs
@@ -40,8 +40,7 @@ from src.audio.deltas import DeltaStack
 from src.ensembles import ENSEMBLES
 from src.errors import BadSetting
 from src.models import create_model
-from src.tagging import make_bundle
-from src.tagging.models import make_ensemble_bundle
+from src.tagging.bundles import make_bundle, make_ensemble_bundle
 from src.utils import atomic_path
 
 

@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from src.config import AUDIO  # noqa: E402
 from src.predict.ensemble import load_ensemble_bundle  # noqa: E402
-from src.tagging.models import random_ensemble_bundle  # noqa: E402
+from src.tagging.bundles import random_ensemble_bundle  # noqa: E402
 from src.utils import pick_device  # noqa: E402
 
 ENSEMBLE, N_CLASSES = "ensemble_2019", 80

@@ -119,7 +119,7 @@ def test_embeddings_are_what_the_head_sees_per_fold(tiny, clips):
 
 def test_a_whole_ensemble_bundle_tags_through_the_same_calls(tmp_path, clips):
     from src.config import AUDIO
-    from src.tagging.models import random_ensemble_bundle
+    from src.tagging.bundles import random_ensemble_bundle
     bundle = random_ensemble_bundle("demo", CLASSES, AUDIO, n_folds=1)
     torch.save(bundle, tmp_path / "ensemble.pt")
     tagger = AudioTagger.from_bundle(tmp_path / "ensemble.pt", device="cpu")

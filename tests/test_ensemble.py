@@ -196,7 +196,7 @@ def test_full_size_2019_ensemble_bundle_loads_weights_only_and_predicts(tmp_path
     """
     from src.config import AUDIO
     from src.predict.ensemble import load_ensemble_bundle
-    from src.tagging.models import random_ensemble_bundle
+    from src.tagging.bundles import random_ensemble_bundle
 
     classes = [f"class_{i}" for i in range(80)]
     path = tmp_path / "ensemble_2019.pt"
@@ -225,7 +225,7 @@ def test_a_long_file_in_chunks_equals_the_whole_file_through_the_ensemble(demo_e
 
     from src.audio.fast_frontend import log_mel, read_audio
     from src.tagging.chunked import tag_long_file
-    from src.tagging.models import load_ensemble
+    from src.tagging.loading import load_ensemble
 
     ensemble = load_ensemble(demo_ensemble, "demo", "cpu")
     clips = sorted((demo_ensemble / "test").glob("*.wav"))[:3]
@@ -246,7 +246,8 @@ def test_ensemble_test_predictions_default_to_fp32(monkeypatch, tmp_path):
 
     from src.config import AUDIO
     from src.predict.ensemble import ensemble_from_bundle
-    from src.tagging.models import load_tagger, random_ensemble_bundle
+    from src.tagging.bundles import random_ensemble_bundle
+    from src.tagging.options import load_tagger
     from tests.helpers import make_experiment
 
     monkeypatch.setattr("src.utils.cpu_flags", lambda *args, **kwargs: {"avx512f", "avx512_bf16"})

@@ -17,7 +17,7 @@ from tests.helpers import CLASSES, SR, sound
 def bundle(tmp_path):
     """A demo ensemble bundle with random tiny networks, one fold each (no training)."""
     from src.config import AUDIO
-    from src.tagging.models import random_ensemble_bundle
+    from src.tagging.bundles import random_ensemble_bundle
     path = tmp_path / "ens.pt"
     torch.save(random_ensemble_bundle("demo", CLASSES, AUDIO, n_folds=1), path)
     return path

@@ -17,11 +17,11 @@ lists, strings, numbers and tensors, read with `torch.load(weights_only=True)`
 `InferenceModel`, so this module, the Predictor and the networks need neither
 argus nor the experiment folders: the offline Kaggle kernel (make_kernel.py)
 embeds them as they are. Bundles are written by `export.py --ensemble`
-(`src.tagging.models.make_ensemble_bundle`).
+(`src.tagging.bundles.make_ensemble_bundle`).
 
 It is the one inference type: one experiment's folds (a one-level ensemble, blended as blend.py
 blends: geometric mean over each experiment's folds, then across experiments), several experiments,
-or a whole named ensemble, all built from a bundle dict (src/tagging/models.py), so tag.py, demo.py,
+or a whole named ensemble, all built from a bundle dict (src/tagging/bundles.py), so tag.py, demo.py,
 the Python API (src/tagging/audio_tagger.py) and the kernel tag files, long files and timelines with
 it (`predict`, `classes`, `audio_config`, `members`, `combine`, `describe`, `thresholds`), and it counts
 the clips it predicted and the time taken (`throughput`).

@@ -6,8 +6,9 @@ models, with their tile size and step), plus stacking models for a named ensembl
 as blend.py combines experiments, the geometric mean over each member's fold models, then the
 geometric mean over the members.
 
-Modules: `audio_tagger` (the Python API: `AudioTagger`), `models` (loading, bundles, blends),
-`files`, `timeline`, `live`.
+Modules: `audio_tagger` (the Python API: `AudioTagger`), `loading` (experiments, bundles, blends,
+named ensembles -> one `Ensemble`), `bundles` (the one bundle format: writing and reading),
+`options` (tag.py's and demo.py's model options), `files`, `timeline`, `live`.
 
 Models come from
 - an experiment folder written by train_folds.py (`load_experiment`), or
@@ -27,8 +28,9 @@ from src.audio.frontend import AudioReadError
 from src.tagging.files import (AUDIO_EXTENSIONS, find_audio_files, format_table, out_prefixes, print_failures,
                                tag_files, top_k, write_results)
 from src.tagging.live import format_live, live_tags
-from src.tagging.models import (add_model_args, blend, load_bundle, load_experiment,
-                                load_tagger, make_bundle, read_bundle)
+from src.tagging.bundles import make_bundle, read_bundle
+from src.tagging.loading import blend, load_bundle, load_experiment
+from src.tagging.options import add_model_args, load_tagger
 from src.tagging.timeline import (SegmentTracker, Timeline, format_segments, plot_timeline, sliding_windows,
                                   tag_timeline)
 from src.tagging.audio_tagger import AudioTagger  # the Python API

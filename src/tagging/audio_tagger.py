@@ -28,7 +28,7 @@ from src.audio.fast_frontend import log_mel, read_audio, trim_to_min_length
 from src.audio.frontend import AudioReadError, mono_at_rate
 from src.errors import BadInput, BadSetting
 from src.tagging.files import tag_files
-from src.tagging.models import load_models
+from src.tagging.loading import load_models
 from src.thresholds import DEFAULT_THRESHOLD, labels_of
 
 

@@ -1,12 +1,13 @@
-"""Trained models for tagging, all of one kind: an `Ensemble` (src/predict/ensemble.py) of one or more
-first-level experiments (and stacking models for a named ensemble), always built from a bundle dict.
+"""Model bundles: the one file format of trained models (export.py writes it, tag.py --model reads it).
 
-- an experiment folder (`load_experiment`): its bundle dict (`make_bundle`), a one-level ensemble;
-- a bundle file (`load_bundle`): export.py's one format (`fsat2019-ensemble-bundle`); one-experiment
-  bundles of the older tagger format (`fsat2019-tagger-bundle`) still load, converted;
-- several of either (`blend`): one ensemble over all their first-level experiments, combined as blend.py
-  combines experiments (geometric mean over each one's folds, then across experiments);
-- a named ensemble (`load_ensemble`): first level, stacking and blend from the experiment folders.
+A bundle is plain dicts, lists, strings, numbers and tensors (loadable with
+`torch.load(weights_only=True)`): audio settings, classes, yes/no thresholds, the blend spec, and
+for every experiment its network, tile settings and fold weights. One format for everything
+(`fsat2019-ensemble-bundle`, src/predict/ensemble.py reads it): an experiment's bundle
+(`make_bundle`) is a one-level ensemble; a named ensemble's (`make_ensemble_bundle`) holds every
+first-level and stacking experiment it needs. One-experiment bundles of the older tagger format
+(`fsat2019-tagger-bundle`) still load (`read_bundle` converts them). `random_ensemble_bundle` builds
+a named ensemble with random full-size weights, to measure its size and speed without training.
 
 Precision defaults (src/precision.py) travel in the bundle as `test_amp`: 'auto' for an experiment's
 bundle (the fastest safe precision, as tag.py always tagged), 'none' (fp32) for a named ensemble, as
@@ -18,32 +19,19 @@ from pathlib import Path
 import torch
 
 from src.train.checkpoints import read_checkpoint
-from src.config import AUDIO, AudioConfig, resolve_data_dir
-from src.ensembles import ENSEMBLES, check_ensemble, get_ensemble
+from src.config import AUDIO, AudioConfig
+from src.ensembles import check_ensemble, get_ensemble
 from src.errors import BadCheckpoint, BadSetting, InputFileNotFound
 from src.experiment_folder import (best_checkpoint, experiments_dir, read_experiment_record, trained_folds,
                                    trained_precision)
-from src.predict.ensemble import (BUNDLE_FORMAT, BUNDLE_VERSION, Ensemble, check_ensemble_bundle,
-                                  ensemble_from_bundle)
 from src.predict.blending import blend_thresholds
-from src.predict.predictor import AMP_CHOICES, tile_steps
+from src.predict.ensemble import BUNDLE_FORMAT, BUNDLE_VERSION, check_ensemble_bundle
+from src.predict.predictor import tile_steps
 from src.precision import TEST_AMP
-from src.thresholds import thresholds_from_record
-from src.utils import pick_device, safe_torch_load
+from src.utils import safe_torch_load
 
 TAG_AMP = "auto"  # the default precision of an experiment's bundle: tag.py's (see the module docstring)
 TAGGER_FORMAT = "fsat2019-tagger-bundle"  # one-experiment bundles written before the ensemble format held them
-
-
-def load_experiment(data_dir, name, device, step=None) -> Ensemble:
-    """The one-level Ensemble of <data_dir>/experiments/NAME (all its trained folds), through its bundle dict."""
-    return ensemble_from_bundle(make_bundle(data_dir, name), device, step, source=f"experiment {name}")
-
-
-def experiments_thresholds(data_dir, names, classes, weights=None):
-    """(C,) yes/no thresholds of one experiment or a blend of several (`blend_thresholds`), or None."""
-    record = blend_thresholds(data_dir, names, classes, weights)
-    return None if record is None else thresholds_from_record(record, classes, f"thresholds of {names}")
 
 
 def _plain(obj):
@@ -200,13 +188,6 @@ def random_ensemble_bundle(name, classes, audio_config: AudioConfig = AUDIO, n_f
                             [part(m) for m in stacking])
 
 
-def load_ensemble(data_dir, name, device, step=None, batch_size=128) -> Ensemble:
-    """The Ensemble of a named ensemble, from its experiment folders (through the same bundle dict
-    that export.py --ensemble writes, so both give the same models)."""
-    return ensemble_from_bundle(make_ensemble_bundle(data_dir, name), device, step, batch_size,
-                                source=f"ensemble {name}")
-
-
 def read_bundle(path) -> dict:
     """The bundle at `path` in the one format (older tagger bundles converted), read with
     torch.load(weights_only=True)."""
@@ -218,86 +199,3 @@ def read_bundle(path) -> dict:
         bundle = from_tagger_bundle(bundle, path)
     check_ensemble_bundle(bundle, path)
     return bundle
-
-
-def load_bundle(path, device, step=None) -> Ensemble:
-    """The Ensemble of an export.py bundle (one experiment or a whole ensemble)."""
-    return ensemble_from_bundle(read_bundle(path), device, step, source=path)
-
-
-def blend(ensembles) -> Ensemble:
-    """One Ensemble over the first-level experiments of several one-level ones, combined as blend.py combines
-    experiments; they must share classes (in order) and audio settings. Thresholds: see `load_models`."""
-    ensembles = list(ensembles)
-    if len(ensembles) == 1:
-        return ensembles[0]
-    first = ensembles[0]
-    for other in ensembles:
-        if other.stacking:
-            raise BadSetting("an ensemble bundle is a whole blend: give it alone to --model")
-    for other in ensembles[1:]:
-        names = f"{first.name} and {other.name}"
-        if other.classes != first.classes:
-            raise BadSetting(f"cannot blend {names}: their class lists differ")
-        if other.audio_config != first.audio_config:
-            raise BadSetting(f"cannot blend {names}: they were trained on different audio settings")
-    levels = [e for ensemble in ensembles for e in ensemble.first_level]
-    return Ensemble(" + ".join(e.name for e in ensembles), levels, [], [e.name for e in levels], None,
-                    first.classes, first.audio_config, first.batch_size, first.amp)
-
-
-def add_model_args(parser):
-    """--experiment/--model/--data-dir/--device/--step/--batch-size, shared by tag.py and demo.py."""
-    group = parser.add_argument_group("models (repeat --experiment/--model to blend them)")
-    group.add_argument("--experiment", action="append", default=[], metavar="NAME",
-                       help="experiment folder <data>/experiments/NAME (all its fold models)")
-    group.add_argument("--model", action="append", default=[], metavar="BUNDLE.pt",
-                       help="model bundle written by export.py (no experiment folder needed); an ensemble "
-                            "bundle (export.py --ensemble) is used alone")
-    group.add_argument("--ensemble", choices=sorted(ENSEMBLES),
-                       help="a whole named ensemble (src/ensembles.py): first level, stacking and blend, "
-                            "from the experiment folders; used alone")
-    group.add_argument("--data-dir", help="data root holding experiments/ (default: $FSAT_DATA_DIR or ./data)")
-    group.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu', 'cuda', ...")
-    group.add_argument("--step", type=int, help="tile step in frames (default: each model's test step: an "
-                       "experiment's test_tile_step, a bundle's tile_step)")
-    group.add_argument("--batch-size", type=int, default=128, help="tiles per batch (default 128; a CPU forward "
-                       "pass takes 16 of them at a time)")
-    group.add_argument("--amp", choices=AMP_CHOICES,
-                       help="precision of the networks (src/precision.py). Default for --experiment/--model: "
-                       "'auto' = bf16 autocast on a CPU with native bf16 (AVX512-BF16, AMX), else fp32; on CUDA "
-                       "the card's (bf16 from compute capability 8.0, fp16 on 7.x, fp32 below). Default for "
-                       "--ensemble and ensemble bundles: 'none' = fp32, as the 2019 kernel made its test "
-                       "predictions. 'bf16' (never on a GPU without native bf16), 'fp16' (CUDA), 'none' = fp32")
-
-
-def load_tagger(args):
-    """The models of tag.py's / demo.py's --experiment, --model and --ensemble arguments (`load_models`)."""
-    return load_models(args.experiment, args.model, getattr(args, "ensemble", None), args.data_dir, args.device,
-                       args.step, args.batch_size, getattr(args, "amp", None))
-
-
-def load_models(experiments=(), bundles=(), ensemble=None, data_dir=None, device="auto", step=None,
-                batch_size=128, amp=None) -> Ensemble:
-    """The Ensemble of experiment folders and bundles (blended), or of a named ensemble (or of an ensemble
-    bundle given alone). `amp` None keeps the models' own default (see tag.py --amp)."""
-    experiments, bundles = list(experiments), list(bundles)
-    if not experiments and not bundles and not ensemble:
-        raise BadSetting("give at least one --experiment NAME or --model BUNDLE.pt, or an --ensemble NAME")
-    if ensemble and (experiments or bundles):
-        raise BadSetting("--ensemble is a whole blend: give it without --experiment/--model")
-    device = pick_device(device)
-    if ensemble:
-        tagger = load_ensemble(resolve_data_dir(data_dir), ensemble, device, step, batch_size)
-    else:
-        taggers = []
-        if experiments:
-            data_dir = resolve_data_dir(data_dir)
-            taggers += [load_experiment(data_dir, name, device, step) for name in experiments]
-        taggers += [load_bundle(path, device, step) for path in bundles]
-        tagger = blend(taggers)
-        if len(taggers) > 1 and not bundles:  # several experiments: thresholds of their blend
-            tagger.thresholds = experiments_thresholds(data_dir, experiments, tagger.classes)
-    if amp is not None:  # else the tagger's own default (see --amp's help)
-        tagger.amp = amp
-    return tagger
