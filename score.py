@@ -33,7 +33,7 @@ from src.errors import BadInput
 from src.data.labels import check_fnames, check_labels, parse_labels, read_csv_columns, read_train_csv, targets_matrix
 from src.data.layout import read_sample_submission
 from src.metrics import lwlrap, per_class_lwlrap
-from src.thresholds import DEFAULT_THRESHOLD, read_thresholds
+from src.thresholds import DEFAULT_THRESHOLD, f1_scores, read_thresholds
 from src.thresholds import tags as tags_at
 
 SHOW = 5  # names shown per problem
@@ -139,7 +139,7 @@ def score_all(submission_path, labels_path, sample_path=None, threshold=None, th
                    for j in range(len(classes))])
     class_f1 = f1_score(truth, tags, average=None, zero_division=0)
     return {"lwlrap": lwlrap(truth, probs), "map": float(np.nanmean(ap)) if np.isfinite(ap).any() else np.nan,
-            "f1": {avg: float(f1_score(truth, tags, average=avg, zero_division=0)) for avg in ("micro", "macro")},
+            "f1": f1_scores(truth, tags),
             "tags": source, "per_class": {"lwlrap": dict(zip(classes, per_class.tolist())),
                                           "ap": dict(zip(classes, ap.tolist())),
                                           "f1": dict(zip(classes, class_f1.tolist()))}}

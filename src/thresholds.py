@@ -85,13 +85,16 @@ def labels_of(probs, classes, thresholds) -> list:
 
 
 def f1_scores(truth, predicted) -> dict:
-    """{"micro", "macro"} F1 of 0/1 predictions (scikit-learn; a class without positives or predictions
-    counts 0 in the macro mean)."""
+    """{"micro", "macro"} F1 of 0/1 predictions (scikit-learn). Micro counts every class; the macro mean is
+    over the classes with at least one true positive label (as mAP, which is undefined without one): a
+    class list with classes the data never has (a dataset using 13 of Kaggle's 80) would otherwise pull
+    the macro mean towards 0 with classes nobody could tag. NaN when no class has a positive."""
     from sklearn.metrics import f1_score
 
     truth, predicted = np.asarray(truth, int), np.asarray(predicted, int)
-    return {average: float(f1_score(truth, predicted, average=average, zero_division=0))
-            for average in ("micro", "macro")}
+    present = np.flatnonzero(truth.any(axis=0))
+    macro = f1_score(truth, predicted, average="macro", labels=present, zero_division=0) if len(present) else np.nan
+    return {"micro": float(f1_score(truth, predicted, average="micro", zero_division=0)), "macro": float(macro)}
 
 
 def thresholds_record(classes, thresholds, truth=None, probs=None) -> dict:

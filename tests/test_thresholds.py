@@ -74,3 +74,21 @@ def test_labels_most_probable_first_and_record_round_trip(tmp_path):
     assert read_thresholds(path, ["c", "a", "b"]).tolist() == pytest.approx([0.5, 0.1, 0.95])
     with pytest.raises(BadInput, match="no threshold for class"):
         read_thresholds(path, ["a", "z"])
+
+
+def test_macro_f1_leaves_out_classes_the_data_never_has():
+    """A class list wider than the data (13 of Kaggle's 80 classes, say): classes without a true label are
+    out of the macro mean (as mAP), not zeros in it; micro F1 still counts their false positives."""
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(5)
+    truth = np.zeros((30, 8), bool)
+    truth[:, :3] = rng.random((30, 3)) < 0.4
+    truth[np.arange(30), np.arange(30) % 3] = True
+    predicted = truth.copy()
+    predicted[:5, 0] = ~predicted[:5, 0]
+    predicted[0, 6] = True  # a false positive in a class the data never has
+    scores = f1_scores(truth, predicted)
+    assert scores["macro"] == pytest.approx(f1_score(truth[:, :3], predicted[:, :3], average="macro"))
+    assert scores["micro"] == pytest.approx(f1_score(truth, predicted, average="micro"))
+    assert scores["micro"] < f1_score(truth[:, :3], predicted[:, :3], average="micro")
