@@ -30,10 +30,12 @@ class StageLine:
         self.n, self.closed, self.start = 0, False, time.monotonic()
 
     def __iter__(self):
+        # Counted when handed out: a consumer that stops once it has all it expects (zip with a shorter
+        # list, islice) never resumes the generator after its last item.
         try:
             for item in self.iterable:
-                yield item
                 self.n += 1
+                yield item
         finally:
             self.close()
 

@@ -113,3 +113,16 @@ def test_prediction_counts_clips_done(monkeypatch, capsys):
     predictor.predict(specs)
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and re.fullmatch(r"test: 5/5 clip in \d+\.\d s", lines[0]), lines
+
+
+def test_stage_line_counts_items_a_consumer_took_even_if_it_stops_early(capsys):
+    # zip(names, bar) stops at the shorter list and never resumes the bar after its last item: the line
+    # must still say every item was done (the feature cache consumes its clips this way)
+    from src.progress import StageLine
+
+    names = ["a", "b", "c"]
+    pairs = list(zip(names, StageLine(iter(range(3)), total=3, desc="clips", unit="clip")))
+    assert len(pairs) == 3
+    import gc
+    gc.collect()  # the abandoned generator closes
+    assert re.fullmatch(r"clips: 3/3 clip in \d+\.\d s\n", capsys.readouterr().err)
