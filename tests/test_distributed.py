@@ -135,6 +135,10 @@ def _collectives_worker(rank, world_size, tmp):
         cache = Path(tmp) / "cache.txt"
         read = distributed.main_first(lambda: cache.write_text("features") if rank == 0 else cache.read_text())
         assert read == (len("features") if rank == 0 else "features")
+        # Tear down together: after main_first rank 0 would otherwise destroy its gloo group while rank 1
+        # is still at work in it. (A rare SIGABRT at this test's end, "terminate called without an active
+        # exception", was seen once on a quiet machine; its cause is not established: issue 24.)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
