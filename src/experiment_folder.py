@@ -12,6 +12,7 @@ from pathlib import Path
 
 from src.errors import BadInput, InputFileNotFound
 from src.experiments import complete_config
+from src.precision import describe_precisions
 
 DONE_FILE = "done.json"
 
@@ -83,4 +84,4 @@ def trained_precision(exp_dir, folds) -> str:
             found.append(json.loads(path.read_text()).get("precision") or "unrecorded")
         except (OSError, ValueError):
             found.append("unrecorded")
-    return "/".join(sorted(set(found)))  # as src.predict.predictor.describe_precisions
+    return describe_precisions(found)

@@ -64,6 +64,11 @@ def resolve_precision(amp, device, *, training: bool, capability=None) -> str:
     return "fp32"
 
 
+def describe_precisions(precisions) -> str:
+    """'fp32', or e.g. 'bf16/fp32' when models differ, for log lines and records."""
+    return "/".join(sorted(set(precisions)))
+
+
 def autocast(device, precision: str):
     """The autocast context of a resolved precision (disabled for fp32)."""
     device = torch.device(device)

@@ -36,8 +36,8 @@ from src.config import AudioConfig
 from src.errors import BadCheckpoint, BadSetting, InputFileNotFound
 from src.models import create_model, main_output
 from src.predict.prediction_sets import geometric_mean
-from src.precision import TEST_AMP, autocast, resolve_precision
-from src.predict.predictor import Predictor, Throughput, describe_precisions, model_precision
+from src.precision import TEST_AMP, autocast, describe_precisions, resolve_precision
+from src.predict.predictor import Predictor, Throughput, prediction_precisions
 from src.utils import safe_torch_load
 
 BUNDLE_FORMAT = "fsat2019-ensemble-bundle"
@@ -169,9 +169,8 @@ class Ensemble:
     @property
     def precision(self) -> str:
         """What the first-level networks run in ('fp32', 'bf16', ...)."""
-        if self.amp is not None:
-            return resolve_precision(self.amp, self.device, training=False)
-        return describe_precisions(model_precision(m) for e in self.first_level for m in e.models)
+        models = [m for e in self.first_level for m in e.models]
+        return describe_precisions(prediction_precisions(models, self.amp, self.device))
 
     def describe(self) -> str:
         if not self.stacking and self.weights is None and self.blend == [e.name for e in self.first_level]:

@@ -33,7 +33,7 @@ import torch
 from src.audio.deltas import stack_deltas
 from src.errors import InputFileNotFound
 from src.predict.prediction_sets import clip_means
-from src.precision import AMP_SETTINGS, autocast, resolve_precision
+from src.precision import AMP_SETTINGS, autocast, describe_precisions, resolve_precision
 from src.progress import progress as progress_bar
 
 AMP_CHOICES = AMP_SETTINGS
@@ -105,10 +105,11 @@ def model_precision(model) -> str:
     return getattr(model, "precision", "fp32")
 
 
-def describe_precisions(precisions) -> str:
-    """'fp32', or 'bf16/fp32' when models differ, for log lines and records."""
-    names = sorted(set(precisions))
-    return "/".join(names)
+def prediction_precisions(models, amp, device) -> list:
+    """The precision each model predicts in under setting `amp` (src/precision.py); None: each its own."""
+    if amp is None:
+        return [model_precision(model) for model in models]
+    return [resolve_precision(amp, device, training=False)] * len(models)
 
 
 class Throughput:
@@ -150,8 +151,7 @@ class Predictor:
             for model in self.models:
                 model.nn_module.to(memory_format=torch.channels_last)
         self.amp = amp
-        forced = None if amp is None else resolve_precision(amp, self.device, training=False)
-        self.precisions = [forced or model_precision(model) for model in self.models]
+        self.precisions = prediction_precisions(self.models, amp, self.device)
 
     @property
     def precision(self) -> str:
