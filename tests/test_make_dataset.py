@@ -81,18 +81,20 @@ def test_csv_input_with_multi_label_rows_and_sources(tmp_path):
     rec = tmp_path / "rec"
     a, b, c = (write_audio(rec / name, seed) for seed, name in enumerate(["a.wav", "sub/b.flac", "c.wav"], 1))
     d = write_audio(tmp_path / "elsewhere" / "d.wav", 9)
+    e = write_audio(rec / "e.wav", 10)
     listing = rec / "list.csv"
-    pd.DataFrame({"path": ["a.wav", "sub/b.flac", "c.wav", str(d)],
-                  "labels": ["Dog,Cat", "Cat", "Bird, Dog", "Dog"],
-                  "source": ["session1", "session1", "", "session2"]}).to_csv(listing, index=False)
+    pd.DataFrame({"path": ["a.wav", "sub/b.flac", "c.wav", str(d), "e.wav"],
+                  # 'Cafe' + a combining accent (NFD, as macOS spells names) is the same class as NFC 'Café'
+                  "labels": ["Dog,Cat", "Cat", "Bird, Dog", "Dog", "Cafe\u0301,Caf\u00e9"],
+                  "source": ["session1", "session1", "", "session2", "s3"]}).to_csv(listing, index=False)
     out = tmp_path / "data"
     make(listing, "--out", out)
     df = read_train_csv(out / "train_curated.csv").set_index("fname")
     got = {sha(out / "train_curated" / f): (sorted(parse_labels(row.labels)), row.source) for f, row in df.iterrows()}
     assert got == {sha(a): (["Cat", "Dog"], "session1"), sha(b): (["Cat"], "session1"),
                    sha(c): (["Bird", "Dog"], "c.wav"),   # an empty source cell: the file is its own source
-                   sha(d): (["Dog"], "session2")}
-    assert read_classes(out) == ["Bird", "Cat", "Dog"]
+                   sha(d): (["Dog"], "session2"), sha(e): (["Caf\u00e9"], "s3")}
+    assert read_classes(out) == ["Bird", "Caf\u00e9", "Cat", "Dog"]
 
 
 def test_test_share_holds_out_whole_sources(tmp_path):

@@ -136,6 +136,10 @@ def test_group_pattern_takes_the_capture_group_or_the_whole_match(tmp_path):
     assert (out.groupby("group")["fold"].nunique() == 1).all()
     make_folds.main(["--data-dir", str(data_dir), "--group-pattern", r"^src\d+", "--out", str(data_dir / "w.csv")])
     assert pd.read_csv(data_dir / "w.csv")["group"].tolist() == [f[:6] for f in df["fname"]]
+    # a 'group' column of the user's own is not overwritten
+    df.rename(columns={"source": "group"}).to_csv(data_dir / "train_curated.csv", index=False)
+    with pytest.raises(BadInput, match="already has a 'group' column"):
+        make_folds.main(["--data-dir", str(data_dir), "--group-pattern", r"^src(\d+)_", "--out", str(data_dir / "x.csv")])
 
 
 def test_group_pattern_refuses_an_fname_it_does_not_match(tmp_path):

@@ -13,6 +13,7 @@ and a `Problem` for everything wrong, so the user sees every problem at once (or
 """
 import hashlib
 import os
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -71,6 +72,12 @@ def label_problem(name: str) -> str:
     return ""
 
 
+def class_label(name: str) -> str:
+    """A class name as the data set spells it: Unicode NFC, so a folder name from a file system that
+    decomposes accents (macOS: NFD) and the same name typed in a CSV are one class."""
+    return unicodedata.normalize("NFC", name)
+
+
 def _relative_name(path: Path, root: Path) -> str:
     """`path` relative to `root` as a POSIX string ('Dog/a.wav'), else its absolute form."""
     absolute = Path(os.path.abspath(path))
@@ -99,7 +106,7 @@ def from_class_folders(root) -> tuple:
             if entry.name.startswith("."):
                 continue
             if entry.is_file() and entry.suffix.lower() in AUDIO_EXTENSIONS:
-                found.append(Recording(entry, _relative_name(entry, root), [folder.name]))
+                found.append(Recording(entry, _relative_name(entry, root), [class_label(folder.name)]))
             else:
                 ignored.append(entry)
         why = label_problem(folder.name)
@@ -124,7 +131,7 @@ def from_csv(csv_path) -> tuple:
             problems.append(Problem(f"{csv_path} line {i + 2}", "empty path"))
             continue
         path = Path(value) if Path(value).is_absolute() else csv_path.parent / value
-        labels = parse_labels(row["labels"])
+        labels = list(dict.fromkeys(class_label(label) for label in parse_labels(row["labels"])))
         source = row["source"].strip() if has_source else ""
         rec = Recording(path, _relative_name(path, csv_path.parent), labels, where, source or None)
         if not path.is_file():
