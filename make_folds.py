@@ -89,9 +89,10 @@ def main(argv=None):
         print(f"  grouped by {group_column!r}: {df[group_column].nunique()} groups, each inside one fold; "
               f"groups per fold {per_fold}; largest group {df[group_column].value_counts().max()} clips")
         # A class whose clips come from few groups cannot be spread evenly: say which one is worst.
+        n_groups = df.loc[targets[:, worst] > 0, group_column].nunique()
         print(f"  label balance: the share of a class's clips in a fold is off 1/{args.n_folds} by at most "
               f"{off[worst]:.2f} ({classes[worst]!r}, {int(targets[:, worst].sum())} clips in "
-              f"{df.loc[targets[:, worst] > 0, group_column].nunique()} groups)")
+              f"{n_groups} group{'' if n_groups == 1 else 's'})")
 
 
 if __name__ == "__main__":
