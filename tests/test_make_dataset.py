@@ -200,3 +200,14 @@ def test_hold_out_keeps_the_only_source_of_a_class_in_training():
         assert test[:8].sum() in expected and test[8:16].sum() in expected
         held = {s for s, t in zip(sources, test) if t}
         assert held.isdisjoint(s for s, t in zip(sources, test) if not t)
+
+
+def test_two_names_that_map_to_one_fname_are_refused(tmp_path, capsys, monkeypatch):
+    import src.data.recordings as recordings
+
+    src = class_folders(tmp_path / "rec", classes=(("Dog", 9), ("Cat", 9)))
+    monkeypatch.setattr(recordings, "FNAME_HASH_CHARS", 1)   # 16 names for 18 files: collisions for sure
+    with pytest.raises(BadInput, match="problem"):
+        make(src, "--out", tmp_path / "data")
+    assert "maps to the fname" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()
