@@ -13,6 +13,7 @@ from pathlib import Path
 from src.errors import BadInput, InputFileNotFound
 from src.experiments import complete_config
 from src.precision import describe_precisions
+from src.utils import read_json
 
 DONE_FILE = "done.json"
 
@@ -67,7 +68,7 @@ def read_experiment_record(exp_dir, hint="") -> dict:
     path = Path(exp_dir) / "config.json"
     if not path.is_file():
         raise InputFileNotFound(f"{path} not found: train the experiment first (train_folds.py){hint}")
-    record = json.loads(path.read_text())
+    record = read_json(path, what="experiment record")
     for key in ("experiment", "classes"):
         if key not in record:
             raise BadInput(f"{path}: missing key {key!r}")
