@@ -224,6 +224,8 @@ def check_ensemble_bundle(bundle, source="bundle"):
 
 def _models(part: dict, device) -> list:
     """One InferenceModel per fold state dict of a bundle part."""
+    if not part["state_dicts"] or len(part["state_dicts"]) != len(part["folds"]):
+        raise ValueError(f"{part['name']}: {len(part['state_dicts'])} fold weights for folds {part['folds']}")
     models = []
     for state_dict in part["state_dicts"]:
         net = create_model(part["model"]["name"], **part["model"]["kwargs"])
@@ -238,21 +240,31 @@ def ensemble_from_bundle(bundle: dict, device="cpu", step=None, batch_size: int 
     `amp` is the first level's precision setting (src/precision.py; None: each model's own), by default
     the bundle's `test_amp` (fp32 in bundles written before it was recorded, as the 2019 kernel ran)."""
     check_ensemble_bundle(bundle, source)
-    first = [FirstLevel(p["name"], _models(p, device), list(p["folds"]), int(p["crop_size"]),
-                        int(step or p["tile_step"])) for p in bundle["first_level"]]
-    second = [Stacking(p["name"], _models(p, device), list(p["folds"]), list(p["inputs"])) for p in bundle["stacking"]]
-    spec = bundle["ensemble"]
+    try:
+        first = [FirstLevel(p["name"], _models(p, device), list(p["folds"]), int(p["crop_size"]),
+                            int(step or p["tile_step"])) for p in bundle["first_level"]]
+        second = [Stacking(p["name"], _models(p, device), list(p["folds"]), list(p["inputs"]))
+                  for p in bundle["stacking"]]
+        members, weights = bundle["ensemble"]["members"], bundle["ensemble"]["weights"]
+        classes, name = list(bundle["classes"]), str(bundle["name"])
+        thresholds = bundle.get("thresholds")  # bundles written before thresholds were recorded: none
+        if thresholds is not None:
+            thresholds = [float(dict(zip(thresholds["classes"], thresholds["thresholds"]))[c]) for c in classes]
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:
+        # torch read the file, but its content is not the bundle format: a part is missing, of the
+        # wrong type, or its weights do not fit its network (damaged or hand-edited).
+        raise BadCheckpoint(f"{source}: damaged model bundle, its models cannot be rebuilt "
+                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from exc
     try:
         config = AudioConfig.from_dict(bundle["audio_config"])
-    except (TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise BadCheckpoint(f"{source}: audio settings do not match AudioConfig ({exc})") from exc
     if amp == "bundle":
         amp = bundle.get("test_amp", TEST_AMP)
-    thresholds = bundle.get("thresholds")  # bundles written before thresholds were recorded: none
-    if thresholds is not None:
-        thresholds = [dict(zip(thresholds["classes"], thresholds["thresholds"]))[c] for c in bundle["classes"]]
-    return Ensemble(bundle["name"], first, second, spec["members"], spec["weights"], bundle["classes"], config,
-                    batch_size, amp, thresholds)
+    try:
+        return Ensemble(name, first, second, members, weights, classes, config, batch_size, amp, thresholds)
+    except BadSetting as exc:  # the bundle's parts disagree with its blend spec: name the file
+        raise BadCheckpoint(f"{source}: inconsistent model bundle ({exc})") from exc
 
 
 def load_ensemble_bundle(path, device="cpu", step=None, batch_size: int = 128, amp="bundle") -> Ensemble:
