@@ -65,6 +65,7 @@ from src.audio import fast_frontend
 from src.audio import frontend as audio
 from src.audio.frontend import AudioReadError
 from src.config import AUDIO, AudioConfig, stable_hash
+from src.errors import BadInput
 from src.progress import progress as progress_bar
 from src.utils import atomic_new_dir
 
@@ -82,7 +83,7 @@ CACHE_FORMAT = 2
 CACHE_FILES = ("frames.npy", "offsets.npy", "index.json")
 
 
-class FeatureCacheError(ValueError):
+class FeatureCacheError(BadInput):
     """A feature-cache folder is missing files, inconsistent or corrupt."""
 
     def __init__(self, folder, problem: str):
