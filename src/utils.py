@@ -11,16 +11,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from src.errors import BadCheckpoint, BadInput, InputFileNotFound
+from src.errors import BadCheckpoint, BadInput, BadSetting, InputFileNotFound
 
 
 def pick_device(name: str = "auto") -> torch.device:
     """'auto' picks CUDA when present, else CPU; anything else is passed to torch."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:  # torch: "Expected one of cpu, cuda, ... device type at start of device string"
+        raise BadSetting(f"--device {name!r}: not a device torch knows ({str(exc).splitlines()[0]})") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {name} asked for CUDA, but torch sees no GPU")
+        raise BadSetting(f"--device {name} asked for CUDA, but torch sees no GPU")
     return device
 
 
