@@ -87,10 +87,11 @@ def train_argv(data, *extra):
 
 # ----------------------------------------------------------------------------- training inputs
 
-@pytest.mark.parametrize("how", ["random bytes", "empty", "header only"])
+@pytest.mark.parametrize("how", ["random bytes", "empty", "header only", "truncated"])
 def test_unreadable_training_clip_is_refused_before_training(data, capsys, how):
     """The feature cache is built from every clip before the first epoch, so a clip that cannot be
-    decoded stops the run there, named, and no fold is trained."""
+    decoded stops the run there, named, and no fold is trained. A WAV cut in half used to decode as
+    the shorter clip its bytes hold."""
     shutil.rmtree(data / "features")
     shutil.rmtree(data / "experiments")
     clip = data / "train_curated" / pd.read_csv(data / "train_folds.csv")["fname"][3]
@@ -99,6 +100,7 @@ def test_unreadable_training_clip_is_refused_before_training(data, capsys, how):
     else:
         damage(clip, how)
     user_error(capsys, train_folds.main, train_argv(data), clip, "could not be read")
+    assert not (data / "features").exists() or not any((data / "features").glob("train_curated-*"))
     assert not (data / "experiments" / "demo" / "fold_0" / "log.csv").exists()
 
 
@@ -148,6 +150,29 @@ def test_damaged_corrections_json_is_refused(data, capsys, how):
                named)
     user_error(capsys, blend.main, ["--experiments", "demo", "--data-dir", str(data), "--corrections", str(named)],
                named)
+
+
+def test_truncated_wav_is_refused_by_both_decoders_but_an_unknown_length_header_is_not(tmp_path):
+    """The data chunk's size in a WAV header tells a cut file; 0 or 0xFFFFFFFF there is a streaming
+    writer's 'length unknown', and such a file still decodes (to every sample present)."""
+    import soundfile as sf
+
+    from src.audio.frontend import AudioReadError, decode_audio
+    from src.audio.streaming import stream_audio
+    from tests.helpers import sound
+
+    path = tmp_path / "clip.wav"
+    sf.write(path, sound(1.0), 44100, subtype="PCM_16")
+    whole = decode_audio(path)
+    data = path.read_bytes()
+    data_at = data.index(b"data")
+    path.write_bytes(data[:len(data) - 1000])
+    for decode in (decode_audio, lambda p: list(stream_audio(p))):
+        with pytest.raises(AudioReadError, match="truncated WAV file"):
+            decode(path)
+    streamed = data[:data_at + 4] + (0xFFFFFFFF).to_bytes(4, "little") + data[data_at + 8:]
+    path.write_bytes(streamed)
+    assert np.array_equal(decode_audio(path), whole)
 
 
 # ----------------------------------------------------------------------------- checkpoints and training state
