@@ -190,6 +190,19 @@ def test_damaged_checkpoint_is_refused_by_predict_folds_and_tag(data, capsys, ho
                checkpoint)
 
 
+def test_a_stray_checkpoint_name_is_refused_and_a_stray_fold_folder_ignored(data, capsys):
+    """model-best.pth (not training's model-EPOCH-SCORE.pth) beside the checkpoint used to be a ValueError
+    traceback from parsing its score; a fold_0.bak folder one from parsing its fold number."""
+    from src.experiment_folder import trained_folds
+
+    shutil.copytree(fold_dir(data), fold_dir(data).with_name("fold_0.bak"))
+    assert trained_folds(data / "experiments" / "demo") == [0]
+    stray = fold_dir(data) / "model-best.pth"
+    shutil.copy(next(fold_dir(data).glob("model-*.pth")), stray)
+    user_error(capsys, predict_folds.main, ["--experiment", "demo", "--data-dir", str(data), "--device", "cpu",
+                                            "--threads", "1"], stray, "model-EPOCH-SCORE.pth")
+
+
 @pytest.mark.parametrize("how", DAMAGES)
 def test_damaged_training_state_is_refused_on_resume(data, capsys, how):
     """train_folds.py --resume of an unfinished fold whose last_state.pth is damaged: named, with the way
@@ -200,6 +213,23 @@ def test_damaged_training_state_is_refused_on_resume(data, capsys, how):
     before = tree_bytes(fold_dir(data))
     user_error(capsys, train_folds.main, train_argv(data, "--resume"), state, "--overwrite")
     assert tree_bytes(fold_dir(data)) == before
+
+
+@pytest.mark.parametrize("content", ["a model checkpoint", "weights of another network"])
+def test_training_state_with_wrong_content_is_refused_on_resume(data, capsys, content):
+    """A file torch reads that is not a training state (a checkpoint copied over it), or one whose network
+    weights do not fit: refused naming the file, not a KeyError / RuntimeError once training started."""
+    (fold_dir(data) / "done.json").unlink()
+    state = fold_dir(data) / "last_state.pth"
+    if content == "a model checkpoint":
+        shutil.copy(next(fold_dir(data).glob("model-*.pth")), state)
+        expected = "not a training state"
+    else:
+        saved = torch.load(state, weights_only=True)
+        saved["model"][next(iter(saved["model"]))] = torch.zeros(2, 2)
+        torch.save(saved, state)
+        expected = "cannot be restored"
+    user_error(capsys, train_folds.main, train_argv(data, "--resume"), state, expected, "--overwrite")
 
 
 def test_damaged_experiment_record_is_refused_on_resume(data, capsys):
