@@ -358,3 +358,50 @@ def test_bom_crlf_and_quoted_headers_parse_like_plain_files(tmp_path):
         assert read_sample_submission(tmp_path / name) == expected, name
         fnames, probs = score.read_submission(tmp_path / name, CLASSES[:3], "test")
         assert fnames == expected[0] and probs.shape == (3, 3), name
+
+
+def test_fuzz_feature_cache_reader(tmp_path):
+    """Each file of a feature-cache folder truncated, replaced by random bytes or (index.json) given
+    wrong JSON types: refused as a FeatureCacheError (a user error), or read as it was built."""
+    from src.audio.cache import read_feature_cache, write_feature_cache
+    from src.config import AUDIO
+
+    rng = np.random.default_rng(13)
+    folder = tmp_path / "cache"
+    specs = [rng.uniform(-80, 0, (AUDIO.n_mels, n)).astype(np.float32) for n in (3, 5, 2)]
+    write_feature_cache(folder, ["a.wav", "b.wav", "c.wav"], specs, AUDIO)
+    good = {name: (folder / name).read_bytes() for name in ("frames.npy", "offsets.npy", "index.json")}
+    index = json.loads(good["index.json"])
+    variants = []
+    for i in range(CASES):
+        name = list(good)[i % 3]
+        data = good[name]
+        kind = (i // 3) % 4
+        if kind == 0:
+            damaged = data[:int(rng.integers(0, len(data)))]
+        elif kind == 1:
+            damaged = rng.integers(0, 256, int(rng.integers(0, 2 * len(data))), dtype=np.uint8).tobytes()
+        elif kind == 2 and name == "index.json":  # a key of the wrong JSON type
+            key = list(index)[int(rng.integers(len(index)))]
+            damaged = json.dumps({**index, key: [None, "x", 1.5, [], {}, -1][int(rng.integers(6))]}).encode()
+        else:  # bytes changed anywhere
+            damaged = bytearray(data)
+            for _ in range(int(rng.integers(1, 6))):
+                damaged[int(rng.integers(len(damaged)))] = int(rng.integers(0, 256))
+            damaged = bytes(damaged)
+        variants.append((f"{name} damaged", name.encode() + b"\0" + damaged))
+    for key in index:  # every key of index.json with every wrong JSON type
+        for wrong in (None, "x", 1.5, [], {}, -1, [1, "a"]):
+            variants.append((f"index.json {key}={wrong!r}", b"index.json\0" + json.dumps({**index, key: wrong}).encode()))
+
+    def read_cache(data):
+        name, _, content = data.partition(b"\0")
+        for other, good_content in good.items():
+            (folder / other).write_bytes(good_content)
+        (folder / name.decode()).write_bytes(content)
+        features = read_feature_cache(folder, fnames=["a.wav", "b.wav", "c.wav"], config=AUDIO)
+        # what passes the checks is what was built (the checksums guard the bytes)
+        assert all(np.array_equal(s, t) for s, t in zip(features.specs, specs)), "a damaged cache was read"
+
+    parsed, refused = fuzz(read_cache, variants, "read_feature_cache")
+    assert refused

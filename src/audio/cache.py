@@ -373,6 +373,16 @@ def _read_index(folder: Path) -> dict:
     absent = [key for key in keys if key not in index]
     if absent:
         raise FeatureCacheError(folder, f"index.json lacks {', '.join(absent)}")
+    shape, names = index["frames_shape"], index["fnames"]
+    wrong = [key for key, ok in (
+        ("fnames", isinstance(names, list) and all(isinstance(f, str) for f in names)),
+        ("audio_config", isinstance(index["audio_config"], dict)),
+        ("audio_hash", isinstance(index["audio_hash"], str)),
+        ("frames_shape", isinstance(shape, list) and len(shape) == 2 and all(type(n) is int for n in shape)),
+        ("frames_crc32", type(index["frames_crc32"]) is int),
+        ("offsets_crc32", type(index["offsets_crc32"]) is int)) if not ok]
+    if wrong:
+        raise FeatureCacheError(folder, f"index.json has values of the wrong type for {', '.join(wrong)}")
     return index
 
 
