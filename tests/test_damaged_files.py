@@ -190,6 +190,17 @@ def test_damaged_checkpoint_is_refused_by_predict_folds_and_tag(data, capsys, ho
                checkpoint)
 
 
+def test_missing_checkpoint_is_refused_by_predict_folds_and_tag(data, capsys):
+    for checkpoint in fold_dir(data).glob("model-*.pth"):
+        checkpoint.unlink()
+    exp_dir = data / "experiments" / "demo"
+    user_error(capsys, predict_folds.main, ["--experiment", "demo", "--data-dir", str(data), "--device", "cpu",
+                                            "--threads", "1"], exp_dir)
+    clip = next((data / "test").iterdir())
+    user_error(capsys, tag.main, [str(clip), "--experiment", "demo", "--data-dir", str(data), "--device", "cpu"],
+               exp_dir)
+
+
 def test_a_stray_checkpoint_name_is_refused_and_a_stray_fold_folder_ignored(data, capsys):
     """model-best.pth (not training's model-EPOCH-SCORE.pth) beside the checkpoint used to be a ValueError
     traceback from parsing its score; a fold_0.bak folder one from parsing its fold number."""

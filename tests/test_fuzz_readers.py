@@ -231,6 +231,26 @@ def test_fuzz_corrections_reader(tmp_path):
     assert parsed and refused
 
 
+def test_fuzz_thresholds_reader(tmp_path):
+    """thresholds.json (score.py --thresholds): wrong shapes and types, truncations."""
+    from src.thresholds import read_thresholds
+
+    rng = np.random.default_rng(17)
+    classes = CLASSES[:3]
+    valid = {"classes": classes, "thresholds": [0.5, 0.25, 0.75]}
+    shapes = [[], 3, None, {}, {"classes": classes}, {"thresholds": [0.5]}, {**valid, "thresholds": "0.5"},
+              {**valid, "thresholds": [0.5, None, 0.1]}, {**valid, "thresholds": [0.5, "x", 0.1]},
+              {**valid, "thresholds": [0.5, {}, 0.1]}, {**valid, "classes": 5}, {**valid, "classes": [[1], 2, 3]},
+              {**valid, "thresholds": [0.5, 0.2]}, {**valid, "thresholds": [0.5, 1e400, 0.1]}, valid]
+    variants = [("shape", json.dumps(value).encode()) for value in shapes]
+    data = json.dumps(valid).encode()
+    while len(variants) < CASES // 2:
+        variants.append(("truncated", data[:int(rng.integers(0, len(data)))]))
+    parsed, refused = fuzz(file_reader(tmp_path, "thresholds.json", lambda p: read_thresholds(p, classes),
+                                       "read_thresholds"), variants)
+    assert parsed and refused
+
+
 # ----------------------------------------------------------------------------- audio
 
 def encoded(fmt, subtype, seconds=0.3) -> bytes:
