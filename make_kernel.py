@@ -31,7 +31,7 @@ from pathlib import Path
 
 from src.cli import run
 from src.errors import BadSetting
-from src.predict.ensemble import ensemble_from_bundle, read_ensemble_bundle
+from src.predict.ensemble import check_bundle_models, read_ensemble_bundle
 from src.utils import atomic_path
 
 ROOT = Path(__file__).resolve().parent
@@ -115,7 +115,7 @@ def make_kernel(bundle_path, test_dir="/kaggle/input/freesound-audio-tagging-201
     bundle = read_ensemble_bundle(bundle_path)  # refuses anything but an ensemble bundle
     # Build its models once here (on the CPU, seconds): a damaged bundle is refused now, naming the
     # file, rather than shipped in a kernel that would only fail on Kaggle.
-    ensemble_from_bundle(bundle, "cpu", source=bundle_path)
+    check_bundle_models(bundle, bundle_path)
     sha256 = hashlib.sha256(bundle_path.read_bytes()).hexdigest()
     program = KERNEL_PROGRAM.read_text()
     start, end = program.index(SETTINGS_START), program.index(SETTINGS_END) + len(SETTINGS_END) + 1

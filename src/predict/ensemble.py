@@ -234,6 +234,33 @@ def _models(part: dict, device) -> list:
     return models
 
 
+# What building an Ensemble raises when torch read a bundle file whose content is not the bundle format:
+# a part missing or of the wrong type, weights that do not fit their network (damaged or hand-edited).
+BUNDLE_DAMAGE = (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError)
+
+
+def damaged_bundle(source, exc) -> BadCheckpoint:
+    reason = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return BadCheckpoint(f"{source}: damaged model bundle, its models cannot be rebuilt "
+                         f"({type(exc).__name__}: {reason})")
+
+
+def check_bundle_models(bundle: dict, source="bundle"):
+    """Rebuild every network of a bundle once on the CPU, one experiment at a time (so the memory beyond
+    the bundle is one experiment's fold models, not the whole ensemble's): a BadCheckpoint naming
+    `source` if any part is damaged. For writers of things that load the bundle elsewhere (make_kernel.py)."""
+    check_ensemble_bundle(bundle, source)
+    try:
+        parts = [*bundle["first_level"], *bundle["stacking"]]
+        for part in parts:
+            _models(part, "cpu")
+        missing = [m for m in bundle["ensemble"]["members"] if m not in {p["name"] for p in parts}]
+        if missing:
+            raise KeyError(f"members {missing} have no models")
+    except BUNDLE_DAMAGE as exc:
+        raise damaged_bundle(source, exc) from exc
+
+
 def ensemble_from_bundle(bundle: dict, device="cpu", step=None, batch_size: int = 128, source="bundle",
                          amp="bundle") -> Ensemble:
     """The Ensemble of a bundle dict on `device`; `step` overrides every first-level test tile step;
@@ -250,11 +277,8 @@ def ensemble_from_bundle(bundle: dict, device="cpu", step=None, batch_size: int 
         thresholds = bundle.get("thresholds")  # bundles written before thresholds were recorded: none
         if thresholds is not None:
             thresholds = [float(dict(zip(thresholds["classes"], thresholds["thresholds"]))[c]) for c in classes]
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:
-        # torch read the file, but its content is not the bundle format: a part is missing, of the
-        # wrong type, or its weights do not fit its network (damaged or hand-edited).
-        raise BadCheckpoint(f"{source}: damaged model bundle, its models cannot be rebuilt "
-                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from exc
+    except BUNDLE_DAMAGE as exc:
+        raise damaged_bundle(source, exc) from exc
     try:
         config = AudioConfig.from_dict(bundle["audio_config"])
     except (KeyError, TypeError, ValueError) as exc:

@@ -21,7 +21,6 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from src.data.labels import check_fnames, read_csv_columns, read_header
 from src.errors import BadInput, InputFileNotFound
 from src.utils import atomic_path, write_csv_atomic, write_json_atomic
 
@@ -95,6 +94,9 @@ def read_prediction_set(folder, with_tiles=True) -> PredictionSet:
     """A prediction set as `write_prediction_set` wrote it, every file checked: a damaged probs.csv
     (truncated, wrong or repeated columns, values that are not probabilities) or tiles.npy/offsets.npy
     (truncated, wrong shape, not matching probs.csv) is refused naming the file, never blended."""
+    # Imported here: the Kaggle kernel embeds this module (for clip_means / geometric_mean) but no CSV reader.
+    from src.data.labels import check_fnames, read_csv_columns, read_header
+
     folder = Path(folder)
     path = folder / "probs.csv"
     if not path.is_file():
