@@ -184,7 +184,7 @@ def read_json(path, what="JSON file", kind=dict):
     if not path.is_file():
         raise InputFileNotFound(f"{path}: no such {what}")
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(path.read_text(encoding="utf-8-sig"))  # a BOM (some Windows editors) is not damage
     except UnicodeDecodeError as exc:
         raise BadInput(f"{path}: this {what} is not UTF-8 text (byte offset {exc.start})") from exc
     except ValueError as exc:  # JSONDecodeError: empty, truncated, garbage

@@ -229,6 +229,8 @@ def test_fuzz_corrections_reader(tmp_path):
             variants.append(("flipped byte", bytes(data)))
     parsed, refused = fuzz(file_reader(tmp_path, "corrections.json", load_corrections), variants)
     assert parsed and refused
+    (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + valid)  # a BOM is how some editors save UTF-8
+    assert load_corrections(tmp_path / "bom.json") == json.loads(valid)
 
 
 def test_fuzz_thresholds_reader(tmp_path):
