@@ -31,7 +31,7 @@ from pathlib import Path
 
 from src.cli import run
 from src.errors import BadSetting
-from src.predict.ensemble import read_ensemble_bundle
+from src.predict.ensemble import check_bundle_models, read_ensemble_bundle
 from src.utils import atomic_path
 
 ROOT = Path(__file__).resolve().parent
@@ -113,6 +113,9 @@ def make_kernel(bundle_path, test_dir="/kaggle/input/freesound-audio-tagging-201
     its settings block written (a header names the bundle and its sha256)."""
     bundle_path = Path(bundle_path)
     bundle = read_ensemble_bundle(bundle_path)  # refuses anything but an ensemble bundle
+    # Build its models once here (on the CPU, seconds): a damaged bundle is refused now, naming the
+    # file, rather than shipped in a kernel that would only fail on Kaggle.
+    check_bundle_models(bundle, bundle_path)
     sha256 = hashlib.sha256(bundle_path.read_bytes()).hexdigest()
     program = KERNEL_PROGRAM.read_text()
     start, end = program.index(SETTINGS_START), program.index(SETTINGS_END) + len(SETTINGS_END) + 1

@@ -30,7 +30,8 @@ import numpy as np
 
 from src.cli import run
 from src.errors import BadInput
-from src.data.labels import check_fnames, check_labels, parse_labels, read_csv_columns, read_train_csv, targets_matrix
+from src.data.labels import (check_fnames, check_labels, parse_labels, read_csv_columns, read_header, read_train_csv,
+                             targets_matrix)
 from src.data.layout import read_sample_submission
 from src.metrics import lwlrap, per_class_lwlrap
 from src.thresholds import DEFAULT_THRESHOLD, f1_scores, read_thresholds
@@ -59,8 +60,7 @@ def read_submission(path, classes, source) -> tuple:
     if header[0] != "fname":
         raise BadInput(f"{path}: first column must be 'fname', got {header[0]!r}")
     # pandas renames a repeated header cell 'A' to 'A.1'; read the raw header to name the repeat.
-    with open(path, encoding="utf-8") as handle:
-        raw = handle.readline().rstrip("\r\n").split(",")
+    raw = read_header(path)
     repeated = sorted({c for c in raw if raw.count(c) > 1})
     if repeated:
         raise BadInput(f"{path}: column(s) {repeated} appear more than once")

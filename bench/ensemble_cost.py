@@ -19,7 +19,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from src.cli import run  # noqa: E402
 from src.config import AUDIO  # noqa: E402
+from src.errors import BadSetting  # noqa: E402
 from src.predict.ensemble import load_ensemble_bundle  # noqa: E402
 from src.tagging.bundles import random_ensemble_bundle  # noqa: E402
 from src.utils import pick_device  # noqa: E402
@@ -58,13 +60,16 @@ def random_log_mels(frames, seed=0, n_mels=AUDIO.n_mels) -> list:
             for i, f in enumerate(frames)]
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--clips", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=8.0, help="length of each clip")
-    parser.add_argument("--batch-size", type=int, default=128)
-    args = parser.parse_args()
+    parser.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu', 'cuda', ...")
+    parser.add_argument("--clips", type=int, default=16, help="random clips to predict (default 16)")
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each clip (default 8)")
+    parser.add_argument("--batch-size", type=int, default=128, help="tiles per forward batch (default 128)")
+    args = parser.parse_args(argv)
+    if args.clips < 1 or args.seconds <= 0 or args.batch_size < 1:
+        raise BadSetting(f"--clips {args.clips}, --seconds {args.seconds:g}, --batch-size {args.batch_size}: "
+                         "each must be positive")
     device = pick_device(args.device)
     ensemble, size, _ = build_ensemble(device, args.batch_size)
     print(f"bundle: {size / 1e6:.0f} MB")
@@ -79,4 +84,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -37,12 +37,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import librosa  # noqa: E402
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 import soundfile as sf  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from src.audio.frontend import extend_to_min_length, trim_bounds  # noqa: E402
+from src.cli import run  # noqa: E402
 from src.config import AUDIO  # noqa: E402
+from src.data.labels import read_csv_columns  # noqa: E402
+from src.errors import InputFileNotFound  # noqa: E402
 from src.audio.cache import compute_log_mels, load_features, warm_up  # noqa: E402
 
 
@@ -61,9 +63,9 @@ def train_files(data_dir: Path) -> list:
     for split in ("train_curated", "train_noisy"):
         csv = data_dir / f"{split}.csv"
         if csv.is_file():
-            paths += [data_dir / split / f for f in pd.read_csv(csv)["fname"]]
+            paths += [data_dir / split / f for f in read_csv_columns(csv, ("fname",))["fname"]]
     if not paths:
-        raise SystemExit(f"{data_dir}: no train_curated.csv / train_noisy.csv")
+        raise InputFileNotFound(f"{data_dir}: no train_curated.csv / train_noisy.csv with clips in it")
     return paths
 
 
@@ -169,4 +171,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

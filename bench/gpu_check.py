@@ -63,6 +63,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from src.cli import run  # noqa: E402
+from src.errors import BadSetting  # noqa: E402
 WHEELS_DIR, SITE = ROOT / ".whl", Path("/tmp/site")
 
 # (name, timeout in seconds on a GPU, timeout in a dry run); run in this order.
@@ -376,12 +380,14 @@ def main(argv=None):
     if args.stage:
         return run_stage_here(args)
     out = Path(args.out or os.environ.get("OUT") or ROOT / "data" / "gpu_check")
-    out.mkdir(parents=True, exist_ok=True)
     names = [s[0] for s in STAGES]
     wanted = names if not args.stages else ["wheels"] + [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = sorted(set(wanted) - set(names))
     if unknown:
-        raise SystemExit(f"--stages: unknown stage(s) {unknown}; known: {', '.join(names)}")
+        raise BadSetting(f"--stages: unknown stage(s) {unknown}; known: {', '.join(names)}")
+    if out.exists() and not out.is_dir():
+        raise BadSetting(f"--out {out}: exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
     # Generated data, checkpoints and the stages' result files: scratch, outside --out ($OUT brings back
     # only a few files), removed at the end.
     work = Path(tempfile.mkdtemp(prefix="gpu_check_"))
@@ -433,4 +439,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)  # main's status (1 when a stage failed) is the exit status

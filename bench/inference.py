@@ -59,7 +59,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from src.train.argus_model import FreesoundModel  # noqa: E402
+from src.cli import run  # noqa: E402
 from src.config import AUDIO  # noqa: E402
+from src.errors import InputFileNotFound  # noqa: E402
 from src.predict.predictor import AMP_CHOICES, Predictor, count_tiles, make_tiles  # noqa: E402
 from src.augment.transforms import get_transforms  # noqa: E402
 from src.utils import NATIVE_BF16_FLAGS, cpu_flags, cpu_has_native_bf16, pick_device, write_json_atomic  # noqa: E402
@@ -238,7 +240,7 @@ def compare_bf16(args):
     data_dir = Path(args.data_dir)
     exp_dir = experiments_dir(data_dir, args.experiment)
     if not (exp_dir / "config.json").is_file():
-        raise SystemExit(f"{exp_dir}: no trained experiment. Train one first, e.g. `make demo` or "
+        raise InputFileNotFound(f"{exp_dir}: no trained experiment. Train one first, e.g. `make demo` or "
                          f"python train_folds.py --experiment {args.experiment} --data-dir {data_dir}")
     device = pick_device(args.device)
     experiment = complete_config(json.loads((exp_dir / "config.json").read_text())["experiment"])
@@ -304,4 +306,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

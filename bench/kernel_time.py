@@ -57,6 +57,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ensemble_cost import ENSEMBLE, build_ensemble, random_log_mels  # noqa: E402
+from src.cli import run  # noqa: E402
 from src.config import AUDIO  # noqa: E402
 from src.ensembles import get_ensemble  # noqa: E402
 from src.predict.predictor import count_tiles  # noqa: E402
@@ -132,7 +133,7 @@ def frames_of(seconds) -> np.ndarray:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu', 'cuda', ...")
     parser.add_argument("--clips", type=int, default=448, help="clips generated for the timing (default 448, "
                         "a tenth of the test set)")
     parser.add_argument("--max-seconds", type=float, default=0,
@@ -291,4 +292,4 @@ def report(f: dict):
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

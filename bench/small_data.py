@@ -28,7 +28,9 @@ from sklearn.preprocessing import StandardScaler
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from src import cli  # noqa: E402  (cli.run: the error contract; `run` here runs a script)
 from src.config import AUDIO  # noqa: E402
+from src.errors import InputFileNotFound, ResultsExist, UserError  # noqa: E402
 from src.data.layout import read_classes, read_folds, read_test_fnames  # noqa: E402
 from src.audio.cache import load_features  # noqa: E402
 from src.data.labels import read_train_csv, targets_matrix  # noqa: E402
@@ -39,7 +41,8 @@ EXPERIMENT = "small"
 
 def run(*args):
     print("$", " ".join(args), flush=True)
-    subprocess.run([sys.executable, *args], cwd=ROOT, check=True)
+    if subprocess.run([sys.executable, *args], cwd=ROOT).returncode != 0:
+        raise UserError(f"{args[0]} failed (its error is above)")
 
 
 def band_statistics(specs) -> np.ndarray:
@@ -79,7 +82,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     data_dir = args.data_dir.resolve()
     if not (data_dir / "test_labels.csv").is_file():
-        raise SystemExit(f"{data_dir / 'test_labels.csv'} not found: the benchmark scores labelled test clips")
+        raise InputFileNotFound(f"{data_dir / 'test_labels.csv'} not found: the benchmark scores labelled test clips")
 
     if not (data_dir / "train_folds.csv").is_file():
         run("make_folds.py", "--data-dir", str(data_dir))
@@ -102,7 +105,7 @@ def main(argv=None):
         exp_dir = data_dir / "experiments" / EXPERIMENT
         if exp_dir.exists():
             if not args.overwrite:
-                raise SystemExit(f"{exp_dir} exists: pass --overwrite to retrain it")
+                raise ResultsExist(f"{exp_dir} exists: pass --overwrite to retrain it")
             shutil.rmtree(exp_dir)
         folds = sorted(read_folds(data_dir)["fold"].unique().tolist())
         jobs = []
@@ -113,7 +116,7 @@ def main(argv=None):
             jobs.append(subprocess.Popen([sys.executable, *cmd], cwd=ROOT))
             time.sleep(20)   # the first job writes the feature cache and config.json; the others read them
         if any(job.wait() != 0 for job in jobs):
-            raise SystemExit("train_folds.py failed (see above)")
+            raise UserError("train_folds.py failed (its error is above)")
     run("predict_folds.py", "--experiment", EXPERIMENT, "--data-dir", str(data_dir))
     small_seconds = time.perf_counter() - start
 
@@ -131,4 +134,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

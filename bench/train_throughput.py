@@ -45,6 +45,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
+from src.cli import run  # noqa: E402
 from src.train.argus_model import FreesoundModel, argus_params  # noqa: E402
 from src.augment.batch import create_batch_augment  # noqa: E402
 from src.data.datasets import experiment_train_dataset, make_loader  # noqa: E402
@@ -314,4 +315,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -13,6 +13,7 @@ from pathlib import Path
 from src.errors import BadInput, InputFileNotFound
 from src.experiments import complete_config
 from src.precision import describe_precisions
+from src.utils import read_json
 
 DONE_FILE = "done.json"
 
@@ -23,10 +24,17 @@ def experiments_dir(data_dir, name) -> Path:
 
 def best_checkpoint(fold_dir) -> Path:
     """The checkpoint with the highest val_lwlrap in its name (there is normally exactly one)."""
-    paths = sorted(Path(fold_dir).glob("model-*.pth"), key=lambda p: float(p.stem.rsplit("-", 1)[1]))
+    paths = list(Path(fold_dir).glob("model-*.pth"))
     if not paths:
         raise FileNotFoundError(f"{fold_dir}: no model-*.pth checkpoint")
-    return paths[-1]
+    scores = {}
+    for path in paths:  # model-EPOCH-SCORE.pth, as training names them
+        try:
+            scores[path] = float(path.stem.rsplit("-", 1)[1])
+        except ValueError:
+            raise BadInput(f"{path}: not a checkpoint name training writes (model-EPOCH-SCORE.pth); "
+                           f"move it out of {fold_dir}") from None
+    return max(paths, key=lambda p: (scores[p], p.name))
 
 
 def fold_is_done(fold_dir) -> bool:
@@ -37,8 +45,9 @@ def trained_folds(experiment_dir) -> list:
     """Fold numbers that have a checkpoint (finished or interrupted) in an experiment folder."""
     folds = []
     for path in sorted(Path(experiment_dir).glob("fold_*")):
-        if path.is_dir() and any(path.glob("model-*.pth")):
-            folds.append(int(path.name.split("_")[1]))
+        number = path.name.split("_", 1)[1]
+        if path.is_dir() and number.isascii() and number.isdigit() and any(path.glob("model-*.pth")):
+            folds.append(int(number))  # other fold_* names (fold_0.bak) are not training's: ignored
     return sorted(folds)
 
 
@@ -67,7 +76,7 @@ def read_experiment_record(exp_dir, hint="") -> dict:
     path = Path(exp_dir) / "config.json"
     if not path.is_file():
         raise InputFileNotFound(f"{path} not found: train the experiment first (train_folds.py){hint}")
-    record = json.loads(path.read_text())
+    record = read_json(path, what="experiment record")
     for key in ("experiment", "classes"):
         if key not in record:
             raise BadInput(f"{path}: missing key {key!r}")

@@ -14,12 +14,12 @@ recorded as `thresholds.json` beside an experiment's predictions (predict_folds.
 named ensembles (chosen on the blended out-of-fold predictions), as {"classes", "thresholds", "rule",
 "oof_f1"}.
 """
-import json
 from pathlib import Path
 
 import numpy as np
 
 from src.errors import BadInput, InputFileNotFound
+from src.utils import read_json
 
 MIN_POSITIVES = 5
 DEFAULT_THRESHOLD = 0.5  # models without recorded thresholds
@@ -116,7 +116,13 @@ def thresholds_from_record(record, classes, source) -> np.ndarray:
     missing = [c for c in classes if c not in found]
     if missing:
         raise BadInput(f"{source}: no threshold for class(es) {missing[:5]}")
-    return np.array([float(found[c]) for c in classes])
+    try:
+        values = np.array([float(found[c]) for c in classes])
+    except (TypeError, ValueError) as exc:
+        raise BadInput(f"{source}: thresholds must be numbers ({exc})") from exc
+    if not np.all(np.isfinite(values)):
+        raise BadInput(f"{source}: thresholds must be finite numbers, found NaN or infinity")
+    return values
 
 
 def read_thresholds(path, classes) -> np.ndarray:
@@ -124,8 +130,5 @@ def read_thresholds(path, classes) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise InputFileNotFound(f"{path}: no such thresholds file (predict_folds.py writes one)")
-    try:
-        record = json.loads(path.read_text())
-    except ValueError as exc:
-        raise BadInput(f"{path}: not JSON ({exc})") from exc
+    record = read_json(path, what="thresholds file")
     return thresholds_from_record(record, classes, path)

@@ -11,16 +11,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from src.errors import BadCheckpoint, InputFileNotFound
+from src.errors import BadCheckpoint, BadInput, BadSetting, InputFileNotFound
 
 
 def pick_device(name: str = "auto") -> torch.device:
     """'auto' picks CUDA when present, else CPU; anything else is passed to torch."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:  # torch: "Expected one of cpu, cuda, ... device type at start of device string"
+        raise BadSetting(f"--device {name!r}: not a device torch knows ({str(exc).splitlines()[0]})") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {name} asked for CUDA, but torch sees no GPU")
+        raise BadSetting(f"--device {name} asked for CUDA, but torch sees no GPU")
     return device
 
 
@@ -168,6 +171,30 @@ def write_csv_atomic(df, path, **kwargs):
 def write_json_atomic(obj, path):
     with atomic_path(path, suffix=".json") as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path, what="JSON file", kind=dict):
+    """The JSON value in `path`, which must be a `kind` (dict: an object; None: anything).
+
+    The one reader of the repo's JSON files (config.json, corrections, thresholds, ...): a missing,
+    empty, truncated, non-UTF-8 or wrongly shaped file is a user error naming the file, never a
+    bare JSONDecodeError / UnicodeDecodeError / KeyError further on.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileNotFound(f"{path}: no such {what}")
+    try:
+        value = json.loads(path.read_text(encoding="utf-8-sig"))  # a BOM (some Windows editors) is not damage
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"{path}: this {what} is not UTF-8 text (byte offset {exc.start})") from exc
+    except ValueError as exc:  # JSONDecodeError: empty, truncated, garbage
+        raise BadInput(f"{path}: this {what} is not valid JSON ({exc}); damaged or truncated?") from exc
+    except RecursionError as exc:  # absurdly deep nesting ([[[[...) is damage, not data
+        raise BadInput(f"{path}: this {what} nests too deeply to be one of this repo's files") from exc
+    if kind is not None and not isinstance(value, kind):
+        raise BadInput(f"{path}: this {what} must hold a JSON {'object' if kind is dict else kind.__name__}, "
+                       f"found {type(value).__name__}")
+    return value
 
 
 def _reason(exc: Exception) -> str:

@@ -39,6 +39,8 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from src.audio.frontend import decode_audio  # noqa: E402
+from src.cli import run  # noqa: E402
+from src.errors import ResultsExist  # noqa: E402
 
 SAMPLE_RATE = 44100
 MIN_SECONDS, MAX_SECONDS, PIECE_SECONDS, MAX_PIECES = 0.3, 7.0, 5.0, 3
@@ -349,7 +351,7 @@ def main(argv=None):
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     args = parser.parse_args(argv)
     if args.out.exists() and not args.overwrite:
-        raise SystemExit(f"{args.out} exists: pass --overwrite to rebuild it (its experiments/ would be lost)")
+        raise ResultsExist(f"{args.out} exists: pass --overwrite to rebuild it (its experiments/ would be lost)")
     meta = build(args.out, args.cache)
     print(json.dumps({k: meta[k] for k in ("total_clips", "noisy_wrong_labels", "voice_labels")}, indent=1))
     for name, counts in meta["clips"].items():
@@ -357,4 +359,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -65,6 +65,7 @@ from src.audio import fast_frontend
 from src.audio import frontend as audio
 from src.audio.frontend import AudioReadError
 from src.config import AUDIO, AudioConfig, stable_hash
+from src.errors import BadInput
 from src.progress import progress as progress_bar
 from src.utils import atomic_new_dir
 
@@ -82,7 +83,7 @@ CACHE_FORMAT = 2
 CACHE_FILES = ("frames.npy", "offsets.npy", "index.json")
 
 
-class FeatureCacheError(ValueError):
+class FeatureCacheError(BadInput):
     """A feature-cache folder is missing files, inconsistent or corrupt."""
 
     def __init__(self, folder, problem: str):
@@ -372,6 +373,16 @@ def _read_index(folder: Path) -> dict:
     absent = [key for key in keys if key not in index]
     if absent:
         raise FeatureCacheError(folder, f"index.json lacks {', '.join(absent)}")
+    shape, names = index["frames_shape"], index["fnames"]
+    wrong = [key for key, ok in (
+        ("fnames", isinstance(names, list) and all(isinstance(f, str) for f in names)),
+        ("audio_config", isinstance(index["audio_config"], dict)),
+        ("audio_hash", isinstance(index["audio_hash"], str)),
+        ("frames_shape", isinstance(shape, list) and len(shape) == 2 and all(type(n) is int for n in shape)),
+        ("frames_crc32", type(index["frames_crc32"]) is int),
+        ("offsets_crc32", type(index["offsets_crc32"]) is int)) if not ok]
+    if wrong:
+        raise FeatureCacheError(folder, f"index.json has values of the wrong type for {', '.join(wrong)}")
     return index
 
 

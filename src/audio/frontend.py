@@ -18,8 +18,8 @@ what the 2019 code ran (the defaults) and the newer behaviour:
 
 Clips 0.5 s or longer after trimming are the trimmed part under both rules; a
 whole clip shorter than 0.5 s is zero-padded evenly under both. Unlike the
-original, a file that cannot be decoded (or holds no samples) raises
-`AudioReadError` naming the file; it is never silently replaced by zeros.
+original, a file that cannot be decoded (or holds no samples, or is a WAV cut short inside its
+samples) raises `AudioReadError` naming the file; it is never silently replaced by zeros.
 """
 from pathlib import Path
 
@@ -39,11 +39,43 @@ class AudioReadError(UserError, RuntimeError):
     """A file could not be turned into audio samples (a user error: scripts report it in one line)."""
 
 
+# A RIFF chunk size that streaming writers put in a header before the length is known; such a file is not
+# truncated, just written without going back to the header.
+UNKNOWN_RIFF_SIZES = (0, 0xFFFFFFFF)
+
+
+def check_wav_complete(path) -> None:
+    """Refuse a RIFF/WAVE file cut short inside its samples (a half-copied or half-downloaded clip).
+
+    libsndfile decodes such a file without complaint, as the shorter clip the bytes present hold,
+    so a damaged training clip would silently become a different one. The header's `data` chunk
+    says how many bytes of samples follow; fewer in the file means it was cut. Other formats
+    fail to decode when cut (FLAC loses sync, Ogg holds no complete page) and are not checked here.
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return
+        size = Path(path).stat().st_size
+        position = 12
+        while position + 8 <= size:
+            handle.seek(position)
+            chunk = handle.read(8)
+            length = int.from_bytes(chunk[4:8], "little")
+            if chunk[:4] == b"data":
+                if length not in UNKNOWN_RIFF_SIZES and position + 8 + length > size:
+                    raise AudioReadError(f"{path}: truncated WAV file: its header announces {length} bytes of "
+                                         f"samples, the file holds {size - position - 8}")
+                return
+            position += 8 + length + (length & 1)  # chunks are padded to an even length
+
+
 def decode_audio(path, sampling_rate: int = AUDIO.sampling_rate) -> np.ndarray:
     """Decode any WAV/FLAC/OGG/MP3 libsndfile can read: mono mix-down, resampled, float32."""
     path = Path(path)
     if not path.is_file():
         raise AudioReadError(f"{path}: no such file")
+    check_wav_complete(path)
     try:
         audio, sr = sf.read(path, dtype="float32", always_2d=True)
     except Exception as exc:  # libsndfile errors carry no file name of their own

@@ -37,7 +37,7 @@ import soundfile as sf
 import soxr
 
 from src.audio.fast_frontend import framed_power, mel_db
-from src.audio.frontend import AudioReadError
+from src.audio.frontend import AudioReadError, check_wav_complete
 from src.config import AUDIO, AudioConfig
 
 
@@ -93,6 +93,7 @@ def stream_audio(path, sampling_rate: int = AUDIO.sampling_rate, chunk_seconds: 
     path = Path(path)
     if not path.is_file():
         raise AudioReadError(f"{path}: no such file")
+    check_wav_complete(path)
     try:
         handle = sf.SoundFile(str(path))
     except Exception as exc:

@@ -5,7 +5,7 @@ comma-separated string ("Bark,Walk_and_footsteps"). Label corrections are a
 JSON map `fname -> "Label1,Label2"` (new labels) or `fname -> "remove"` (drop
 the clip); `apply_corrections` is the one place they are applied.
 """
-import json
+import csv
 import unicodedata
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
@@ -14,6 +14,7 @@ import pandas as pd
 
 from src.config import stable_hash
 from src.errors import BadInput, InputFileNotFound
+from src.utils import read_json
 
 REMOVE = "remove"
 
@@ -45,6 +46,17 @@ def read_csv_columns(path, columns, what="CSV file") -> pd.DataFrame:
     if missing:
         raise BadInput(f"{path}: missing column(s) {missing}; found {list(df.columns)}")
     return df
+
+
+def read_header(path) -> list:
+    """The raw header cells of a CSV, as written: pandas renames a repeated cell 'A' to 'A.1', so a
+    reader that must refuse repeats reads them here (csv quoting and a UTF-8 BOM handled as pandas does).
+    Call after `read_csv_columns` accepted the file."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            return next(csv.reader(handle), [])
+    except (csv.Error, UnicodeDecodeError) as exc:  # e.g. a header cell over csv's 128 kB field limit
+        raise BadInput(f"{path}: unreadable header line ({exc})") from exc
 
 
 def name_problem(fname) -> str:
@@ -141,19 +153,18 @@ def targets_matrix(label_strings, classes) -> np.ndarray:
 
 
 def load_corrections(path) -> dict:
-    """Read a corrections JSON (fname -> 'A,B' or 'remove'); None or '' gives {}."""
+    """Read a corrections JSON (fname -> 'A,B' or 'remove'); None or '' gives {}.
+
+    A damaged file (not JSON, not an object of strings, an entry without labels) is refused
+    naming the file and the first bad entries: applied silently it would relabel clips wrongly.
+    """
     if not path:
         return {}
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: corrections file not found")
-    try:
-        corrections = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(corrections, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in corrections.items()):
-        raise ValueError(f"{path}: expected a JSON object mapping fname -> 'Label1,Label2' or 'remove'")
+    corrections = read_json(path, what="corrections file")
+    bad = [f"{k!r}: {v!r}" for k, v in corrections.items() if not isinstance(v, str) or not parse_labels(v)]
+    if bad:
+        raise BadInput(f"{path}: expected a JSON object mapping fname -> 'Label1,Label2' or 'remove'; "
+                       f"{len(bad)} entry(ies) are not, e.g. {'; '.join(bad[:3])[:300]}")
     return corrections
 
 

@@ -11,13 +11,15 @@ row order is the submission's. A user's own data set may have neither: the
 class list is then the sorted union of the train CSVs' labels, and the test
 clips are the audio files of `test/`.
 """
+import re
 from pathlib import Path
 
 from src.audio.frontend import AUDIO_EXTENSIONS
-from src.data.labels import check_fnames, parse_labels, read_csv_columns, read_train_csv
+from src.data.labels import check_fnames, parse_labels, read_csv_columns, read_header, read_train_csv
 from src.errors import BadInput, BadSetting, InputFileNotFound
 
 SAMPLE_SUBMISSION = "sample_submission.csv"
+FOLD = re.compile(r"\s*[0-9]{1,6}\s*")  # a fold number as train_folds.csv writes it (ASCII digits only)
 
 
 def read_sample_submission(path) -> tuple:
@@ -31,8 +33,7 @@ def read_sample_submission(path) -> tuple:
         raise InputFileNotFound(f"{path}: no such sample submission (it gives the submission's rows and columns)")
     frame = read_csv_columns(path, ("fname",), what="sample submission")
     # pandas renames a repeated header cell 'A' to 'A.1'; the raw header shows the repeat.
-    with open(path, encoding="utf-8") as handle:
-        header = handle.readline().rstrip("\r\n").split(",")
+    header = read_header(path)
     if header[0] != "fname" or len(header) < 2 or len(set(header)) != len(header):
         raise BadInput(f"{path}: expected a header 'fname,<class>,...' without repeats, got {header[:6]}")
     check_fnames(frame["fname"], path)
@@ -78,6 +79,12 @@ def read_folds(data_dir):
     df = read_train_csv(path)
     if "fold" not in df.columns:
         raise BadInput(f"{path}: missing column 'fold' (made by make_folds.py)")
+    # Folds are small non-negative integers; '', 'nan', '1.5' or '-1' would train on a wrong split.
+    bad = [(i + 2, f, v) for i, (f, v) in enumerate(zip(df["fname"], df["fold"])) if not FOLD.fullmatch(v)]
+    if bad:
+        shown = "; ".join(f"line {line} {f!r}: {v!r}" for line, f, v in bad[:5])
+        raise BadInput(f"{path}: {len(bad)} row(s) whose fold is not a non-negative integer, e.g. {shown} "
+                       f"(remake the file with make_folds.py)")
     df["fold"] = df["fold"].astype(int)
     return df
 

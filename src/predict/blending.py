@@ -11,7 +11,6 @@ averaging.
 The same pieces serve `blend.py` (test submission + blended CV score) and
 `review_labels.py` (blended out-of-fold predictions against the given labels).
 """
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -20,6 +19,7 @@ import pandas as pd
 
 from src.data.corrections import CuratedLabels, read_curated
 from src.metrics import lwlrap
+from src.utils import read_json
 from src.predict.prediction_sets import PredictionSet, geometric_mean, predictions_dir, read_prediction_set
 
 SPLITS = ("oof", "test")
@@ -196,7 +196,7 @@ def blend_thresholds(data_dir, names, classes, weights=None) -> Optional[dict]:
     names = list(names)
     path = predictions_dir(data_dir, names[0]) / THRESHOLDS_FILE
     if len(names) == 1 and path.is_file():
-        record = json.loads(path.read_text())
+        record = read_json(path, what="thresholds file")
         return record if record.get("classes") == list(classes) else None
     if not all(has_split(data_dir, n, "oof") for n in names):
         return None

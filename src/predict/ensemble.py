@@ -224,6 +224,8 @@ def check_ensemble_bundle(bundle, source="bundle"):
 
 def _models(part: dict, device) -> list:
     """One InferenceModel per fold state dict of a bundle part."""
+    if not part["state_dicts"] or len(part["state_dicts"]) != len(part["folds"]):
+        raise ValueError(f"{part['name']}: {len(part['state_dicts'])} fold weights for folds {part['folds']}")
     models = []
     for state_dict in part["state_dicts"]:
         net = create_model(part["model"]["name"], **part["model"]["kwargs"])
@@ -232,27 +234,61 @@ def _models(part: dict, device) -> list:
     return models
 
 
+# What building an Ensemble raises when torch read a bundle file whose content is not the bundle format:
+# a part missing or of the wrong type, weights that do not fit their network (damaged or hand-edited).
+BUNDLE_DAMAGE = (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError)
+
+
+def damaged_bundle(source, exc) -> BadCheckpoint:
+    reason = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return BadCheckpoint(f"{source}: damaged model bundle, its models cannot be rebuilt "
+                         f"({type(exc).__name__}: {reason})")
+
+
+def check_bundle_models(bundle: dict, source="bundle"):
+    """Rebuild every network of a bundle once on the CPU, one experiment at a time (so the memory beyond
+    the bundle is one experiment's fold models, not the whole ensemble's): a BadCheckpoint naming
+    `source` if any part is damaged. For writers of things that load the bundle elsewhere (make_kernel.py)."""
+    check_ensemble_bundle(bundle, source)
+    try:
+        parts = [*bundle["first_level"], *bundle["stacking"]]
+        for part in parts:
+            _models(part, "cpu")
+        missing = [m for m in bundle["ensemble"]["members"] if m not in {p["name"] for p in parts}]
+        if missing:
+            raise KeyError(f"members {missing} have no models")
+    except BUNDLE_DAMAGE as exc:
+        raise damaged_bundle(source, exc) from exc
+
+
 def ensemble_from_bundle(bundle: dict, device="cpu", step=None, batch_size: int = 128, source="bundle",
                          amp="bundle") -> Ensemble:
     """The Ensemble of a bundle dict on `device`; `step` overrides every first-level test tile step;
     `amp` is the first level's precision setting (src/precision.py; None: each model's own), by default
     the bundle's `test_amp` (fp32 in bundles written before it was recorded, as the 2019 kernel ran)."""
     check_ensemble_bundle(bundle, source)
-    first = [FirstLevel(p["name"], _models(p, device), list(p["folds"]), int(p["crop_size"]),
-                        int(step or p["tile_step"])) for p in bundle["first_level"]]
-    second = [Stacking(p["name"], _models(p, device), list(p["folds"]), list(p["inputs"])) for p in bundle["stacking"]]
-    spec = bundle["ensemble"]
+    try:
+        first = [FirstLevel(p["name"], _models(p, device), list(p["folds"]), int(p["crop_size"]),
+                            int(step or p["tile_step"])) for p in bundle["first_level"]]
+        second = [Stacking(p["name"], _models(p, device), list(p["folds"]), list(p["inputs"]))
+                  for p in bundle["stacking"]]
+        members, weights = bundle["ensemble"]["members"], bundle["ensemble"]["weights"]
+        classes, name = list(bundle["classes"]), str(bundle["name"])
+        thresholds = bundle.get("thresholds")  # bundles written before thresholds were recorded: none
+        if thresholds is not None:
+            thresholds = [float(dict(zip(thresholds["classes"], thresholds["thresholds"]))[c]) for c in classes]
+    except BUNDLE_DAMAGE as exc:
+        raise damaged_bundle(source, exc) from exc
     try:
         config = AudioConfig.from_dict(bundle["audio_config"])
-    except (TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise BadCheckpoint(f"{source}: audio settings do not match AudioConfig ({exc})") from exc
     if amp == "bundle":
         amp = bundle.get("test_amp", TEST_AMP)
-    thresholds = bundle.get("thresholds")  # bundles written before thresholds were recorded: none
-    if thresholds is not None:
-        thresholds = [dict(zip(thresholds["classes"], thresholds["thresholds"]))[c] for c in bundle["classes"]]
-    return Ensemble(bundle["name"], first, second, spec["members"], spec["weights"], bundle["classes"], config,
-                    batch_size, amp, thresholds)
+    try:
+        return Ensemble(name, first, second, members, weights, classes, config, batch_size, amp, thresholds)
+    except BadSetting as exc:  # the bundle's parts disagree with its blend spec: name the file
+        raise BadCheckpoint(f"{source}: inconsistent model bundle ({exc})") from exc
 
 
 def load_ensemble_bundle(path, device="cpu", step=None, batch_size: int = 128, amp="bundle") -> Ensemble:

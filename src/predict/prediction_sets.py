@@ -21,6 +21,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
+from src.errors import BadInput, InputFileNotFound
 from src.utils import atomic_path, write_csv_atomic, write_json_atomic
 
 
@@ -90,21 +91,79 @@ def write_prediction_tree(out_dir, sets: dict, report: dict, title: str, records
 
 
 def read_prediction_set(folder, with_tiles=True) -> PredictionSet:
+    """A prediction set as `write_prediction_set` wrote it, every file checked: a damaged probs.csv
+    (truncated, wrong or repeated columns, values that are not probabilities) or tiles.npy/offsets.npy
+    (truncated, wrong shape, not matching probs.csv) is refused naming the file, never blended."""
+    # Imported here: the Kaggle kernel embeds this module (for clip_means / geometric_mean) but no CSV reader.
+    from src.data.labels import check_fnames, read_csv_columns, read_header
+
     folder = Path(folder)
     path = folder / "probs.csv"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no predictions here (run predict_folds.py first?)")
-    frame = pd.read_csv(path)
-    if frame.columns[0] != "fname":
-        raise ValueError(f"{path}: first column must be 'fname', got {frame.columns[0]!r}")
+        raise InputFileNotFound(f"{path}: no predictions here (run predict_folds.py first?)")
+    frame = read_csv_columns(path, ("fname",), what="prediction file")
+    header = read_header(path)
+    if not header or header[0] != "fname":
+        raise BadInput(f"{path}: first column must be 'fname', got {header[:1]}")
+    repeated = sorted({c for c in header if header.count(c) > 1})
+    if repeated or len(header) < 2:
+        raise BadInput(f"{path}: expected 'fname' and one column per class without repeats, got {header[:6]}")
+    check_fnames(frame["fname"], path)
     classes = list(frame.columns[1:])
+    probs = _probabilities(frame, classes, path)
     tiles = offsets = None
     if with_tiles and (folder / "tiles.npy").is_file():
-        tiles = np.load(folder / "tiles.npy", allow_pickle=False)
-        offsets = np.load(folder / "offsets.npy", allow_pickle=False)
-        if len(offsets) != len(frame) + 1 or offsets[-1] != len(tiles):
-            raise ValueError(f"{folder}: tiles.npy/offsets.npy do not match probs.csv")
-    return PredictionSet(frame["fname"].tolist(), classes, frame[classes].to_numpy(np.float32), tiles, offsets)
+        tiles = _load_array(folder / "tiles.npy", np.floating, 2)
+        offsets = _load_array(folder / "offsets.npy", np.integer, 1)
+        if tiles.shape[1] != len(classes):
+            raise BadInput(f"{folder / 'tiles.npy'}: {tiles.shape[1]} columns, probs.csv has {len(classes)} classes")
+        if (len(offsets) != len(frame) + 1 or offsets[0] != 0 or offsets[-1] != len(tiles)
+                or (np.diff(offsets) <= 0).any()):
+            raise BadInput(f"{folder}: tiles.npy/offsets.npy do not match probs.csv (offsets must rise from 0 to "
+                           f"the {len(tiles)} tiles, one or more tiles for each of its {len(frame)} clips)")
+        check_readable_probabilities(tiles, folder / "tiles.npy")
+    return PredictionSet(frame["fname"].tolist(), classes, probs, tiles, offsets)
+
+
+def _probabilities(frame, classes, path) -> np.ndarray:
+    """The class columns of a probs.csv as float32, each cell a number in [0, 1] (else the first bad cells)."""
+    if not len(frame):
+        raise BadInput(f"{path}: no clips in it (truncated?)")
+    cells = frame[classes].to_numpy(dtype=object).reshape(len(frame), len(classes))
+    try:
+        values = cells.astype(np.float64)
+    except ValueError:  # some cell is not a number: parse cell by cell, so the message can name it
+        values = np.full(cells.shape, np.nan)
+        for index, cell in np.ndenumerate(cells):
+            try:
+                values[index] = float(cell)
+            except ValueError:
+                pass
+    bad = np.argwhere(~np.isfinite(values) | (values < 0) | (values > 1))
+    if len(bad):
+        shown = ", ".join(f"line {i + 2} column {classes[j]!r}: {str(cells[i, j])[:20]!r}" for i, j in bad[:5])
+        raise BadInput(f"{path}: {len(bad)} cell(s) are not probabilities in [0, 1] (empty, NaN, text?), "
+                       f"e.g. {shown}")
+    return values.astype(np.float32)
+
+
+def _load_array(path, kind, ndim) -> np.ndarray:
+    """An .npy file of a prediction set (no pickles), of numeric `kind` and `ndim` dimensions."""
+    if not path.is_file():
+        raise InputFileNotFound(f"{path}: missing (the prediction set has tiles.npy and offsets.npy)")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:  # truncated, garbage header, pickled object
+        raise BadInput(f"{path}: cannot be read as an .npy array ({exc}); damaged or truncated?") from exc
+    if not np.issubdtype(array.dtype, kind) or array.ndim != ndim:
+        raise BadInput(f"{path}: holds {array.dtype} {array.shape}, expected a {ndim}-d {kind.__name__} array")
+    return array
+
+
+def check_readable_probabilities(values, path):
+    """Refuse tile probabilities outside [0, 1] (NaN included) read from `path`."""
+    if values.size and not ((values >= 0) & (values <= 1)).all():
+        raise BadInput(f"{path}: holds values that are not probabilities in [0, 1] (NaN?); damaged?")
 
 
 def geometric_mean(arrays, weights=None, eps=1e-7) -> np.ndarray:

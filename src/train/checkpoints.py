@@ -12,7 +12,7 @@ pickle; an explicit `weights_only=True` is not overridden by it, so a crafted
 import argus
 
 import src.train.argus_model  # noqa: F401  (registers FreesoundModel with argus)
-from src.errors import BadCheckpoint
+from src.errors import BadCheckpoint, UserError
 from src.utils import safe_torch_load
 
 REQUIRED_KEYS = ("model_name", "params", "nn_state_dict")
@@ -35,5 +35,12 @@ def load_checkpoint(path, device="cpu", **params) -> argus.Model:
     """
     try:
         return argus.load_model(path, device=device, state_load_func=read_checkpoint, **params)
+    except UserError:
+        raise
     except ImportError as exc:  # argus: the model class named in the file is not registered
         raise BadCheckpoint(f"{path}: {exc}") from exc
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+        # A file torch can read whose content is not a model argus can build: params of the wrong
+        # shape or type, a state dict that does not fit the network (damaged or hand-edited).
+        raise BadCheckpoint(f"{path}: the checkpoint's model cannot be rebuilt from it "
+                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from exc

@@ -34,7 +34,7 @@ from src.metrics import Lwlrap
 from src.plots import plot_training_curves
 from src.progress import progress as progress_bar
 from src.train.resume import LAST_STATE, TrainingState, load_training_state, move_aside, trim_log_csv
-from src.utils import atomic_path, write_json_atomic
+from src.utils import atomic_path, read_json, write_json_atomic
 
 
 
@@ -238,7 +238,9 @@ def prepare_experiment_dir(exp_dir, record, folds, resume, overwrite, base=BASE)
                          f"or --overwrite to start again.")
     keep_config = resume and config_path.is_file()
     if keep_config:
-        old = json.loads(config_path.read_text())
+        old = read_json(config_path, what="experiment record")
+        if not isinstance(old.get("experiment"), dict):
+            raise BadInput(f"{config_path}: no 'experiment' settings in it (damaged?); use --overwrite to start again")
         if _plain(complete_config(old["experiment"], base)) != _plain(complete_config(record["experiment"], base)):
             raise BadSetting(f"{config_path}: settings differ from this run's, so --resume would mix two "
                              f"recipes; use --overwrite or another --data-dir.")

@@ -113,12 +113,26 @@ def reseed(seed: int, epoch: int, generator: torch.Generator):
     generator.manual_seed(derived)
 
 
+# What `TrainingState.epoch_complete` saves (plus "scaler" with an fp16 gradient scaler).
+STATE_KEYS = {"epoch": int, "stopped": bool, "model": dict, "optimizer": dict, "callbacks": dict, "rng": dict,
+              "extra": dict}
+
+
 def load_training_state(path) -> dict:
-    """Read a last_state.pth through the repo's one safe loader (weights only: plain data, no code)."""
+    """Read a last_state.pth through the repo's one safe loader (weights only: plain data, no code), and
+    check it holds what `TrainingState` saves (another torch file copied there is refused here, not as a
+    KeyError once training has started)."""
+    way_on = "Move it away to train this fold from epoch 0, or use --overwrite"
     try:
-        return safe_torch_load(path, what="training state")
+        state = safe_torch_load(path, what="training state")
     except BadCheckpoint as error:
-        raise BadCheckpoint(f"{error}. Move it away to train this fold from epoch 0, or use --overwrite") from error
+        raise BadCheckpoint(f"{error}. {way_on}") from error
+    wrong = [key for key, kind in STATE_KEYS.items()
+             if not isinstance(state, dict) or not isinstance(state.get(key), kind)]
+    if wrong:
+        raise BadCheckpoint(f"{path}: not a training state saved by train_folds.py (missing or wrong: "
+                            f"{', '.join(wrong)}). {way_on}")
+    return state
 
 
 class TrainingState(Callback):
@@ -144,6 +158,16 @@ class TrainingState(Callback):
         saved = self.resume_from
         if saved is None:
             return
+        try:
+            self._restore(state, saved)
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+            # load_training_state checked the top level; this is damage inside it (weights of another
+            # network, a callback's counters missing): a user error naming the file, before any epoch runs.
+            raise BadCheckpoint(f"{self.path or 'the saved training state'}: cannot be restored "
+                                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}). "
+                                "Move it away to train this fold from epoch 0, or use --overwrite") from exc
+
+    def _restore(self, state, saved):
         model = state.model
         model.get_nn_module().load_state_dict(saved["model"])
         model.optimizer.load_state_dict(saved["optimizer"])
