@@ -143,19 +143,22 @@ def fit_fold(model, train_loader, val_loader, fold_dir, epochs, plateau: dict, e
             LoggingToFile(fold_dir / "log.txt", append=resuming),
             LoggingToCSV(fold_dir / "log.csv", append=resuming,
                          write_header=not (resuming and (fold_dir / "log.csv").is_file())),
-            CurvesPlot(fold_dir / "log.csv", fold_dir / "curves.png", title),
         ]
-        if progress:
-            callbacks.append(ProgressBar(len(train_loader), title))
     else:
         model.logger.setLevel(logging.WARNING)  # rank 0 prints the epoch lines
     previous = saved["extra"] if resuming else {}
     extra = {"seed": seed, "started": previous.get("started", time.strftime("%Y-%m-%d %H:%M:%S")),
              "resumed_at_epochs": previous.get("resumed_at_epochs", []) + ([saved["epoch"] + 1] if resuming else []),
              "seconds": previous.get("seconds", 0.0)}
-    # Last, so that it saves what every other callback did in the epoch, and restores after their resets.
+    # After every callback whose state it holds (it saves what they did in the epoch, and restores after
+    # their resets), and before the slow side work (the plot): a run stopped once the epoch's log line is out
+    # resumes at the next epoch, not this one again.
     callbacks.append(TrainingState(state_path if is_main else None, stateful, train_loader.generator,
                                    resume_from=saved, extra=extra, restore_rng=is_main, seed=seed))
+    if is_main:
+        callbacks.append(CurvesPlot(fold_dir / "log.csv", fold_dir / "curves.png", title))
+        if progress:
+            callbacks.append(ProgressBar(len(train_loader), title))
     start = time.time()
     model.fit(train_loader, val_loader=val_loader, num_epochs=epochs, metrics=[Lwlrap()], callbacks=callbacks)
     seconds = round(extra["seconds"] + time.time() - start, 1)
