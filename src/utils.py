@@ -4,14 +4,16 @@ import errno
 import json
 import os
 import random
+import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from src.errors import BadCheckpoint, InputFileNotFound
+from src.errors import WRITE_ERRNOS, BadCheckpoint, InputFileNotFound
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -69,10 +71,60 @@ def seed_worker(worker_id: int):
     random.seed(seed)
 
 
+# Every temporary name of the atomic writers is `.<final name>.fsat-tmp-<pid>@<host>-<random><suffix>`:
+# recognisable, so that what a killed writer (kill -9, power cut) left behind can be removed by a later
+# run without ever touching a user's own hidden files, and owned, so that only temporaries whose process
+# is gone are removed (the host keeps a run on another machine sharing the folder safe).
+TEMP_MARK = ".fsat-tmp-"
+_TEMP_NAME = re.compile(r"^\..+" + re.escape(TEMP_MARK) + r"(?P<pid>\d+)@(?P<host>[A-Za-z0-9-]*)-[A-Za-z0-9_]+")
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:16]
+# Folders this process has already swept: one listing per folder, not one per write.
+_swept = set()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, but someone else's
+        return True
+    return True
+
+
+def remove_stale_temps(folder) -> list:
+    """Delete the temporaries that dead processes of this host left in `folder` (see TEMP_MARK); returns them.
+
+    Only names this module makes are considered, and only those whose writer's pid is not running
+    here: a live writer's temporary, another machine's, and every other file stay.
+    """
+    folder = Path(folder)
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:  # no folder yet (or unreadable): nothing to sweep
+        return removed
+    for entry in entries:
+        match = _TEMP_NAME.match(entry.name)
+        if not match or match["host"] != _HOST or int(match["pid"]) == os.getpid() \
+                or _pid_alive(int(match["pid"])):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            _remove(Path(entry.path))
+            removed.append(Path(entry.path))
+    return removed
+
+
 def _temp_beside(path: Path, suffix: str) -> Path:
-    """An unused hidden name in `path`'s folder (nothing is created there)."""
+    """An unused temporary name in `path`'s folder (nothing is created there); the first use of a folder
+    in this process sweeps it of the temporaries of killed runs."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    folder = path.parent.resolve()
+    if folder not in _swept:
+        remove_stale_temps(folder)
+        _swept.add(folder)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARK}{os.getpid()}@{_HOST}-", suffix=suffix,
+                               dir=path.parent)
     os.close(fd)
     os.unlink(tmp)
     return Path(tmp)
