@@ -147,9 +147,43 @@ def atomic_path(path, suffix=None):
             _replace_dir(tmp, path)
         else:
             os.replace(tmp, path)
+    except Exception as exc:
+        named = write_error_naming(exc, tmp, path)
+        if named is None:
+            raise
+        raise named from exc
     finally:
         if tmp.exists():
             _remove(tmp)
+
+
+def write_oserror(exc):
+    """The OSError of WRITE_ERRNOS in `exc` or what caused it (torch.save to an open file raises a RuntimeError
+    whose __context__ is the OSError), or None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def write_error_naming(exc, tmp: Path, path: Path):
+    """An OSError like the write error in `exc`, naming the final `path` (or the file inside it) instead of
+    the temporary name, which is gone by the time the message is read; None when `exc` is no write error.
+    Library writers (np.save, DataFrame.to_csv, torch.save on a file) raise it without any file name."""
+    error = write_oserror(exc)
+    if error is None:
+        return None
+    name = str(error.filename) if error.filename is not None else ""
+    if name.startswith(str(tmp)):
+        name = str(path) + name[len(str(tmp)):]
+    elif not name:
+        name = str(path)
+    elif name == str(path) and error is exc:
+        return None  # already names the final path
+    return type(error)(error.errno, error.strerror or os.strerror(error.errno), name)
 
 
 # rename(2) of a folder onto a non-empty folder fails with one of these (Linux says ENOTEMPTY).
@@ -200,13 +234,18 @@ def atomic_new_dir(path):
             if exc.errno in _DIR_TAKEN:
                 raise FileExistsError(errno.EEXIST, "already exists", str(path)) from None
             raise
+    except Exception as exc:
+        named = write_error_naming(exc, tmp, path)
+        if named is None:
+            raise
+        raise named from exc
     finally:
         if tmp.exists():
             _remove(tmp)
 
 
 def _remove(p: Path):
-    if p.is_dir():
+    if p.is_dir() and not p.is_symlink():
         shutil.rmtree(p)
     else:
         p.unlink()
@@ -220,6 +259,15 @@ def write_csv_atomic(df, path, **kwargs):
 def write_json_atomic(obj, path):
     with atomic_path(path, suffix=".json") as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def torch_save_atomic(save, path, suffix=".pth"):
+    """`save(handle)` writes a torch file (torch.save(obj, handle), model.save(handle), torch.jit.save(m, handle))
+    into a temporary file renamed onto `path` when complete. Through an open file, not a path: given a path,
+    torch reports a full disk as a bare RuntimeError ("unexpected pos"); through a file, the OSError saying
+    why is kept as its cause, and atomic_path reports it naming `path`."""
+    with atomic_path(path, suffix=suffix) as tmp, open(tmp, "wb") as handle:
+        save(handle)
 
 
 def _reason(exc: Exception) -> str:

@@ -38,7 +38,7 @@ from argus.callbacks import Callback, EarlyStopping, MonitorCheckpoint
 
 from src.utils import safe_torch_load
 from src.errors import BadCheckpoint
-from src.utils import atomic_path
+from src.utils import atomic_path, torch_save_atomic
 
 LAST_STATE = "last_state.pth"
 REPLACED_PREFIX = "replaced-"
@@ -175,8 +175,7 @@ class TrainingState(Callback):
         }
         if hasattr(model, "scaler"):
             snapshot["scaler"] = plain(model.scaler.state_dict())
-        with atomic_path(self.path, suffix=".pth") as tmp:
-            torch.save(snapshot, tmp)
+        torch_save_atomic(lambda handle: torch.save(snapshot, handle), self.path)
 
 
 def move_aside(folder, keep=()) -> Path:
