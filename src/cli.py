@@ -137,8 +137,9 @@ def run(main, *args, after=None) -> None:
     `main`'s return value is the exit status when it is an int (0 otherwise);
     `after` runs once main returned.
     """
-    global _main_pid
+    global _main_pid, _resumable
     _main_pid = os.getpid()
+    _resumable = False  # until main's parser adds --resume (add_training_args)
     # A log handler whose file is on a full disk would print a traceback for every record; the write that
     # fails is reported below, in one line, when it reaches an output file.
     raise_log_errors, logging.raiseExceptions = logging.raiseExceptions, False

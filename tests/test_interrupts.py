@@ -284,3 +284,97 @@ def test_a_cache_build_killed_with_sigkill_is_cleaned_by_the_next_build(tmp_path
     user_file.write_text("mine")
     load_features(["0.wav", "1.wav"], clips, features, "x", workers=1, progress=False)
     assert sorted(p.name for p in features.iterdir() if p.name.startswith(".")) == [user_file.name]
+
+
+# ----------------------------------------------------------------------------- every stage, in process
+
+def interrupt_at_publish(monkeypatch, output_name, signum):
+    """The rename that would publish `output_name` (the atomic writers' last step, the output written in full
+    under its temporary name) is where the signal lands: it raises what src.cli.run's handlers raise."""
+    from src.cli import Terminated
+    stop = Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+    for name in ("replace", "rename"):
+        real = getattr(os, name)
+
+        def interrupted(src, dst, *args, real=real, **kwargs):
+            if Path(dst).name == output_name:
+                raise stop()
+            return real(src, dst, *args, **kwargs)
+
+        monkeypatch.setattr(os, name, interrupted)
+
+
+def run_interrupted(script, main, argv, monkeypatch, capsys):
+    """src.cli.run(main) as `python script argv...`: (status, its stderr)."""
+    from src.cli import run
+    monkeypatch.setattr(sys, "argv", [script, *map(str, argv)])
+    with pytest.raises(SystemExit) as info:
+        run(main, [str(a) for a in argv])
+    return info.value.code, capsys.readouterr().err
+
+
+def test_make_folds_interrupted_keeps_the_old_folds(dataset, tmp_path, monkeypatch, capsys):
+    import make_folds
+    out = tmp_path / "folds" / "train_folds.csv"
+    out.parent.mkdir()
+    out.write_text("earlier\n")
+    interrupt_at_publish(monkeypatch, "train_folds.csv", signal.SIGINT)
+    status, err = run_interrupted("make_folds.py", make_folds.main, ["--data-dir", dataset, "--out", out],
+                                  monkeypatch, capsys)
+    line = assert_one_interruption_line(status, err, signal.SIGINT, "make_folds.py", "nothing half-written")
+    assert out.read_text() == "earlier\n" and temporaries(out.parent) == []
+    monkeypatch.undo()
+    make_folds.main(continue_command(line)[1:])
+    assert out.read_bytes() == (dataset / "train_folds.csv").read_bytes()
+
+
+def test_blend_interrupted_leaves_no_submission(tmp_path, monkeypatch, capsys):
+    import blend
+    import numpy as np
+    from src.predict.prediction_sets import PredictionSet, write_prediction_set
+    from tests.helpers import CLASSES
+    data = tmp_path / "data"
+    names = ["a.wav", "b.wav"]
+    for seed, experiment in enumerate(("one", "two")):
+        probs = np.random.default_rng(seed).uniform(0.1, 0.9, (2, len(CLASSES))).astype(np.float32)
+        write_prediction_set(data / "predictions" / experiment / "test", PredictionSet(names, CLASSES, probs))
+    (data / "sample_submission.csv").write_text(",".join(["fname", *CLASSES]) + "\n"
+                                                 + "".join(f"{n}" + ",0" * len(CLASSES) + "\n" for n in names))
+    out = tmp_path / "sub" / "submission.csv"
+    argv = ["--experiments", "one", "two", "--data-dir", data, "--out", out]
+    interrupt_at_publish(monkeypatch, "submission.csv", signal.SIGTERM)
+    status, err = run_interrupted("blend.py", blend.main, argv, monkeypatch, capsys)
+    line = assert_one_interruption_line(status, err, signal.SIGTERM, "blend.py", "python blend.py --experiments")
+    assert list(out.parent.iterdir()) == []
+    monkeypatch.undo()
+    blend.main(continue_command(line)[1:])
+    assert sorted(p.name for p in out.parent.iterdir()) == ["blend.json", "submission.csv"]
+
+
+def test_predict_folds_interrupted_keeps_the_previous_predictions(dataset, tmp_path, monkeypatch, capsys):
+    """SIGTERM as the new prediction tree is swapped in: the old tree stays whole, the staging folder goes."""
+    import predict_folds
+    experiment = dataset / "experiments" / "demo"
+    out = dataset / "predictions" / "demo"
+    try:
+        with torch_threads(1):
+            train_folds.main(train_args(dataset, "--overwrite", epochs=1))
+        argv = ["--experiment", "demo", "--data-dir", dataset, "--threads", "1", "--device", "cpu", "--no-test"]
+        (out / "oof").mkdir(parents=True)
+        (out / "oof" / "probs.csv").write_text("earlier\n")
+        interrupt_at_publish(monkeypatch, "demo", signal.SIGTERM)
+        with torch_threads(1):
+            status, err = run_interrupted("predict_folds.py", predict_folds.main, argv, monkeypatch, capsys)
+        assert status == 143, err
+        line = assert_one_interruption_line(status, err, signal.SIGTERM, "predict_folds.py",
+                                            "python predict_folds.py --experiment demo")
+        assert (out / "oof" / "probs.csv").read_text() == "earlier\n"
+        assert temporaries(dataset / "predictions") == []
+        monkeypatch.undo()
+        with torch_threads(1):
+            predict_folds.main(continue_command(line)[1:])
+        assert (out / "oof" / "probs.csv").read_text().startswith("fname,")
+    finally:
+        import shutil
+        shutil.rmtree(experiment, ignore_errors=True)
+        shutil.rmtree(dataset / "predictions", ignore_errors=True)
