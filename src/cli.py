@@ -122,8 +122,12 @@ def _interrupted_line(exc: KeyboardInterrupt) -> str:
 def _write_error_line(exc: OSError) -> str:
     where = f"{exc.filename}: " if exc.filename is not None else ""
     reason = exc.strerror or os.strerror(exc.errno)
-    fix = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space"}.get(exc.errno, "make it writable")
-    return f"{where}cannot write: {reason}; {_kept()}; {fix}, then continue with: {continue_command()}"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{where}cannot write: {reason}; {_kept()}; free some space, then continue with: {continue_command()}"
+    if exc.errno == errno.EROFS:
+        return f"{where}cannot write: {reason}; {_kept()}; write elsewhere, or continue with: {continue_command()}"
+    # EACCES / EPERM: a read can be refused too, so the line does not say "write"
+    return f"{where}{reason}; {_kept()}; fix its permissions, then continue with: {continue_command()}"
 
 
 def run(main, *args, after=None) -> None:

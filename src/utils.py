@@ -123,8 +123,13 @@ def _temp_beside(path: Path, suffix: str) -> Path:
     if folder not in _swept:
         remove_stale_temps(folder)
         _swept.add(folder)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARK}{os.getpid()}@{_HOST}-", suffix=suffix,
-                               dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARK}{os.getpid()}@{_HOST}-", suffix=suffix,
+                                   dir=path.parent)
+    except OSError as exc:  # a read-only or full folder: name the output, not a temporary never made
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
     os.close(fd)
     os.unlink(tmp)
     return Path(tmp)

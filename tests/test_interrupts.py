@@ -378,3 +378,60 @@ def test_predict_folds_interrupted_keeps_the_previous_predictions(dataset, tmp_p
         import shutil
         shutil.rmtree(experiment, ignore_errors=True)
         shutil.rmtree(dataset / "predictions", ignore_errors=True)
+
+
+def test_review_labels_interrupted_writes_no_sheet(tmp_path, monkeypatch, capsys):
+    import numpy as np
+    import review_labels
+    from src.predict.prediction_sets import PredictionSet, write_prediction_set
+    from tests.helpers import CLASSES
+    data = tmp_path / "data"
+    fnames = [f"c{i}.wav" for i in range(6)]
+    (data / "predictions" / "A").mkdir(parents=True)
+    (data / "sample_submission.csv").write_text(",".join(["fname", *CLASSES]) + "\n")
+    (data / "train_folds.csv").write_text("fname,labels,fold\n" + "".join(
+        f"{name},{CLASSES[i % len(CLASSES)]},{i % 2}\n" for i, name in enumerate(fnames)))
+    probs = np.random.default_rng(0).uniform(0.05, 0.95, (len(fnames), len(CLASSES))).astype(np.float32)
+    write_prediction_set(data / "predictions" / "A" / "oof", PredictionSet(fnames, CLASSES, probs))
+    out = tmp_path / "sheet" / "review.csv"
+    interrupt_at_publish(monkeypatch, "review.csv", signal.SIGINT)
+    status, err = run_interrupted("review_labels.py", review_labels.main,
+                                  ["--experiments", "A", "--data-dir", data, "--out", out], monkeypatch, capsys)
+    line = assert_one_interruption_line(status, err, signal.SIGINT, "review_labels.py", "--out")
+    assert list(out.parent.iterdir()) == []
+    monkeypatch.undo()
+    review_labels.main(continue_command(line)[1:])
+    assert out.read_text().startswith("fname")
+
+
+def test_stacking_train_interrupted_in_its_second_fold_resumes(tmp_path, monkeypatch, capsys):
+    """Ctrl-C as fold 1 would be marked done: fold 0 is kept finished, fold 1 keeps its last epoch, and the
+    line's command (--resume) finishes the experiment."""
+    import numpy as np
+    import stacking_train
+    from tests.test_stacking import run_args, write_fake_data
+    write_fake_data(tmp_path, np.random.default_rng(0))
+    argv = run_args(tmp_path, "--folds", "0", "1", "--set", "epochs=2", "--set", "epoch_size=128")
+    published = []
+
+    real = os.replace
+
+    def stop_at_second_done(src, dst, *args, **kwargs):
+        if Path(dst).name == "done.json":
+            published.append(dst)
+            if len(published) == 2:
+                raise KeyboardInterrupt
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", stop_at_second_done)
+    status, err = run_interrupted("stacking_train.py", stacking_train.main, argv, monkeypatch, capsys)
+    line = assert_one_interruption_line(status, err, signal.SIGINT, "stacking_train.py", "--resume",
+                                        "last completed epoch")
+    experiment = tmp_path / "experiments" / "stacking_demo"
+    assert (experiment / "fold_0" / "done.json").is_file() and not (experiment / "fold_1" / "done.json").exists()
+    assert temporaries(experiment) == []
+    monkeypatch.undo()
+    stacking_train.main(continue_command(line)[1:])
+    out = capsys.readouterr().out
+    assert "fold 0: already finished, skipped (--resume)" in out and "resuming at epoch 2" in out
+    assert (experiment / "fold_1" / "done.json").is_file()

@@ -48,6 +48,10 @@ def is_temporary(file) -> bool:
 @pytest.fixture
 def disk_full(monkeypatch):
     """Writes to the atomic writers' temporaries (and feature spools) fail as on a full disk; undo() ends it."""
+    return fill_the_disk(monkeypatch)
+
+
+def fill_the_disk(monkeypatch):
     real_open = builtins.open
 
     def full_open(file, mode="r", *args, **kwargs):
@@ -167,11 +171,16 @@ def test_export_on_a_full_disk(experiment, tmp_path, disk_full, capsys, option):
     assert export.main(["--experiment", "tiny", "--data-dir", str(experiment), option, str(out)]) == 0
 
 
-def test_make_kernel_on_a_full_disk(tmp_path, disk_full, capsys):
+@pytest.fixture
+def bundle(tmp_path):
     from src.config import AUDIO
     from src.tagging.bundles import random_ensemble_bundle
-    bundle = tmp_path / "ens.pt"
-    torch.save(random_ensemble_bundle("demo", CLASSES, AUDIO, n_folds=1), bundle)
+    path = tmp_path / "ens.pt"
+    torch.save(random_ensemble_bundle("demo", CLASSES, AUDIO, n_folds=1), path)
+    return path
+
+
+def test_make_kernel_on_a_full_disk(tmp_path, bundle, disk_full, capsys):
     out = tmp_path / "kernel.py"
     out.write_text("# the previous kernel\n")
     status, err = run_script(make_kernel.main, ["--bundle", str(bundle), "--out", str(out)], capsys)
@@ -190,13 +199,15 @@ def test_tag_output_on_a_full_disk(experiment, tmp_path, disk_full, capsys, suff
     assert not out.exists() and hidden(tmp_path) == []
 
 
-def test_a_read_only_folder_is_named_too(tmp_path, capsys):
+def test_a_refused_permission_is_named_too(tmp_path, capsys):
     def main(argv):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(tmp_path / "x.csv"))
 
     status, err = run_script(main, [], capsys)
-    line = assert_one_write_error(status, err, tmp_path / "x.csv", os.strerror(errno.EACCES))
-    assert "make it writable" in line
+    lines = err.strip().splitlines()
+    assert status == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert f"error: {tmp_path / 'x.csv'}: {os.strerror(errno.EACCES)}; " in lines[0]
+    assert "fix its permissions, then continue with: python " in lines[0]
 
 
 def test_other_os_errors_keep_their_traceback():
@@ -209,16 +220,28 @@ def test_other_os_errors_keep_their_traceback():
 
 # ----------------------------------------------------------------------------- a real full disk (tmpfs)
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 4 MiB tmpfs at tmp_path/disk (unmounted afterwards); fill(left=bytes) leaves that much room."""
-    mount_point = tmp_path / "disk"
+def mount_tmpfs(mount_point, options):
     mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)],
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount_point)],
                              capture_output=True, text=True)
     if mounted.returncode:
         pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip() or 'mount failed'}); "
                     f"the injected ENOSPC tests cover the same outputs")
+
+
+@pytest.fixture
+def read_only_disk(tmp_path):
+    mount_point = tmp_path / "read-only"
+    mount_tmpfs(mount_point, "size=1m,ro")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs at tmp_path/disk (unmounted afterwards); fill(left=bytes) leaves that much room."""
+    mount_point = tmp_path / "disk"
+    mount_tmpfs(mount_point, "size=4m")
     filler = mount_point / f"filler-{uuid.uuid4().hex}"
 
     def fill(left=0):
@@ -281,3 +304,27 @@ def test_training_on_a_disk_that_fills_stops_cleanly_and_resumes(small_disk, tmp
         train_folds.main(args + ["--resume"])
     assert "demo fold 0: resuming at epoch 1" in capsys.readouterr().out
     assert (fold / "done.json").is_file()
+
+
+def test_make_kernel_into_a_read_only_folder(read_only_disk, bundle, capsys):
+    out = read_only_disk / "kernel.py"
+    status, err = run_script(make_kernel.main, ["--bundle", str(bundle), "--out", str(out)], capsys)
+    line = assert_one_write_error(status, err, out, os.strerror(errno.EROFS))
+    assert "write elsewhere, or continue with: python " in line
+
+
+def test_blend_on_a_full_disk(tmp_path, monkeypatch, capsys):
+    import blend
+    from src.predict.prediction_sets import write_prediction_set
+    data = tmp_path / "data"
+    names = ["a.wav", "b.wav"]
+    probs = np.full((2, len(CLASSES)), 0.5, np.float32)
+    write_prediction_set(data / "predictions" / "one" / "test", PredictionSet(names, CLASSES, probs))
+    (data / "sample_submission.csv").write_text(",".join(["fname", *CLASSES]) + "\n"
+                                                 + "".join(n + ",0" * len(CLASSES) + "\n" for n in names))
+    out = tmp_path / "sub" / "submission.csv"
+    out.parent.mkdir()
+    fill_the_disk(monkeypatch)
+    status, err = run_script(blend.main, ["--experiments", "one", "--data-dir", str(data), "--out", str(out)], capsys)
+    assert_one_write_error(status, err, out)
+    assert list(out.parent.iterdir()) == []
