@@ -1,6 +1,7 @@
 """Resumable training: the whole state of a fold, saved every epoch beside its best checkpoint.
 
-`TrainingState` is the last callback of `src.train.fit.fit_fold`. After every epoch
+`TrainingState` runs in `src.train.fit.fit_fold` after the stateful callbacks and
+before the curves plot (the epoch's log line is out by then). After every epoch
 it writes fold_K/last_state.pth atomically (temp file, then rename), holding what
 the next epoch depends on:
 
