@@ -438,3 +438,24 @@ def test_stacking_train_interrupted_in_its_second_fold_resumes(tmp_path, monkeyp
     out = capsys.readouterr().out
     assert "fold 0: already finished, skipped (--resume)" in out and "resuming at epoch 2" in out
     assert (experiment / "fold_1" / "done.json").is_file()
+
+
+def test_make_kernel_interrupted_keeps_the_previous_kernel(tmp_path, monkeypatch, capsys):
+    import torch
+    import make_kernel
+    from src.config import AUDIO
+    from src.tagging.bundles import random_ensemble_bundle
+    from tests.helpers import CLASSES
+    bundle = tmp_path / "ens.pt"
+    torch.save(random_ensemble_bundle("demo", CLASSES, AUDIO, n_folds=1), bundle)
+    out = tmp_path / "kernel" / "kernel.py"
+    out.parent.mkdir()
+    out.write_text("# the previous kernel\n")
+    interrupt_at_publish(monkeypatch, "kernel.py", signal.SIGTERM)
+    status, err = run_interrupted("make_kernel.py", make_kernel.main, ["--bundle", bundle, "--out", out],
+                                  monkeypatch, capsys)
+    line = assert_one_interruption_line(status, err, signal.SIGTERM, "make_kernel.py", "--bundle")
+    assert out.read_text() == "# the previous kernel\n" and temporaries(out.parent) == []
+    monkeypatch.undo()
+    assert make_kernel.main(continue_command(line)[1:]) == 0
+    assert out.read_text().startswith("#!/usr/bin/env python")
