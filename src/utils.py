@@ -6,8 +6,10 @@ import os
 import random
 import re
 import shutil
+import signal
 import socket
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -196,11 +198,13 @@ _DIR_TAKEN = (errno.ENOTEMPTY, errno.EEXIST)
 
 
 def _replace_dir(tmp: Path, path: Path):
-    """Rename folder `tmp` to `path`, moving any existing `path` aside first and then deleting it.
+    """Rename folder `tmp` to `path`, moving any existing `path` aside first and deleting it afterwards.
 
     Safe against another process doing the same at the same time (each moves the
     old folder to its own unique name, and a folder that appears in between is
-    moved aside too), but a reader may briefly find no `path`.
+    moved aside too), but a reader may briefly find no `path`. Ctrl-C or SIGTERM
+    between the two renames would leave neither folder under `path` (the new one
+    is deleted as a temporary on the way out): they are held back until both are done.
     """
     while True:
         try:
@@ -211,10 +215,47 @@ def _replace_dir(tmp: Path, path: Path):
                 raise
         old = _temp_beside(path, ".old")
         try:
-            os.rename(path, old)
-        except FileNotFoundError:  # someone else moved it aside meanwhile: try again
-            continue
-        _remove(old)
+            with signals_deferred():
+                try:
+                    os.rename(path, old)
+                except FileNotFoundError:  # someone else moved it aside meanwhile: try again
+                    continue
+                try:
+                    os.rename(tmp, path)
+                    return
+                except OSError as exc:
+                    if exc.errno in _DIR_TAKEN:  # another process published meanwhile: move theirs aside too
+                        continue
+                    os.rename(old, path)  # put the previous folder back
+                    raise
+        finally:
+            if old.exists():
+                _remove(old)
+
+
+@contextlib.contextmanager
+def signals_deferred(signals=(signal.SIGINT, signal.SIGTERM)):
+    """Hold `signals` back during the block; one that arrives is handled as soon as it ends (its handler then
+    raises KeyboardInterrupt, or the process ends as the signal's default says). For steps that must not be
+    cut in two (a folder swapped by two renames). Python-level handlers, not the thread's signal mask: the
+    kernel hands a process's signal to any thread that does not block it, and torch has several.
+    Only the main thread can set handlers; elsewhere this is a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = {signum: signal.signal(signum, lambda number, frame: caught.append(number)) for signum in signals}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if caught:
+            handler = previous[caught[0]]
+            if callable(handler):
+                handler(caught[0], None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(caught[0])
 
 
 @contextlib.contextmanager
