@@ -77,8 +77,13 @@ def test_a_signal_while_a_folder_is_swapped_leaves_the_new_folder_in_place(tmp_p
             os.kill(os.getpid(), signal.SIGINT)
 
     monkeypatch.setattr(os, "rename", ctrl_c_after_moving_aside)
-    with pytest.raises(KeyboardInterrupt):
-        with atomic_path(target, suffix="") as tmp:
-            _fill(tmp, "new")
+    # Python's own Ctrl-C handler (a test run started as a background job inherits SIGINT ignored).
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with atomic_path(target, suffix="") as tmp:
+                _fill(tmp, "new")
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert (target / "a.txt").read_text() == "new"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary or .old folder left
