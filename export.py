@@ -41,7 +41,7 @@ from src.ensembles import ENSEMBLES
 from src.errors import BadSetting
 from src.models import create_model
 from src.tagging.bundles import make_bundle, make_ensemble_bundle
-from src.utils import atomic_path
+from src.utils import torch_save_atomic
 
 
 class SigmoidMainHead(nn.Module):
@@ -81,8 +81,7 @@ def torchscript_meta(bundle: dict, fold: int) -> dict:
 
 
 def save_bundle(bundle: dict, out):
-    with atomic_path(out, suffix=".pt") as tmp:
-        torch.save(bundle, tmp)
+    torch_save_atomic(lambda handle: torch.save(bundle, handle), out, suffix=".pt")
     print(f"bundle -> {out} ({Path(out).stat().st_size / 1e6:.1f} MB)")
 
 
@@ -128,8 +127,9 @@ def main(argv=None):
         if fold not in part["folds"]:
             raise BadSetting(f"--fold {fold}: {args.experiment} has folds {part['folds']}")
         traced = trace_fold(bundle, part["folds"].index(fold))
-        with atomic_path(args.torchscript, suffix=".pt") as tmp:
-            torch.jit.save(traced, str(tmp), _extra_files={"meta.json": json.dumps(torchscript_meta(bundle, fold))})
+        meta = {"meta.json": json.dumps(torchscript_meta(bundle, fold))}
+        torch_save_atomic(lambda handle: torch.jit.save(traced, handle, _extra_files=meta), args.torchscript,
+                          suffix=".pt")
         print(f"TorchScript of fold {fold} -> {args.torchscript} (input (B, {bundle['audio_config']['n_mels']}, "
               f"{part['crop_size']}) log-mel dB, output sigmoid probabilities)")
     return 0

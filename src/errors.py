@@ -6,6 +6,11 @@ traceback. The subclasses are also the built-in exception a caller would
 expect (`except FileNotFoundError` / `except ValueError` keep working), and
 every message names the file or setting it is about.
 """
+import errno
+
+# A write that fails for one of these reasons is the machine's state, not a bug: src.cli.run reports the
+# OSError in one line naming the file (full disk, quota, read-only file system, no permission).
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 class UserError(Exception):

@@ -4,14 +4,18 @@ import errno
 import json
 import os
 import random
+import re
 import shutil
+import signal
+import socket
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from src.errors import BadCheckpoint, BadInput, BadSetting, InputFileNotFound
+from src.errors import WRITE_ERRNOS, BadCheckpoint, BadInput, BadSetting, InputFileNotFound
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -72,10 +76,65 @@ def seed_worker(worker_id: int):
     random.seed(seed)
 
 
+# Every temporary name of the atomic writers is `.<final name>.fsat-tmp-<pid>@<host>-<random><suffix>`:
+# recognisable, so that what a killed writer (kill -9, power cut) left behind can be removed by a later
+# run without ever touching a user's own hidden files, and owned, so that only temporaries whose process
+# is gone are removed (the host keeps a run on another machine sharing the folder safe).
+TEMP_MARK = ".fsat-tmp-"
+_TEMP_NAME = re.compile(r"^\..+" + re.escape(TEMP_MARK) + r"(?P<pid>\d+)@(?P<host>[A-Za-z0-9-]*)-[A-Za-z0-9_]+")
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:16]
+# Folders this process has already swept: one listing per folder, not one per write.
+_swept = set()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, but someone else's
+        return True
+    return True
+
+
+def remove_stale_temps(folder) -> list:
+    """Delete the temporaries that dead processes of this host left in `folder` (see TEMP_MARK); returns them.
+
+    Only names this module makes are considered, and only those whose writer's pid is not running
+    here: a live writer's temporary, another machine's, and every other file stay.
+    """
+    folder = Path(folder)
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:  # no folder yet (or unreadable): nothing to sweep
+        return removed
+    for entry in entries:
+        match = _TEMP_NAME.match(entry.name)
+        if not match or match["host"] != _HOST or int(match["pid"]) == os.getpid() \
+                or _pid_alive(int(match["pid"])):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            _remove(Path(entry.path))
+            removed.append(Path(entry.path))
+    return removed
+
+
 def _temp_beside(path: Path, suffix: str) -> Path:
-    """An unused hidden name in `path`'s folder (nothing is created there)."""
+    """An unused temporary name in `path`'s folder (nothing is created there); the first use of a folder
+    in this process sweeps it of the temporaries of killed runs."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    folder = path.parent.resolve()
+    if folder not in _swept:
+        remove_stale_temps(folder)
+        _swept.add(folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARK}{os.getpid()}@{_HOST}-", suffix=suffix,
+                                   dir=path.parent)
+    except OSError as exc:  # a read-only or full folder: name the output, not a temporary never made
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
     os.close(fd)
     os.unlink(tmp)
     return Path(tmp)
@@ -98,9 +157,43 @@ def atomic_path(path, suffix=None):
             _replace_dir(tmp, path)
         else:
             os.replace(tmp, path)
+    except Exception as exc:
+        named = write_error_naming(exc, tmp, path)
+        if named is None:
+            raise
+        raise named from exc
     finally:
         if tmp.exists():
             _remove(tmp)
+
+
+def write_oserror(exc):
+    """The OSError of WRITE_ERRNOS in `exc` or what caused it (torch.save to an open file raises a RuntimeError
+    whose __context__ is the OSError), or None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def write_error_naming(exc, tmp: Path, path: Path):
+    """An OSError like the write error in `exc`, naming the final `path` (or the file inside it) instead of
+    the temporary name, which is gone by the time the message is read; None when `exc` is no write error.
+    Library writers (np.save, DataFrame.to_csv, torch.save on a file) raise it without any file name."""
+    error = write_oserror(exc)
+    if error is None:
+        return None
+    name = str(error.filename) if error.filename is not None else ""
+    if name.startswith(str(tmp)):
+        name = str(path) + name[len(str(tmp)):]
+    elif not name:
+        name = str(path)
+    elif name == str(path) and error is exc:
+        return None  # already names the final path
+    return type(error)(error.errno, error.strerror or os.strerror(error.errno), name)
 
 
 # rename(2) of a folder onto a non-empty folder fails with one of these (Linux says ENOTEMPTY).
@@ -108,11 +201,13 @@ _DIR_TAKEN = (errno.ENOTEMPTY, errno.EEXIST)
 
 
 def _replace_dir(tmp: Path, path: Path):
-    """Rename folder `tmp` to `path`, moving any existing `path` aside first and then deleting it.
+    """Rename folder `tmp` to `path`, moving any existing `path` aside first and deleting it afterwards.
 
     Safe against another process doing the same at the same time (each moves the
     old folder to its own unique name, and a folder that appears in between is
-    moved aside too), but a reader may briefly find no `path`.
+    moved aside too), but a reader may briefly find no `path`. Ctrl-C or SIGTERM
+    between the two renames would leave neither folder under `path` (the new one
+    is deleted as a temporary on the way out): they are held back until both are done.
     """
     while True:
         try:
@@ -123,10 +218,47 @@ def _replace_dir(tmp: Path, path: Path):
                 raise
         old = _temp_beside(path, ".old")
         try:
-            os.rename(path, old)
-        except FileNotFoundError:  # someone else moved it aside meanwhile: try again
-            continue
-        _remove(old)
+            with signals_deferred():
+                try:
+                    os.rename(path, old)
+                except FileNotFoundError:  # someone else moved it aside meanwhile: try again
+                    continue
+                try:
+                    os.rename(tmp, path)
+                    return
+                except OSError as exc:
+                    if exc.errno in _DIR_TAKEN:  # another process published meanwhile: move theirs aside too
+                        continue
+                    os.rename(old, path)  # put the previous folder back
+                    raise
+        finally:
+            if old.exists():
+                _remove(old)
+
+
+@contextlib.contextmanager
+def signals_deferred(signals=(signal.SIGINT, signal.SIGTERM)):
+    """Hold `signals` back during the block; one that arrives is handled as soon as it ends (its handler then
+    raises KeyboardInterrupt, or the process ends as the signal's default says). For steps that must not be
+    cut in two (a folder swapped by two renames). Python-level handlers, not the thread's signal mask: the
+    kernel hands a process's signal to any thread that does not block it, and torch has several.
+    Only the main thread can set handlers; elsewhere this is a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = {signum: signal.signal(signum, lambda number, frame: caught.append(number)) for signum in signals}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if caught:
+            handler = previous[caught[0]]
+            if callable(handler):
+                handler(caught[0], None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(caught[0])
 
 
 @contextlib.contextmanager
@@ -151,13 +283,18 @@ def atomic_new_dir(path):
             if exc.errno in _DIR_TAKEN:
                 raise FileExistsError(errno.EEXIST, "already exists", str(path)) from None
             raise
+    except Exception as exc:
+        named = write_error_naming(exc, tmp, path)
+        if named is None:
+            raise
+        raise named from exc
     finally:
         if tmp.exists():
             _remove(tmp)
 
 
 def _remove(p: Path):
-    if p.is_dir():
+    if p.is_dir() and not p.is_symlink():
         shutil.rmtree(p)
     else:
         p.unlink()
@@ -195,6 +332,15 @@ def read_json(path, what="JSON file", kind=dict):
         raise BadInput(f"{path}: this {what} must hold a JSON {'object' if kind is dict else kind.__name__}, "
                        f"found {type(value).__name__}")
     return value
+
+
+def torch_save_atomic(save, path, suffix=".pth"):
+    """`save(handle)` writes a torch file (torch.save(obj, handle), model.save(handle), torch.jit.save(m, handle))
+    into a temporary file renamed onto `path` when complete. Through an open file, not a path: given a path,
+    torch reports a full disk as a bare RuntimeError ("unexpected pos"); through a file, the OSError saying
+    why is kept as its cause, and atomic_path reports it naming `path`."""
+    with atomic_path(path, suffix=suffix) as tmp, open(tmp, "wb") as handle:
+        save(handle)
 
 
 def _reason(exc: Exception) -> str:

@@ -60,3 +60,30 @@ def test_atomic_new_dir_leaves_nothing_when_the_block_fails(tmp_path):
             (tmp / "a.txt").write_text("half")
             raise RuntimeError("interrupted")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_signal_while_a_folder_is_swapped_leaves_the_new_folder_in_place(tmp_path, monkeypatch):
+    """Between moving the old folder aside and renaming the new one in, `out` does not exist: Ctrl-C there used
+    to leave neither (the new folder was then deleted as a temporary). The signal now waits for the swap."""
+    import signal
+
+    target = tmp_path / "out"
+    _fill(target, "old")
+    real_rename = os.rename
+
+    def ctrl_c_after_moving_aside(src, dst):
+        real_rename(src, dst)
+        if Path(src) == target:  # the old folder has just been moved aside
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(os, "rename", ctrl_c_after_moving_aside)
+    # Python's own Ctrl-C handler (a test run started as a background job inherits SIGINT ignored).
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with atomic_path(target, suffix="") as tmp:
+                _fill(tmp, "new")
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert (target / "a.txt").read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary or .old folder left

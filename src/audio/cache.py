@@ -53,6 +53,7 @@ import json
 import multiprocessing
 import os
 import shlex
+import signal
 import sys
 import zlib
 from dataclasses import dataclass
@@ -67,7 +68,7 @@ from src.audio.frontend import AudioReadError
 from src.config import AUDIO, AudioConfig, stable_hash
 from src.errors import BadInput
 from src.progress import progress as progress_bar
-from src.utils import atomic_new_dir
+from src.utils import atomic_new_dir, write_error_naming
 
 try:
     import fcntl
@@ -134,7 +135,11 @@ def warm_up(frontend: str, config: AudioConfig = AUDIO):
 
 
 def _one_blas_thread():
-    """Pool initializer: one process per core, so each uses one BLAS thread (no oversubscription)."""
+    """Pool initializer: one process per core, so each uses one BLAS thread (no oversubscription).
+
+    Ctrl-C reaches every process of the terminal's group: the workers ignore it (else each prints a
+    traceback) and the parent, interrupted, terminates the pool."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     threadpool_limits(1)
 
 
@@ -229,6 +234,11 @@ def load_features(fnames, audio_dir, cache_root, name: str, config: AudioConfig 
                                               workers, desc=name, frontend=frontend, progress=progress)
                     write_feature_cache(folder, fnames, specs, config, corrections, frontend)
                     del specs
+                except OSError as exc:  # a full disk while spooling: name the cache, not the spool (deleted)
+                    named = write_error_naming(exc, spool, folder)
+                    if named is None:
+                        raise
+                    raise named from exc
                 finally:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(spool)

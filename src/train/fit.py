@@ -34,7 +34,7 @@ from src.metrics import Lwlrap
 from src.plots import plot_training_curves
 from src.progress import progress as progress_bar
 from src.train.resume import LAST_STATE, TrainingState, load_training_state, move_aside, trim_log_csv
-from src.utils import atomic_path, read_json, write_json_atomic
+from src.utils import atomic_path, read_json, torch_save_atomic, write_json_atomic, write_oserror
 
 
 
@@ -68,8 +68,8 @@ class AtomicCheckpoint(MonitorCheckpoint):
         level = logger.level
         logger.setLevel(logging.WARNING)  # argus would log the temporary name
         try:
-            with atomic_path(file_path, suffix=".pth") as tmp:
-                state.model.save(tmp, optimizer_state=self.optimizer_state)
+            torch_save_atomic(lambda handle: state.model.save(handle, optimizer_state=self.optimizer_state),
+                              file_path)
         finally:
             logger.setLevel(level)
         logger.info(f"Model saved to '{file_path}'")
@@ -84,6 +84,16 @@ class CurvesPlot(Callback):
     def epoch_complete(self, state):
         if self.log_path.is_file() and self.log_path.stat().st_size:
             plot_training_curves(pd.read_csv(self.log_path), self.png_path, self.title)
+
+
+class ReportedByTheRunner(logging.Filter):
+    """Drop argus's log record of an exception that ends training when src.cli.run reports it in one line
+    (Ctrl-C, SIGTERM, a full disk or read-only folder): argus logs every such exception with its traceback
+    (to the terminal and log.txt), which buried that line. Bugs keep their traceback."""
+
+    def filter(self, record):
+        error = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(error, KeyboardInterrupt) or write_oserror(error) is not None)
 
 
 class ProgressBar(Callback):
@@ -120,6 +130,8 @@ def fit_fold(model, train_loader, val_loader, fold_dir, epochs, plateau: dict, e
     checkpoint, logs, curves, training state and done.json. Other ranks return a shorter summary.
     """
     fold_dir = Path(fold_dir)
+    if not any(isinstance(f, ReportedByTheRunner) for f in model.logger.filters):
+        model.logger.addFilter(ReportedByTheRunner())
     state_path = fold_dir / LAST_STATE
     saved = load_training_state(state_path) if resume and state_path.is_file() else None
     if saved is not None and is_main:
@@ -143,19 +155,22 @@ def fit_fold(model, train_loader, val_loader, fold_dir, epochs, plateau: dict, e
             LoggingToFile(fold_dir / "log.txt", append=resuming),
             LoggingToCSV(fold_dir / "log.csv", append=resuming,
                          write_header=not (resuming and (fold_dir / "log.csv").is_file())),
-            CurvesPlot(fold_dir / "log.csv", fold_dir / "curves.png", title),
         ]
-        if progress:
-            callbacks.append(ProgressBar(len(train_loader), title))
     else:
         model.logger.setLevel(logging.WARNING)  # rank 0 prints the epoch lines
     previous = saved["extra"] if resuming else {}
     extra = {"seed": seed, "started": previous.get("started", time.strftime("%Y-%m-%d %H:%M:%S")),
              "resumed_at_epochs": previous.get("resumed_at_epochs", []) + ([saved["epoch"] + 1] if resuming else []),
              "seconds": previous.get("seconds", 0.0)}
-    # Last, so that it saves what every other callback did in the epoch, and restores after their resets.
+    # After every callback whose state it holds (it saves what they did in the epoch, and restores after
+    # their resets), and before the slow side work (the plot): a run stopped once the epoch's log line is out
+    # resumes at the next epoch, not this one again.
     callbacks.append(TrainingState(state_path if is_main else None, stateful, train_loader.generator,
                                    resume_from=saved, extra=extra, restore_rng=is_main, seed=seed))
+    if is_main:
+        callbacks.append(CurvesPlot(fold_dir / "log.csv", fold_dir / "curves.png", title))
+        if progress:
+            callbacks.append(ProgressBar(len(train_loader), title))
     start = time.time()
     model.fit(train_loader, val_loader=val_loader, num_epochs=epochs, metrics=[Lwlrap()], callbacks=callbacks)
     seconds = round(extra["seconds"] + time.time() - start, 1)

@@ -1,6 +1,7 @@
 """Resumable training: the whole state of a fold, saved every epoch beside its best checkpoint.
 
-`TrainingState` is the last callback of `src.train.fit.fit_fold`. After every epoch
+`TrainingState` runs in `src.train.fit.fit_fold` after the stateful callbacks and
+before the curves plot (the epoch's log line is out by then). After every epoch
 it writes fold_K/last_state.pth atomically (temp file, then rename), holding what
 the next epoch depends on:
 
@@ -38,7 +39,7 @@ from argus.callbacks import Callback, EarlyStopping, MonitorCheckpoint
 
 from src.utils import safe_torch_load
 from src.errors import BadCheckpoint
-from src.utils import atomic_path
+from src.utils import atomic_path, torch_save_atomic
 
 LAST_STATE = "last_state.pth"
 REPLACED_PREFIX = "replaced-"
@@ -199,8 +200,7 @@ class TrainingState(Callback):
         }
         if hasattr(model, "scaler"):
             snapshot["scaler"] = plain(model.scaler.state_dict())
-        with atomic_path(self.path, suffix=".pth") as tmp:
-            torch.save(snapshot, tmp)
+        torch_save_atomic(lambda handle: torch.save(snapshot, handle), self.path)
 
 
 def move_aside(folder, keep=()) -> Path:
