@@ -62,8 +62,8 @@ GCOMPRIS_SOUNDS = {
 # times, by other people in some languages: Catalan's base words are a man's, its Egypt theme a woman's);
 # its sex is read from the median f0 of its first VOICE_FILES files, as the first set does.
 VOICE_FILES = 6
-# A median at pyin's floor (60 Hz) is no voice's pitch: the English base words carry a DC offset and
-# low hum that pyin tracks instead; such voices are left out rather than called male.
+# A median at pyin's floor (60 Hz) is no voice's pitch (the English base words: a DC offset, and ~61 Hz
+# even after a 90 Hz high-pass, an octave error or creak); such voices are left out rather than called male.
 PITCH_FLOOR = 70.0
 
 
