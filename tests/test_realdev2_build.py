@@ -1,11 +1,14 @@
-"""bench/realdev2/build.py reads GCompris' sounds out of Qt resource files (.rcc): its reader, on a file
-written here by the format's rules (no download)."""
+"""The parts of bench/realdev2/build.py that need no download: its reader of Qt resource files (.rcc, where
+GCompris keeps its sounds), on files written here by the format's rules, and its check that no test clip
+is a training clip at another gain."""
 import struct
 import zlib
 
+import numpy as np
 import pytest
+import soundfile as sf
 
-from bench.realdev2.build import read_rcc
+from bench.realdev2.build import copies_across_split, read_rcc
 
 
 def write_rcc(path, spec, version=2):
@@ -62,3 +65,16 @@ def test_read_rcc_refuses_a_file_that_is_not_a_resource_file(tmp_path):
     (tmp_path / "b.rcc").write_bytes(b"RIFF" + bytes(40))
     with pytest.raises(ValueError, match="not a Qt resource file"):
         read_rcc(tmp_path / "b.rcc")
+
+
+def test_copies_across_split_finds_a_test_clip_that_is_a_training_clip_at_another_gain(tmp_path):
+    # GMRockKit's kick layers are one sample at five gains: the check that keeps such copies out of the test set
+    rng = np.random.default_rng(0)
+    hit, other = rng.normal(0, 0.1, 44100), rng.normal(0, 0.1, 44100)
+    for split in ("train_curated", "train_noisy", "test"):
+        (tmp_path / split).mkdir()
+    sf.write(tmp_path / "train_curated" / "a.wav", hit, 44100, subtype="PCM_16")
+    sf.write(tmp_path / "train_noisy" / "b.wav", other, 44100, subtype="PCM_16")
+    sf.write(tmp_path / "test" / "t.wav", 0.5 * other[:20000], 44100, subtype="PCM_16")
+    sf.write(tmp_path / "test" / "u.wav", rng.normal(0, 0.1, 44100), 44100, subtype="PCM_16")
+    assert copies_across_split(tmp_path) == [("t.wav", "train_noisy/b.wav")]
