@@ -158,6 +158,7 @@ def ktuberling_voices(root: Path) -> tuple:
 
 
 def realdev2_recordings(roots: dict) -> tuple:
+    """This set's recordings and the label decided for each voice (what bench/realdev's build() takes)."""
     recordings = (hydrogen_recordings(roots["hydrogen-data"], ["GMRockKit"], GM_ROCK_KIT)
                   + strum_recordings(roots["hydrogen-drumkits-effects"])
                   + gcompris_recordings(roots["gcompris-qt-data"], roots["gcompris-qt-data"].parent / "gcompris-rcc"))
