@@ -112,11 +112,11 @@ class Recording:
     pat_sample: int = -1
 
 
-def fetch_packages(cache: Path) -> dict:
+def fetch_packages(cache: Path, packages: dict = PACKAGES) -> dict:
     """apt-get download + dpkg -x each pinned package into cache/root/PACKAGE; returns their roots."""
     debs, roots = cache / "debs", {}
     debs.mkdir(parents=True, exist_ok=True)
-    for package, version in PACKAGES.items():
+    for package, version in packages.items():
         assert not package.startswith(RESERVED), package
         root = cache / "root" / package
         if not (root / ".unpacked").is_file():
@@ -132,13 +132,13 @@ def fetch_packages(cache: Path) -> dict:
     return roots
 
 
-def hydrogen_recordings(root: Path) -> list:
+def hydrogen_recordings(root: Path, kit_names=ACOUSTIC_KITS, rules=KIT_INSTRUMENTS) -> list:
     kits, found = root / "usr/share/hydrogen/data/drumkits", []
-    for kit in ACOUSTIC_KITS:
+    for kit in kit_names:
         # newer kits put their tags in a namespace: match any
         for instrument in ET.parse(kits / kit / "drumkit.xml").getroot().findall(".//{*}instrument"):
             name = (instrument.findtext("{*}name") or "").strip()
-            label = next((c for pattern, c in KIT_INSTRUMENTS if re.search(pattern, name, re.I)), None)
+            label = next((c for pattern, c in rules if re.search(pattern, name, re.I)), None)
             if label is None or name.lower().startswith(("tom", "snare")):
                 continue
             files = sorted({f.text.strip() for f in instrument.findall(".//{*}filename") if f.text})
@@ -197,7 +197,11 @@ def median_f0(paths) -> float:
 
 def speech_label(paths) -> str:
     """Male / female speech from the voice's median f0 over its first 6 files; None when unclear."""
-    f0 = median_f0(paths[:6])
+    return sex_of_f0(median_f0(paths[:6]))
+
+
+def sex_of_f0(f0: float) -> str:
+    """Male / female speech from a voice's median f0 (Hz); None when it falls in neither range."""
     if f0 < MALE_F0:
         return "Male_speech_and_man_speaking"
     if FEMALE_F0[0] <= f0 <= FEMALE_F0[1]:
@@ -258,12 +262,20 @@ def fname_of(split: str, name: str, piece: int) -> str:
     return hashlib.sha1(f"{split}:{name}:{piece}".encode()).hexdigest()[:8] + ".wav"
 
 
-def build(out: Path, cache: Path) -> dict:
-    roots = fetch_packages(cache)
-    rng = np.random.default_rng(SEED)
+def realdev_recordings(roots: dict) -> tuple:
+    """This set's recordings and the label decided for each voice."""
     recordings = hydrogen_recordings(roots["hydrogen-drumkits"]) + freepats_recordings(roots["freepats"])
     voices, voice_labels = voice_recordings(roots["klettres-data"])
-    recordings += voices
+    return recordings + voices, voice_labels
+
+
+def build(out: Path, cache: Path, packages: dict = PACKAGES, collect=realdev_recordings,
+          builder: str = "bench/realdev/build.py") -> dict:
+    """Fetch `packages`, take `collect(roots)` -> (recordings, voice labels), write the set to `out`.
+    bench/realdev2/build.py calls it with its own packages and recordings."""
+    roots = fetch_packages(cache, packages)
+    rng = np.random.default_rng(SEED)
+    recordings, voice_labels = collect(roots)
     recordings.sort(key=lambda r: (r.name, r.source))
     # A kit may map one sample file to two instruments (closed and pedal hi-hat): one recording, one source.
     recordings = [r for i, r in enumerate(recordings) if i == 0 or r.name != recordings[i - 1].name]
@@ -328,7 +340,7 @@ def build(out: Path, cache: Path) -> dict:
                (("train_curated", curated), ("train_noisy", noisy), ("test", test))])[
         ["split", "fname", "labels", "source", "recording", "seconds"]].to_csv(tmp / "sources.csv", index=False)
     meta = {
-        "builder": "bench/realdev/build.py", "seed": SEED, "packages": PACKAGES,
+        "builder": builder, "seed": SEED, "packages": packages,
         "sample_rate": SAMPLE_RATE, "subtype": "PCM_16", "dev_classes": dev_classes,
         "voice_labels": voice_labels,
         "clips": {name: df["labels" if name != "train_noisy" else "true_labels"].value_counts().sort_index().to_dict()
