@@ -61,7 +61,7 @@ from src.precision import resolve_precision
 from src.experiment_folder import DONE_FILE, experiments_dir
 from src.locks import exclusive_lock
 from src.train.fit import fit_fold, prepare_experiment_dir, worker_count
-from src.train.jobs import become_child, choose_jobs, parse_jobs, run_fold_jobs
+from src.train.jobs import become_child, check_jobs, choose_jobs, parse_jobs, run_fold_jobs
 from src.utils import seed_everything, set_cpu_threads
 
 
@@ -102,6 +102,7 @@ def main(argv=None):
     workers = worker_count(args.workers)
     # With augment="device" the workers only cut raw crops: torch may use every core.
     set_cpu_threads(ddp.device, workers, args.threads, light_workers=augment_mode(experiment) == "device")
+    check_jobs(args.jobs, device=ddp.device, distributed=ddp.distributed, threads=args.threads, workers=args.workers)
     # Per rank: the global batch and epoch are kept, split over the ranks (checked before anything is written).
     per_rank = {key: distributed.split_per_rank(experiment[key], ddp.world_size, key)
                 for key in ("batch_size", "epoch_size")}
@@ -121,12 +122,17 @@ def main(argv=None):
               "precision": resolve_precision(experiment["amp"], ddp.device, training=True),
               "corrections": data.corrections}  # the files applied: name, path, sha256, matching entries
     with contextlib.ExitStack() as held:
-        # Rank 0 locks every requested fold before touching the folder, for the whole run.
-        locks = {fold: held.enter_context(lock_fold(exp_dir, args.experiment, fold)) for fold in folds} \
-            if ddp.is_main else {}
-        # Only rank 0 touches the folder; every rank gets the list of folds still to train.
-        todo = distributed.run_on_main(lambda: prepare_experiment_dir(exp_dir, json.loads(json.dumps(record)),
-                                                                      folds, args.resume, args.overwrite))
+        locks = {}  # fold -> the file descriptor of its lock (rank 0 only)
+
+        def lock_and_prepare():
+            # Every requested fold locked for the whole run, before the folder is touched (src/locks.py).
+            for fold in folds:
+                locks[fold] = held.enter_context(lock_fold(exp_dir, args.experiment, fold))
+            return prepare_experiment_dir(exp_dir, json.loads(json.dumps(record)), folds, args.resume,
+                                          args.overwrite)
+        # Only rank 0 locks and touches the folder (a refusal stops the other ranks too); every rank gets
+        # the list of folds still to train.
+        todo = distributed.run_on_main(lock_and_prepare)
         jobs = choose_jobs(args.jobs, folds=len(todo), device=ddp.device, distributed=ddp.distributed,
                            experiment=experiment, threads=args.threads, workers=args.workers)
         if ddp.is_main:

@@ -67,28 +67,35 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def check_jobs(requested, *, device, distributed: bool, threads=None, workers=None):
+    """Refuse a number of processes N > 1 where it cannot work as asked: on CUDA, under torchrun, or with
+    --threads / --workers other than the children's 1 thread and 0 workers. (Before anything is written.)"""
+    if requested == "auto" or requested <= 1:
+        return
+    if device.type != "cpu":
+        raise BadSetting(f"--jobs {requested}: parallel fold processes train on the CPU; on {device} "
+                         f"use --jobs 1 (or torchrun for several GPUs)")
+    if distributed:
+        raise BadSetting(f"--jobs {requested} cannot run under torchrun; use --jobs 1")
+    if threads not in (None, 1) or workers not in (None, 0):
+        raise BadSetting(f"--jobs {requested} trains each fold with one thread and no loader workers; "
+                         f"leave --threads and --workers out, or use --jobs 1")
+
+
 def choose_jobs(requested, *, folds: int, device, distributed: bool, experiment: dict, threads=None,
                 workers=None, cores=None) -> int:
     """How many processes train the `folds` folds still to train (1: this process trains them itself).
 
     'auto': min(cores, folds) for a thin network on the CPU (`thin_network`); 1 on CUDA, under torchrun,
     for the full-size experiments, and when --threads or --workers (other than 0) configure one process.
-    A number N > 1 is refused where it cannot work as asked (CUDA, torchrun, other --threads/--workers).
+    A number N: min(N, folds), where `check_jobs` lets it run.
     """
     if requested == "auto":
         configured = threads is not None or (workers or 0) > 0
         if device.type != "cpu" or distributed or configured or not thin_network(experiment):
             return 1
         return max(1, min(cores or available_cores(), folds))
-    if requested > 1:
-        if device.type != "cpu":
-            raise BadSetting(f"--jobs {requested}: parallel fold processes train on the CPU; on {device} "
-                             f"use --jobs 1 (or torchrun for several GPUs)")
-        if distributed:
-            raise BadSetting(f"--jobs {requested} cannot run under torchrun; use --jobs 1")
-        if threads not in (None, 1) or workers not in (None, 0):
-            raise BadSetting(f"--jobs {requested} trains each fold with one thread and no loader workers; "
-                             f"leave --threads and --workers out, or use --jobs 1")
+    check_jobs(requested, device=device, distributed=distributed, threads=threads, workers=workers)
     return max(1, min(requested, folds))
 
 
