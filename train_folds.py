@@ -122,12 +122,11 @@ def main(argv=None):
               "precision": resolve_precision(experiment["amp"], ddp.device, training=True),
               "corrections": data.corrections}  # the files applied: name, path, sha256, matching entries
     with contextlib.ExitStack() as held:
-        locks = {}  # fold -> the file descriptor of its lock (rank 0 only)
-
         def lock_and_prepare():
-            # Every requested fold locked for the whole run, before the folder is touched (src/locks.py).
+            # Every requested fold locked for the whole run, before the folder is touched (src/locks.py);
+            # --jobs children train under their parent's locks.
             for fold in folds:
-                locks[fold] = held.enter_context(lock_fold(exp_dir, args.experiment, fold))
+                held.enter_context(lock_fold(exp_dir, args.experiment, fold))
             return prepare_experiment_dir(exp_dir, json.loads(json.dumps(record)), folds, args.resume,
                                           args.overwrite)
         # Only rank 0 locks and touches the folder (a refusal stops the other ranks too); every rank gets
@@ -139,7 +138,7 @@ def main(argv=None):
             print_plan(args.experiment, data, ddp, todo, exp_dir, jobs)
         if jobs > 1:
             del data  # each child loads its own copy from the feature cache
-            results = train_in_jobs(args, data_dir, todo, jobs, locks, exp_dir)
+            results = train_in_jobs(args, data_dir, todo, jobs, exp_dir)
         else:
             results = train_folds(args, experiment, data, todo, ddp, per_rank, workers, exp_dir)
     if ddp.is_main:
@@ -167,7 +166,7 @@ def train_folds(args, experiment, data, folds, ddp, per_rank, workers, exp_dir) 
         return 130
 
 
-def train_in_jobs(args, data_dir, folds, jobs, locks, exp_dir) -> dict:
+def train_in_jobs(args, data_dir, folds, jobs, exp_dir) -> dict:
     """Train each fold in a child process running this script, `jobs` at a time (src/train/jobs.py)."""
     script = str(Path(__file__).resolve())
 
@@ -178,7 +177,7 @@ def train_in_jobs(args, data_dir, folds, jobs, locks, exp_dir) -> dict:
                 *(["--epochs", str(args.epochs)] if args.epochs is not None else []),
                 *[a for kv in args.set for a in ("--set", kv)], *(["--resume"] if args.resume else [])]
 
-    run_fold_jobs(folds, jobs, command, pass_fds_of=lambda fold: [locks[fold]] if fold in locks else [])
+    run_fold_jobs(folds, jobs, command)
     return {fold: json.loads((exp_dir / f"fold_{fold}" / DONE_FILE).read_text()) for fold in folds}
 
 

@@ -15,9 +15,9 @@ import torch
 
 import train_folds
 from src.cli import run
-from src.errors import BadSetting
+from src.errors import BadSetting, UserError
 from src.experiments import EXPERIMENTS, get_experiment
-from src.locks import Locked, exclusive_lock
+from src.locks import exclusive_lock
 from src.train.jobs import choose_jobs, thin_network
 from src.train.resume import LAST_STATE, load_training_state
 from tests.helpers import demo_dataset, torch_threads
@@ -141,8 +141,7 @@ def test_a_fold_another_run_is_training_is_refused(dataset, tmp_path):
     exp_dir = data / "experiments" / "demo"
     with exclusive_lock(exp_dir / ".fold_0.lock", "fold 0 of experiment demo"):  # the other run
         with torch_threads(1):
-            with pytest.raises(Locked, match=rf"^fold 0 of experiment demo is in use by another run \(pid "
-                                             rf"{os.getpid()};"):
+            with pytest.raises(UserError, match=rf"^fold 0 of experiment demo\b.*\bpid {os.getpid()}\b"):
                 train_folds.main([*TINY, "--data-dir", str(data), "--folds", "0", "--threads", "1",
                                   "--workers", "0"])
     assert not (exp_dir / "config.json").exists() and not (exp_dir / "fold_0").exists()  # nothing touched

@@ -116,14 +116,14 @@ def become_child(parent_pid: int) -> bool:
 class _Job:
     """One child process training one fold; its output forwarded line by line with a [fold K] prefix."""
 
-    def __init__(self, fold, command, pass_fds, write_lock, finished: queue.Queue):
+    def __init__(self, fold, command, write_lock, finished: queue.Queue):
         self.fold, self.prefix = fold, f"[fold {fold}] "
         self.errors = deque(maxlen=50)  # the last stderr lines, for the parent's report
         # A session of its own: a Ctrl-C on the terminal reaches the parent only, which stops the children
         # once (a second SIGINT would interrupt the child's clean stop).
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                        env={**os.environ, **CHILD_ENV}, pass_fds=pass_fds,
-                                        start_new_session=True, errors="replace")
+                                        env={**os.environ, **CHILD_ENV}, start_new_session=True,
+                                        errors="replace")
         self._write_lock = write_lock
         readers = [threading.Thread(target=self._forward, args=(self.process.stdout, "stdout", None), daemon=True),
                    threading.Thread(target=self._forward, args=(self.process.stderr, "stderr", self.errors),
@@ -166,14 +166,13 @@ class _Job:
                            f"'{self.prefix.strip()}'")
 
 
-def run_fold_jobs(folds, jobs: int, command_of, pass_fds_of=lambda fold: ()) -> None:
+def run_fold_jobs(folds, jobs: int, command_of) -> None:
     """Run `command_of(fold)` for every fold, `jobs` processes at a time; return when all succeeded.
 
     On the first failure no new fold starts, the running ones are stopped (SIGINT), and the failure
     is raised (`FoldFailed` for a user error, `FoldCrashed` otherwise). A KeyboardInterrupt in the
-    parent stops every child, waits for them, and is raised again.
-    `pass_fds_of(fold)`: file descriptors the fold's child inherits (its fold lock, so a child
-    orphaned by a killed parent still holds it).
+    parent stops every child, waits for them, and is raised again. (A parent killed outright takes
+    its children with it: `become_child`.)
     """
     pending, running, failed = list(folds), {}, None
     finished, write_lock = queue.Queue(), threading.Lock()
@@ -181,7 +180,7 @@ def run_fold_jobs(folds, jobs: int, command_of, pass_fds_of=lambda fold: ()) -> 
         while pending or running:
             while pending and len(running) < jobs:
                 fold = pending.pop(0)
-                running[fold] = _Job(fold, command_of(fold), tuple(pass_fds_of(fold)), write_lock, finished)
+                running[fold] = _Job(fold, command_of(fold), write_lock, finished)
             job = finished.get()
             del running[job.fold]
             if job.returncode != 0 and failed is None:
