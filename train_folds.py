@@ -61,7 +61,7 @@ from src.precision import resolve_precision
 from src.experiment_folder import DONE_FILE, experiments_dir
 from src.locks import exclusive_lock
 from src.train.fit import fit_fold, prepare_experiment_dir, worker_count
-from src.train.jobs import become_child, check_jobs, choose_jobs, parse_jobs, run_fold_jobs
+from src.train.jobs import StopRequested, become_child, check_jobs, choose_jobs, parse_jobs, run_fold_jobs
 from src.utils import seed_everything, set_cpu_threads
 
 
@@ -204,7 +204,8 @@ def train_fold(args, experiment, data, fold, ddp, per_rank, workers, exp_dir) ->
     summary = fit_fold(model, train_loader, val_loader, exp_dir / f"fold_{fold}", experiment["epochs"],
                        experiment["plateau"], experiment["early_stopping"],
                        title=f"{args.experiment} fold {fold}", progress=not args.no_progress,
-                       is_main=ddp.is_main, seed=seed, resume=args.resume)
+                       is_main=ddp.is_main, seed=seed, resume=args.resume,
+                       extra_callbacks=[StopRequested()] if args.fold_job else [])
     if ddp.distributed:
         print(f"rank {ddp.rank}/{ddp.world_size} fold {fold}: {summary['epochs_run']} epochs of "
               f"{len(train_dataset)} samples in {len(train_loader)} batches of {rank_batch}, seed {seed}, "

@@ -22,6 +22,8 @@ import sys
 import threading
 from collections import deque
 
+from argus.callbacks import Callback
+
 from src.errors import BadSetting, UserError
 
 # A network this thin (model base_size; the 2019 members have 64) gains little from a second torch thread.
@@ -99,11 +101,34 @@ def choose_jobs(requested, *, folds: int, device, distributed: bool, experiment:
     return max(1, min(requested, folds))
 
 
+class StopRequested(Callback):
+    """A child's stop check after every training step and epoch (a `fit_fold` callback).
+
+    SIGINT raises KeyboardInterrupt wherever the child is, which stops it at once, unless
+    Python swallows it: raised inside a weakref callback or a __del__ (the garbage collector
+    runs them anywhere), it is printed as "Exception ignored" and training carries on.
+    The handler also records the request, so that this check raises it again.
+    """
+    requested = False
+
+    def iteration_complete(self, state):
+        if StopRequested.requested:
+            raise KeyboardInterrupt
+
+    epoch_complete = iteration_complete
+
+
+def _stop(signum, frame):
+    StopRequested.requested = True
+    raise KeyboardInterrupt
+
+
 def become_child(parent_pid: int) -> bool:
-    """In a child: SIGINT stops the fold (as a Ctrl-C does), also where the parent's shell ignored SIGINT
-    (a background job of a script, which the child would inherit); and on Linux the child gets SIGINT
-    when its parent dies, killed or not, so that no orphan trains on. False: the parent is gone already."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    """In a child: SIGINT stops the fold (as a Ctrl-C does; see `StopRequested`), also where the parent's
+    shell ignored SIGINT (a background job of a script, which the child would inherit); and on Linux the
+    child gets SIGINT when its parent dies, killed or not, so that no orphan trains on. False: the parent
+    is gone already."""
+    signal.signal(signal.SIGINT, _stop)
     try:
         import ctypes
         PR_SET_PDEATHSIG = 1
