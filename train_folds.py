@@ -171,8 +171,10 @@ def train_in_jobs(args, data_dir, folds, jobs, exp_dir) -> dict:
     script = str(Path(__file__).resolve())
 
     def command(fold):
-        return [sys.executable, script, "--fold-job", str(os.getpid()), "--experiment", args.experiment, "--data-dir", str(data_dir),
-                "--folds", str(fold), "--device", "cpu", "--threads", "1", "--workers", "0", "--jobs", "1",
+        # The child resolves the same experiment from the same options; its --resume is the parent's, passed
+        # on to fit_fold (the parent already made the folder ready: --overwrite and the moves are done).
+        return [sys.executable, script, "--fold-job", str(os.getpid()), "--experiment", args.experiment,
+                "--data-dir", str(data_dir), "--folds", str(fold), "--device", "cpu", "--threads", "1", "--workers", "0", "--jobs", "1",
                 "--seed", str(args.seed), "--no-progress",
                 *(["--epochs", str(args.epochs)] if args.epochs is not None else []),
                 *[a for kv in args.set for a in ("--set", kv)], *(["--resume"] if args.resume else [])]
