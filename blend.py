@@ -21,7 +21,10 @@ When every experiment also has out-of-fold predictions (predictions/NAME/oof/),
 they are blended the same way and the blended CV lwlrap is printed next to each
 experiment's own, scored against the curated labels (train_folds.csv, else
 train_curated.csv) with --corrections applied. blend.json beside the submission
-records experiments, weights and scores.
+records experiments, weights and scores. A data set without test clips (no
+sample_submission.csv rows, and no test/ folder or no audio in it) has no
+submission: the experiments' out-of-fold predictions are blended and scored, and
+blend.json is written (its "submission" null).
 
 --ensemble NAME takes the members and weights of a named ensemble
 (src/ensembles.py) and checks that every first-level member's test predictions
@@ -35,7 +38,7 @@ from src.predict.blending import blend, cv_scores, has_split, load_experiments
 from src.cli import run
 from src.config import resolve_data_dir
 from src.data.corrections import cli_setting, read_curated
-from src.data.layout import read_classes, read_sample_submission
+from src.data.layout import no_test_clips_note, read_classes, read_sample_submission, read_test_fnames
 from src.ensembles import ENSEMBLES, get_ensemble
 from src.predict.prediction_sets import check_finite, predictions_dir
 from src.utils import write_csv_atomic, write_json_atomic
@@ -86,16 +89,23 @@ def blend_experiments(args):
         check_test_steps(data_dir, names, args.test_tile_step, args.ensemble)
 
     # Test: blend in sample_submission's row and column order (a user's own data set without
-    # one gets the first experiment's file order and the data dir's class list).
-    test = load_experiments(data_dir, names, "test")
-    sample = data_dir / "sample_submission.csv"
-    if sample.is_file():
-        (fnames, classes), reference = read_sample_submission(sample), str(sample)
+    # one gets the first experiment's file order and the data dir's class list). A data set
+    # without test clips has no submission: the blended CV score is all there is.
+    blended = None
+    if read_test_fnames(data_dir):
+        test = load_experiments(data_dir, names, "test")
+        sample = data_dir / "sample_submission.csv"
+        if sample.is_file():
+            (fnames, classes), reference = read_sample_submission(sample), str(sample)
+        else:
+            fnames, classes = next(iter(test.values())).fnames, read_classes(data_dir)
+            reference = f"the class list of {data_dir}"
+            print(f"{sample} not found: rows in {names[0]!r}'s order")
+        blended = blend(test, weights, fnames, classes, what="test predictions", reference=reference)
     else:
-        fnames, classes = next(iter(test.values())).fnames, read_classes(data_dir)
-        reference = f"the class list of {data_dir}"
-        print(f"{sample} not found: rows in {names[0]!r}'s order")
-    blended = blend(test, weights, fnames, classes, what="test predictions", reference=reference)
+        print(no_test_clips_note(data_dir, "no submission, the out-of-fold blend only"))
+        fnames, classes = [], read_classes(data_dir)
+        load_experiments(data_dir, names, "oof")  # every experiment needs them then: missing ones are named
 
     # Out-of-fold: only when every experiment has them (a CV score of part of the blend means
     # nothing). Scored before anything is written, so a refused blend leaves no files behind.
@@ -105,13 +115,14 @@ def blend_experiments(args):
         labels = read_curated(data_dir, classes, cli_setting(args.corrections), need_folds=False)
         _, scores = cv_scores(load_experiments(data_dir, names, "oof"), labels, weights, classes)
 
-    check_finite(blended.probs, blended.fnames, out)
-    write_csv_atomic(blended.to_frame(), out, index=False, float_format="%.7g")
     weights_text = " ".join(f"{w:g}" for w in weights) if weights else "equal"
-    print(f"Blended {len(names)} experiment(s) (weights {weights_text}) -> {out} "
-          f"({len(fnames)} clips x {len(classes)} classes)")
     record = {"ensemble": args.ensemble, "experiments": names, "weights": weights or [1.0] * len(names),
-              "submission": str(out), "n_test_clips": len(fnames), "cv": None}
+              "submission": None, "n_test_clips": len(fnames), "cv": None}
+    if blended is not None:
+        write_submission(blended, out)
+        record["submission"] = str(out)
+        print(f"Blended {len(names)} experiment(s) (weights {weights_text}) -> {out} "
+              f"({len(fnames)} clips x {len(classes)} classes)")
     if scores is None:
         print(f"No blended CV score: no out-of-fold predictions for {without}")
     else:
@@ -125,6 +136,11 @@ def blend_experiments(args):
             print(f"  {name:<{width}}  {score:.6f}")
     write_json_atomic(record, out.with_name("blend.json"))
     return record
+
+
+def write_submission(blended, out):
+    check_finite(blended.probs, blended.fnames, out)
+    write_csv_atomic(blended.to_frame(), out, index=False, float_format="%.7g")
 
 
 def check_test_steps(data_dir, names, step, ensemble):

@@ -32,6 +32,10 @@ recorded in val_lwlrap.json. Output tree
                                            best F1 per class; classes with < 5 positives share the
                                            best micro-F1 threshold), with the out-of-fold F1 they give
 
+A data set without test clips (no sample_submission.csv rows, and no test/
+folder or no audio in it; src/data/layout.py) gets out-of-fold predictions only,
+as with --no-test, and the script says so in one line.
+
 The tree is written into a hidden folder and swapped in whole at the end: a run
 that fails leaves the previous predictions untouched. Folds whose training has
 not finished (no done.json) are refused unless --allow-unfinished is given.
@@ -54,7 +58,7 @@ from src.metrics import lwlrap, oof_report
 from src.predict.prediction_sets import PredictionSet, clip_means, geometric_mean, predictions_dir, write_prediction_tree
 from src.predict.predictor import AMP_CHOICES, Predictor, load_fold_models, tile_steps
 from src.thresholds import THRESHOLDS_FILE, choose_thresholds, thresholds_record
-from src.data.layout import read_test_fnames
+from src.data.layout import no_test_clips_note, read_test_fnames
 from src.experiment_folder import check_folds_finished, experiments_dir, read_experiment_record
 from src.utils import fix_malloc_mmap_threshold, pick_device, set_cpu_threads
 
@@ -85,7 +89,8 @@ def parse_args(argv=None):
                         "every test prediction of the submission; otherwise as --amp")
     parser.add_argument("--workers", type=int, help="processes for computing uncached features (default: all cores)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--no-test", action="store_true", help="only out-of-fold predictions")
+    parser.add_argument("--no-test", action="store_true", help="only out-of-fold predictions (also what a data set "
+                        "without test clips gets: no sample_submission.csv rows and no audio in test/)")
     parser.add_argument("--no-progress", action="store_true", help="no bar of clips done (nor, when stderr is "
                         "not a terminal, the line per stage)")
     parser.add_argument("--allow-unfinished", action="store_true", help="also predict with folds whose training "
@@ -120,17 +125,21 @@ def main(argv=None):
     device = pick_device(args.device)
     set_cpu_threads(device, 0, args.threads)
     run = load_fold_models_of(args, data_dir, device)
+    test_fnames = [] if args.no_test else read_test_fnames(data_dir)
+    if not (args.no_test or test_fnames):
+        print(f"{run.name}: {no_test_clips_note(data_dir)}")
+    with_test = bool(test_fnames)
     precision = {"oof": run.predictor(run.folds, run.step, run.amp).precision,
-                 "test": None if args.no_test else run.predictor(run.folds, run.test_step, run.test_amp).precision}
+                 "test": run.predictor(run.folds, run.test_step, run.test_amp).precision if with_test else None}
     print(f"{run.name}: found fold models {run.folds} in {experiments_dir(data_dir, run.name)}; predicting on "
-          f"{device} (out-of-fold {precision['oof']}" + ("" if args.no_test else f", test {precision['test']}") + ")")
+          f"{device} (out-of-fold {precision['oof']}" + (f", test {precision['test']}" if with_test else "") + ")")
 
     oof, report, (truth, probs) = predict_out_of_fold(run, data_dir, args)
-    report.update(precision=precision, test_step=None if args.no_test else run.test_step)
+    report.update(precision=precision, test_step=run.test_step if with_test else None)
     thresholds = thresholds_record(run.classes, choose_thresholds(truth, probs), truth, probs)
     print(f"{run.name}: yes/no thresholds per class, out-of-fold F1 micro {thresholds['oof_f1']['micro']:.4f}"
           f" macro {thresholds['oof_f1']['macro']:.4f}")
-    test_sets = {} if args.no_test else predict_test(run, data_dir, args)
+    test_sets = predict_test(run, data_dir, test_fnames, args) if with_test else {}
 
     # All or nothing: a failure (a full disk, a kill) leaves the previous predictions as they were, never a mix.
     out_dir = predictions_dir(data_dir, run.name)
@@ -204,9 +213,8 @@ def predict_out_of_fold(run: FoldModels, data_dir, args) -> tuple:
     return oof, report, (truth, probs)
 
 
-def predict_test(run: FoldModels, data_dir, args) -> dict:
-    """{"test/fold_K": each fold model's test predictions, "test": their geometric mean}."""
-    fnames = read_test_fnames(data_dir)
+def predict_test(run: FoldModels, data_dir, fnames, args) -> dict:
+    """{"test/fold_K": each fold model's test predictions of clips `fnames`, "test": their geometric mean}."""
     features = load_features(fnames, data_dir / "test", data_dir / "features", name="test", workers=args.workers)
     predictor = run.predictor(run.folds, run.test_step, run.test_amp, args.batch_size)
     tiles, offsets, clips = predictor.predict(features.specs, progress=None if args.no_progress else "test")

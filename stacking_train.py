@@ -33,6 +33,8 @@ experiment; no tiles):
   <data>/predictions/STACK/val_lwlrap.json, per_class_lwlrap.png
 
 (written whole or not at all; fold models without done.json are refused unless --allow-unfinished).
+A data set without test clips (src/data/layout.py) gets out-of-fold predictions only, as with
+--no-test: the inputs' prediction trees then have no test part, and the script says so in one line.
 """
 import argparse
 import json
@@ -45,7 +47,7 @@ from src.train.argus_model import FreesoundModel, argus_params
 from src.cli import add_training_args, apply_training_args, run
 from src.config import resolve_data_dir
 from src.errors import BadSetting
-from src.data.layout import choose_folds
+from src.data.layout import choose_folds, no_test_clips_note, read_test_fnames
 from src.data.corrections import describe as describe_corrections
 from src.data.datasets import RandomSourceDataset, make_loader
 from src.metrics import lwlrap, oof_report
@@ -73,7 +75,8 @@ def parse_args(argv=None):
         set_example="--set epoch_size=4096 --set model.dropout=0.2 --set \"inputs=['demo']\"",
         keys_file="src/stacking/experiments.py")
     parser.add_argument("--no-test", action="store_true", help="only out-of-fold predictions (the inputs then "
-                        "need no test predictions)")
+                        "need no test predictions); also what a data set without test clips gets (no "
+                        "sample_submission.csv rows and no audio in test/)")
     parser.add_argument("--allow-unfinished", action="store_true", help="also predict with fold models whose "
                         "training has not finished (no done.json)")
     return parser.parse_args(argv)
@@ -121,7 +124,10 @@ def main(argv=None):
     device = pick_device(args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    data = load_stacking_data(data_dir, experiment, with_test=not args.no_test)
+    with_test = not args.no_test and bool(read_test_fnames(data_dir))
+    if not (args.no_test or with_test):
+        print(f"{args.experiment}: {no_test_clips_note(data_dir)}")
+    data = load_stacking_data(data_dir, experiment, with_test=with_test)
     folds = choose_folds(args.folds, data.folds)
 
     exp_dir = experiments_dir(data_dir, args.experiment)

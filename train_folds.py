@@ -5,6 +5,7 @@
     python train_folds.py --experiment demo --data-dir data/demo      # CPU-sized demo
     python train_folds.py --experiment auxiliary_016 --set batch_size=64 --set optimizer.lr=5e-4
     torchrun --standalone --nproc_per_node 4 train_folds.py --experiment corr_noisy_007 --folds 0  # 4 GPUs, one fold
+    python train_folds.py --experiment small --data-dir data/mine --jobs 2  # 2 folds at a time, 1 thread each
 
 Experiments are named in src/experiments.py. Per fold this writes to
 <data>/experiments/NAME/fold_K/: the best checkpoint by val_lwlrap
@@ -14,7 +15,17 @@ the resolved experiment is saved as <data>/experiments/NAME/config.json.
 An existing experiment folder is never silently overwritten: --resume skips
 finished folds and continues unfinished ones from their last_state.pth;
 files it cannot use are moved into fold_K/replaced-<time>/, never deleted;
---overwrite (the one way to discard results) starts the folds again.
+--overwrite (the one way to discard results) starts the folds again. A fold is
+trained by one run at a time: while a run trains it, it holds the lock file
+<data>/experiments/NAME/.fold_K.lock, and a second run asking for the fold stops
+with an error naming the fold and the holder's pid.
+
+--jobs (src/train/jobs.py): on a CPU, the thin experiments (small, demo,
+demo_skip) train one fold per single-threaded child process, as many at once as
+there are cores (--jobs auto, the default). This process first computes the
+feature cache and prepares the experiment folder; the children only train, each
+line of theirs printed with a [fold K] prefix. A fold trained so is identical to
+the same fold trained alone with --threads 1 --workers 0.
 
 The recipe, top to bottom: curated folds (+ noisy and corrected-noisy clips)
 -> random-source stream of `epoch_size` samples -> per-sample pad/crop/resized
@@ -28,9 +39,13 @@ draws epoch_size / N samples in batches of batch_size / N); rank 0 alone writes
 the outputs. See src/train/distributed.py.
 """
 import argparse
+import contextlib
 import gc
 import json
+import os
+import sys
 import time
+from pathlib import Path
 
 from src.train import distributed
 from src.train.argus_model import FreesoundModel, argus_params
@@ -43,8 +58,10 @@ from src.data.sources import load_training_data, specs_and_targets
 from src.data.datasets import experiment_train_dataset, experiment_val_dataset, make_loader
 from src.experiments import EXPERIMENTS, data_settings, get_experiment, use_available_sources
 from src.precision import resolve_precision
-from src.experiment_folder import experiments_dir
+from src.experiment_folder import DONE_FILE, experiments_dir
+from src.locks import exclusive_lock
 from src.train.fit import fit_fold, prepare_experiment_dir, worker_count
+from src.train.jobs import StopRequested, become_child, check_jobs, choose_jobs, parse_jobs, run_fold_jobs
 from src.utils import seed_everything, set_cpu_threads
 
 
@@ -56,6 +73,16 @@ def parse_args(argv=None):
         threads_help="torch CPU threads (default on CPU: the cores the workers leave; every core when the "
                      "experiment has augment=device, whose workers only cut crops)",
         set_example="--set epoch_size=4096 --set model.base_size=32", keys_file="src/experiments.py")
+    parser.add_argument("--jobs", type=parse_jobs, default="auto", metavar="N|auto",
+                        help="train the folds in N parallel child processes, each with one torch thread and no "
+                             "loader workers (a fold comes out as when trained alone with --threads 1 --workers 0). "
+                             "'auto' (default): as many as there are cores (at most the folds to train) for the thin "
+                             "experiments on a CPU (model base_size <= 16 with augment=device: small, demo, "
+                             "demo_skip), whose small convolutions gain less from a second thread than from a second "
+                             "fold; else 1 (this process trains the folds one after another): on CUDA, under "
+                             "torchrun, for the full-size experiments, and when --threads or --workers N>0 is given")
+    # Internal: how this script runs as one of --jobs's children (its parent did the shared work).
+    parser.add_argument("--fold-job", type=int, metavar="PARENT_PID", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -65,6 +92,8 @@ def resolve_experiment(args) -> dict:
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.fold_job and not become_child(args.fold_job):
+        return 130  # the parent is gone: nothing to train for
     data_dir = resolve_data_dir(args.data_dir)
     experiment = use_available_sources(resolve_experiment(args), data_dir)
     check_crop_settings(experiment, AUDIO.n_mels)   # before anything is computed or written
@@ -73,6 +102,7 @@ def main(argv=None):
     workers = worker_count(args.workers)
     # With augment="device" the workers only cut raw crops: torch may use every core.
     set_cpu_threads(ddp.device, workers, args.threads, light_workers=augment_mode(experiment) == "device")
+    check_jobs(args.jobs, device=ddp.device, distributed=ddp.distributed, threads=args.threads, workers=args.workers)
     # Per rank: the global batch and epoch are kept, split over the ranks (checked before anything is written).
     per_rank = {key: distributed.split_per_rank(experiment[key], ddp.world_size, key)
                 for key in ("batch_size", "epoch_size")}
@@ -82,23 +112,75 @@ def main(argv=None):
                                                              workers=args.workers))
     folds = choose_folds(args.folds, data.folds)
     exp_dir = experiments_dir(data_dir, args.experiment)
+    if args.fold_job:  # a child of --jobs: the parent prepared the folder and holds the fold's lock
+        return train_folds(args, experiment, data, folds, ddp, per_rank, workers, exp_dir)
+
     record = {"name": args.experiment, "experiment": experiment, "classes": data.classes,
               "audio_config": AUDIO.to_dict(), "seed": args.seed, "overrides": args.set,
               "world_size": ddp.world_size, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
               # the experiment's amp as this device resolves it (src/precision.py): bf16, fp16 or fp32
               "precision": resolve_precision(experiment["amp"], ddp.device, training=True),
               "corrections": data.corrections}  # the files applied: name, path, sha256, matching entries
-    # Only rank 0 touches the folder; every rank gets the list of folds still to train.
-    todo = distributed.run_on_main(lambda: prepare_experiment_dir(exp_dir, json.loads(json.dumps(record)), folds,
-                                                                  args.resume, args.overwrite))
-    if ddp.is_main:
-        print_plan(args.experiment, data, ddp, todo, exp_dir)
-
-    results = {fold: train_fold(args, experiment, data, fold, ddp, per_rank, workers, exp_dir) for fold in todo}
+    with contextlib.ExitStack() as held:
+        def lock_and_prepare():
+            # Every requested fold locked for the whole run, before the folder is touched (src/locks.py);
+            # --jobs children train under their parent's locks.
+            for fold in folds:
+                held.enter_context(lock_fold(exp_dir, args.experiment, fold))
+            return prepare_experiment_dir(exp_dir, json.loads(json.dumps(record)), folds, args.resume,
+                                          args.overwrite)
+        # Only rank 0 locks and touches the folder (a refusal stops the other ranks too); every rank gets
+        # the list of folds still to train.
+        todo = distributed.run_on_main(lock_and_prepare)
+        jobs = choose_jobs(args.jobs, folds=len(todo), device=ddp.device, distributed=ddp.distributed,
+                           experiment=experiment, threads=args.threads, workers=args.workers)
+        if ddp.is_main:
+            print_plan(args.experiment, data, ddp, todo, exp_dir, jobs)
+        if jobs > 1:
+            del data  # each child loads its own copy from the feature cache
+            results = train_in_jobs(args, data_dir, todo, jobs, exp_dir)
+        else:
+            results = train_folds(args, experiment, data, todo, ddp, per_rank, workers, exp_dir)
     if ddp.is_main:
         for fold, summary in results.items():
             print(f"  fold {fold}: val_lwlrap {summary['best_val_lwlrap']:.4f}")
     return results
+
+
+def lock_fold(exp_dir, name, fold):
+    """Held by the run that trains fold `fold` (src/locks.py); beside the fold folder, not in it, so that
+    --overwrite and the moving aside of old files leave it alone."""
+    return exclusive_lock(Path(exp_dir) / f".fold_{fold}.lock", f"fold {fold} of experiment {name}")
+
+
+def train_folds(args, experiment, data, folds, ddp, per_rank, workers, exp_dir) -> dict:
+    """Train `folds` one after another in this process; {fold: summary}. A --jobs child that is stopped
+    (SIGINT from its parent) says so in one line and exits 130: its last_state.pth lets --resume continue."""
+    try:
+        return {fold: train_fold(args, experiment, data, fold, ddp, per_rank, workers, exp_dir) for fold in folds}
+    except KeyboardInterrupt:
+        if not args.fold_job:
+            raise
+        print(f"fold {', '.join(map(str, folds))}: stopped; --resume continues from its last finished epoch",
+              file=sys.stderr)
+        return 130
+
+
+def train_in_jobs(args, data_dir, folds, jobs, exp_dir) -> dict:
+    """Train each fold in a child process running this script, `jobs` at a time (src/train/jobs.py)."""
+    script = str(Path(__file__).resolve())
+
+    def command(fold):
+        # The child resolves the same experiment from the same options; its --resume is the parent's, passed
+        # on to fit_fold (the parent already made the folder ready: --overwrite and the moves are done).
+        return [sys.executable, script, "--fold-job", str(os.getpid()), "--experiment", args.experiment,
+                "--data-dir", str(data_dir), "--folds", str(fold), "--device", "cpu", "--threads", "1", "--workers", "0", "--jobs", "1",
+                "--seed", str(args.seed), "--no-progress",
+                *(["--epochs", str(args.epochs)] if args.epochs is not None else []),
+                *[a for kv in args.set for a in ("--set", kv)], *(["--resume"] if args.resume else [])]
+
+    run_fold_jobs(folds, jobs, command)
+    return {fold: json.loads((exp_dir / f"fold_{fold}" / DONE_FILE).read_text()) for fold in folds}
 
 
 def train_fold(args, experiment, data, fold, ddp, per_rank, workers, exp_dir) -> dict:
@@ -124,7 +206,8 @@ def train_fold(args, experiment, data, fold, ddp, per_rank, workers, exp_dir) ->
     summary = fit_fold(model, train_loader, val_loader, exp_dir / f"fold_{fold}", experiment["epochs"],
                        experiment["plateau"], experiment["early_stopping"],
                        title=f"{args.experiment} fold {fold}", progress=not args.no_progress,
-                       is_main=ddp.is_main, seed=seed, resume=args.resume)
+                       is_main=ddp.is_main, seed=seed, resume=args.resume,
+                       extra_callbacks=[StopRequested()] if args.fold_job else [])
     if ddp.distributed:
         print(f"rank {ddp.rank}/{ddp.world_size} fold {fold}: {summary['epochs_run']} epochs of "
               f"{len(train_dataset)} samples in {len(train_loader)} batches of {rank_batch}, seed {seed}, "
@@ -139,9 +222,11 @@ def train_fold(args, experiment, data, fold, ddp, per_rank, workers, exp_dir) ->
     return summary
 
 
-def print_plan(name, data, ddp, todo, exp_dir):
+def print_plan(name, data, ddp, todo, exp_dir, jobs=1):
     """What is about to be trained, on what, from which clips and label corrections."""
     where = f"{ddp.world_size} x {ddp.device.type}" if ddp.distributed else str(ddp.device)
+    if jobs > 1:
+        where += f" ({jobs} single-threaded processes, one fold each)"
     print(f"experiment {name} on {where}: {len(data.curated)} curated clips"
           + (f", {len(data.noisy)} noisy" if data.noisy else "")
           + (f", {len(data.corrected)} corrected-noisy" if data.corrected else "")

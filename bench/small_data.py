@@ -4,17 +4,21 @@
 
 Needs a Kaggle-layout folder with test labels (`test_labels.csv`, as
 bench/realdev/build.py makes). Runs, in one go: make_folds.py (when
-train_folds.csv is missing), train_folds.py --experiment small over every fold,
+train_folds.csv is missing), train_folds.py --experiment small over every fold
+(its --jobs: on a CPU, by default one single-threaded process per core),
 predict_folds.py, then a logistic regression on per-band log-mel statistics
 (mean, std and 90th percentile of each of the 128 bands, over time; curated
 clips only). Prints side by side: small's out-of-fold CV lwlrap, small's test
 lwlrap, the baseline's test lwlrap, and the wall time of each. The experiment
 folder is `<data>/experiments/small`; an existing one is only replaced with
 --overwrite.
+
+A folder without test clips (no sample_submission.csv rows, and no audio in
+test/; src/data/layout.py) needs no test labels: small's out-of-fold CV lwlrap
+is then all that is measured (the baseline is scored on test clips only).
 """
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -30,8 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from src import cli  # noqa: E402  (cli.run: the error contract; `run` here runs a script)
 from src.config import AUDIO  # noqa: E402
-from src.errors import InputFileNotFound, ResultsExist, UserError  # noqa: E402
-from src.data.layout import read_classes, read_folds, read_test_fnames  # noqa: E402
+from src.errors import InputFileNotFound, UserError  # noqa: E402
+from src.data.layout import no_test_clips_note, read_classes, read_folds, read_test_fnames  # noqa: E402
 from src.audio.cache import load_features  # noqa: E402
 from src.data.labels import read_train_csv, targets_matrix  # noqa: E402
 from src.metrics import lwlrap  # noqa: E402
@@ -76,58 +80,46 @@ def main(argv=None):
     parser.add_argument("--overwrite", action="store_true", help="retrain an existing experiments/small")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="passed on to train_folds.py (to try other settings)")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="train the folds in N single-threaded processes at once (2 suits 2 cores)")
+    parser.add_argument("--jobs", default="auto", metavar="N|auto",
+                        help="passed on to train_folds.py: folds trained at once, each in a single-threaded process "
+                             "(default auto: one per core on a CPU)")
     parser.add_argument("--baseline-only", action="store_true", help="only the logistic-regression baseline")
     args = parser.parse_args(argv)
     data_dir = args.data_dir.resolve()
-    if not (data_dir / "test_labels.csv").is_file():
-        raise InputFileNotFound(f"{data_dir / 'test_labels.csv'} not found: the benchmark scores labelled test clips")
-
     if not (data_dir / "train_folds.csv").is_file():
         run("make_folds.py", "--data-dir", str(data_dir))
     classes, names = read_classes(data_dir), read_test_fnames(data_dir)
-    start = time.perf_counter()
-    base_test = test_lwlrap(data_dir, classes, names, baseline_test_probs(data_dir, classes, names))
-    base_seconds = time.perf_counter() - start
-    print(f"baseline (log-mel statistics + logistic regression) test lwlrap: {base_test:.4f}", flush=True)
+    if names and not (data_dir / "test_labels.csv").is_file():
+        raise InputFileNotFound(f"{data_dir / 'test_labels.csv'} not found: the benchmark scores labelled test clips")
+    if not names:
+        print(no_test_clips_note(data_dir, "the out-of-fold CV lwlrap only, no baseline"), flush=True)
+
+    base_test = base_seconds = None
+    if names:
+        start = time.perf_counter()
+        base_test = test_lwlrap(data_dir, classes, names, baseline_test_probs(data_dir, classes, names))
+        base_seconds = time.perf_counter() - start
+        print(f"baseline (log-mel statistics + logistic regression) test lwlrap: {base_test:.4f}", flush=True)
     if args.baseline_only:
         return
 
     start = time.perf_counter()
     sets = [a for kv in args.set for a in ("--set", kv)]
-    train = ["train_folds.py", "--experiment", EXPERIMENT, "--data-dir", str(data_dir), "--no-progress", *sets]
-    if args.jobs == 1:
-        run(*train, *(["--overwrite"] if args.overwrite else []))
-    else:
-        # N single-threaded processes on disjoint folds: on a CPU a network this thin keeps one core
-        # busier than two threads of one process would. --resume lets them share the experiment folder.
-        exp_dir = data_dir / "experiments" / EXPERIMENT
-        if exp_dir.exists():
-            if not args.overwrite:
-                raise ResultsExist(f"{exp_dir} exists: pass --overwrite to retrain it")
-            shutil.rmtree(exp_dir)
-        folds = sorted(read_folds(data_dir)["fold"].unique().tolist())
-        jobs = []
-        for j in range(args.jobs):
-            cmd = [*train, "--resume", "--threads", "1", "--workers", "0",
-                   "--folds", *[str(f) for f in folds[j::args.jobs]]]
-            print("$", " ".join(cmd), "&", flush=True)
-            jobs.append(subprocess.Popen([sys.executable, *cmd], cwd=ROOT))
-            time.sleep(20)   # the first job writes the feature cache and config.json; the others read them
-        if any(job.wait() != 0 for job in jobs):
-            raise UserError("train_folds.py failed (its error is above)")
+    run("train_folds.py", "--experiment", EXPERIMENT, "--data-dir", str(data_dir), "--no-progress", "--jobs", args.jobs,
+        *sets, *(["--overwrite"] if args.overwrite else []))
     run("predict_folds.py", "--experiment", EXPERIMENT, "--data-dir", str(data_dir))
     small_seconds = time.perf_counter() - start
 
     predictions = data_dir / "predictions" / EXPERIMENT
     cv = json.loads((predictions / "val_lwlrap.json").read_text())["lwlrap"]
-    frame = pd.read_csv(predictions / "test" / "probs.csv").set_index("fname").loc[names, classes]
-    small_test = test_lwlrap(data_dir, classes, names, frame.to_numpy())
-
     print()
     print(f"data: {data_dir}")
     print(f"{'':34s}{'CV lwlrap':>10s}{'test lwlrap':>13s}{'wall time':>12s}")
+    if not names:
+        print(f"{'small (5 folds + prediction)':34s}{cv:>10.4f}{'-':>13s}{small_seconds / 60:>10.1f} m")
+        return
+    frame = pd.read_csv(predictions / "test" / "probs.csv").set_index("fname").loc[names, classes]
+    small_test = test_lwlrap(data_dir, classes, names, frame.to_numpy())
     print(f"{'small (5 folds + prediction)':34s}{cv:>10.4f}{small_test:>13.4f}{small_seconds / 60:>10.1f} m")
     print(f"{'log-mel statistics + logreg':34s}{'':>10s}{base_test:>13.4f}{base_seconds:>10.1f} s")
     print(f"small - baseline on test: {small_test - base_test:+.4f}")

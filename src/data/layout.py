@@ -9,7 +9,9 @@
 Kaggle's class order is the column order of `sample_submission.csv`, and its
 row order is the submission's. A user's own data set may have neither: the
 class list is then the sorted union of the train CSVs' labels, and the test
-clips are the audio files of `test/`.
+clips are the audio files of `test/`. It may also have no test clips at all (no
+sample_submission.csv rows, and no test/ folder or no audio in it): the chain
+then makes out-of-fold predictions only (`no_test_clips_note` says so).
 """
 import re
 from pathlib import Path
@@ -60,15 +62,31 @@ def read_classes(data_dir) -> list:
 
 
 def read_test_fnames(data_dir) -> list:
-    """Test clips in submission order: sample_submission.csv's rows, else the audio files of test/, sorted."""
+    """Test clips in submission order: sample_submission.csv's rows, else the audio files of test/, sorted.
+
+    [] when the data set has no test clips: a sample_submission.csv without rows, or none and no
+    test/ folder (or one without audio files). Whether the files named exist is checked by their reader.
+    """
     data_dir = Path(data_dir)
     sample = data_dir / SAMPLE_SUBMISSION
     if sample.is_file():
         return read_sample_submission(sample)[0]
     folder = data_dir / "test"
     if not folder.is_dir():
-        raise InputFileNotFound(f"{data_dir}: neither {SAMPLE_SUBMISSION} nor a test/ folder")
+        return []
     return sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+
+
+def no_test_clips_note(data_dir, outcome="out-of-fold predictions only") -> str:
+    """The one line a script prints when `read_test_fnames` found no test clips: why, and what it does then."""
+    data_dir = Path(data_dir)
+    if (data_dir / SAMPLE_SUBMISSION).is_file():
+        why = f"{SAMPLE_SUBMISSION} has no rows"
+    elif (data_dir / "test").is_dir():
+        why = f"no {SAMPLE_SUBMISSION} and no audio files in test/"
+    else:
+        why = f"no {SAMPLE_SUBMISSION} and no test/ folder"
+    return f"no test clips in {data_dir} ({why}): {outcome}"
 
 
 def read_folds(data_dir):

@@ -117,7 +117,8 @@ class ProgressBar(Callback):
 
 
 def fit_fold(model, train_loader, val_loader, fold_dir, epochs, plateau: dict, early_stopping: int,
-             title="", progress=True, is_main: bool = True, seed: int = 0, resume: bool = False) -> dict:
+             title="", progress=True, is_main: bool = True, seed: int = 0, resume: bool = False,
+             extra_callbacks=()) -> dict:
     """Train `model` and keep its best checkpoint by val_lwlrap in `fold_dir`. Returns a summary.
 
     After every epoch the whole training state is saved to fold_dir/last_state.pth
@@ -128,6 +129,7 @@ def fit_fold(model, train_loader, val_loader, fold_dir, epochs, plateau: dict, e
     reduce-on-plateau and early stopping on the same metrics (`SyncMetrics`), so they
     change the learning rate and stop together; only the main rank (`is_main`) writes the
     checkpoint, logs, curves, training state and done.json. Other ranks return a shorter summary.
+    `extra_callbacks` run before the training state is saved (e.g. train_folds --jobs children's stop check).
     """
     fold_dir = Path(fold_dir)
     if not any(isinstance(f, ReportedByTheRunner) for f in model.logger.filters):
@@ -158,6 +160,7 @@ def fit_fold(model, train_loader, val_loader, fold_dir, epochs, plateau: dict, e
         ]
     else:
         model.logger.setLevel(logging.WARNING)  # rank 0 prints the epoch lines
+    callbacks += list(extra_callbacks)
     previous = saved["extra"] if resuming else {}
     extra = {"seed": seed, "started": previous.get("started", time.strftime("%Y-%m-%d %H:%M:%S")),
              "resumed_at_epochs": previous.get("resumed_at_epochs", []) + ([saved["epoch"] + 1] if resuming else []),
