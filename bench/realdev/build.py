@@ -14,7 +14,9 @@ composition.
 Splits are made per *source* (a drum of a kit with all its velocity layers, one
 instrument note of a GUS patch, one voice file): a source goes whole to the
 test set or to the training side, so test clips never come from a file a
-training clip came from. Deterministic: sorted file lists, seeded choices,
+training clip came from. The train and test CSVs name every clip's source
+(column `source`), so `make_folds.py --groups source` keeps a source in one fold;
+sources.csv also names the recording (sample file) each clip was cut from. Deterministic: sorted file lists, seeded choices,
 pinned package versions; the same build gives byte-identical WAV files.
 """
 import argparse
@@ -297,8 +299,8 @@ def build(out: Path, cache: Path) -> dict:
                     fname = fname_of(target, rec.name, piece)
                     audio = np.clip(audio, -1.0, 1.0)
                     sf.write(tmp / target / fname, audio, SAMPLE_RATE, subtype="PCM_16")
-                    rows[target].append({"fname": fname, "labels": label, "source": rec.name,
-                                         "seconds": round(len(audio) / SAMPLE_RATE, 3)})
+                    rows[target].append({"fname": fname, "labels": label, "source": rec.source,
+                                         "recording": rec.name, "seconds": round(len(audio) / SAMPLE_RATE, 3)})
                     counts[target] += 1
 
     noisy = pd.DataFrame(rows["train_noisy"]).sort_values("fname", ignore_index=True)
@@ -309,20 +311,20 @@ def build(out: Path, cache: Path) -> dict:
         noisy.at[i, "labels"] = others[rng.integers(len(others))]
     curated = pd.DataFrame(rows["train_curated"]).sort_values("fname", ignore_index=True)
     test = pd.DataFrame(rows["test"]).sort_values("fname", ignore_index=True)
-    train_sources = set(curated["source"]) | set(noisy["source"])
-    test_sources = {r.source for r in recordings if r.name in set(test["source"])}
-    assert not test_sources & {r.source for r in recordings if r.name in train_sources}
+    assert not set(test["source"]) & (set(curated["source"]) | set(noisy["source"]))
 
-    curated[["fname", "labels"]].to_csv(tmp / "train_curated.csv", index=False)
-    noisy[["fname", "labels"]].to_csv(tmp / "train_noisy.csv", index=False)
+    # The CSVs carry each clip's source, so `make_folds.py --groups source` keeps a source in one fold
+    # (the readers take fname and labels and ignore further columns).
+    curated[["fname", "labels", "source"]].to_csv(tmp / "train_curated.csv", index=False)
+    noisy[["fname", "labels", "source"]].to_csv(tmp / "train_noisy.csv", index=False)
     noisy[["fname", "labels", "true_labels"]].to_csv(tmp / "train_noisy_true_labels.csv", index=False)
-    test[["fname", "labels"]].to_csv(tmp / "test_labels.csv", index=False)
+    test[["fname", "labels", "source"]].to_csv(tmp / "test_labels.csv", index=False)
     submission = pd.DataFrame(0, index=range(len(test)), columns=FSD2019_CLASSES)
     submission.insert(0, "fname", test["fname"])
     submission.to_csv(tmp / "sample_submission.csv", index=False)
     pd.concat([df.assign(split=name) for name, df in
                (("train_curated", curated), ("train_noisy", noisy), ("test", test))])[
-        ["split", "fname", "labels", "source", "seconds"]].to_csv(tmp / "sources.csv", index=False)
+        ["split", "fname", "labels", "source", "recording", "seconds"]].to_csv(tmp / "sources.csv", index=False)
     meta = {
         "builder": "bench/realdev/build.py", "seed": SEED, "packages": PACKAGES,
         "sample_rate": SAMPLE_RATE, "subtype": "PCM_16", "dev_classes": dev_classes,
