@@ -9,7 +9,8 @@ A setting (an experiment's `amp`, a script's `--amp`) resolves, on a device, to 
           prediction bf16 where the CPU computes it natively (`src.utils.cpu_has_native_bf16`),
           else fp32.
   'bf16'  bf16 autocast, but never on a GPU without native bf16: there it is the card's 'auto'
-          (fp16 on a T4, fp32 on a P100). On a CPU: fp32 for training, bf16 for prediction.
+          (fp16 on a T4, fp32 on a P100). On a CPU: bf16 for prediction; for training bf16 where
+          the CPU computes it natively (the `small` experiment asks for it), else fp32.
   'fp16'  fp16 autocast on CUDA (+ GradScaler when training); fp32 on a CPU.
   'none'  fp32 everywhere ('fp32' is accepted as the same).
 
@@ -56,10 +57,15 @@ def resolve_precision(amp, device, *, training: bool, capability=None) -> str:
         if amp == "auto" or (amp == "bf16" and card != "bf16"):
             return card
         return amp
-    if device.type == "cpu" and not training:
-        if amp == "auto":
+    if device.type == "cpu":
+        if not training and amp == "auto":
             return "bf16" if cpu_has_native_bf16() else "fp32"
-        if amp == "bf16":
+        if not training and amp == "bf16":
+            return "bf16"
+        # Training in bf16 on a CPU only when asked for and computed natively: with avx512_bf16/AMX it
+        # halves `small`'s step time together with channels_last (bench/train_throughput.py); emulated,
+        # it is several times slower than fp32. 'auto' keeps training in fp32.
+        if training and amp == "bf16" and cpu_has_native_bf16():
             return "bf16"
     return "fp32"
 

@@ -32,9 +32,36 @@ def test_explicit_fp16_and_fp32_are_kept_on_cuda(capability):
     assert resolve_precision("fp32", "cuda", training=False, capability=capability) == "fp32"
 
 
-def test_a_cpu_trains_in_fp32_whatever_the_setting():
-    for amp in ("auto", "bf16", "fp16", "none"):
+@pytest.mark.parametrize("native", [True, False])
+def test_a_cpu_trains_in_bf16_only_when_asked_and_native(monkeypatch, native):
+    monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: native)
+    for amp in ("auto", "fp16", "none"):
         assert resolve_precision(amp, "cpu", training=True) == "fp32"
+    assert resolve_precision("bf16", "cpu", training=True) == ("bf16" if native else "fp32")
+
+
+def test_bf16_training_on_a_cpu_runs_autocast_and_learns(monkeypatch):
+    """With native bf16 the train step's convolutions run in bf16 and the loss still falls."""
+    from src.experiments import get_experiment
+    from src.train.argus_model import FreesoundModel, argus_params
+    monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: True)
+    experiment = get_experiment("small")
+    experiment["amp"], experiment["channels_last"], experiment["augment"] = "bf16", True, "sample"
+    torch.manual_seed(0)
+    model = FreesoundModel(argus_params(experiment, 4, "cpu"))
+    assert model.precision == "bf16"
+    seen = []
+    hook = model.nn_module.register_forward_hook(lambda m, i, out: seen.append(out[0].dtype if isinstance(out, tuple)
+                                                                                  else out.dtype))
+    x = torch.randn(8, 3, 128, 64)
+    y = torch.zeros(8, 4)
+    y[:4, 0], y[4:, 1] = 1, 1
+    x[:4] += 1.0  # class 0 clips are brighter: learnable
+    batch = (x, y, torch.zeros(8, dtype=torch.bool))
+    losses = [float(model.train_step(batch, None)["loss"]) for _ in range(15)]
+    hook.remove()
+    assert seen[0] == torch.bfloat16
+    assert losses[-1] < 0.7 * losses[0]
 
 
 def test_unknown_settings_are_refused():

@@ -29,3 +29,23 @@ def test_requested_threads_win_and_torchrun_ranks_share_the_cores(four_cores, mo
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two ranks on this machine: 2 cores each
     assert training.set_cpu_threads(CPU, 1) == 1
     assert training.set_cpu_threads(CPU, 1, light_workers=True) == 2
+
+
+def test_curves_are_redrawn_at_most_every_interval_and_always_at_the_end(tmp_path, monkeypatch):
+    """A thin network's epoch is seconds long: the PNG is not redrawn every epoch, but the last
+    picture (end of training, or a stop by an exception) always shows every logged epoch."""
+    drawn = []
+    monkeypatch.setattr(training, "plot_training_curves", lambda log, png, title: drawn.append(len(log)))
+    now = [0.0]
+    monkeypatch.setattr(training.time, "monotonic", lambda: now[0])
+    log = tmp_path / "log.csv"
+    plot = training.CurvesPlot(log, tmp_path / "curves.png", min_interval=30.0)
+    for epoch, t in enumerate([0.0, 10.0, 31.0, 40.0]):  # the epochs end at these times
+        now[0] = t
+        log.write_text("epoch,val_lwlrap\n" + "".join(f"{e},0.5\n" for e in range(epoch + 1)))
+        plot.epoch_complete(None)
+    assert drawn == [1, 3]          # the first epoch, then once 30 s had passed
+    plot.complete(None)
+    assert drawn[-1] == 4           # the end of training: every epoch
+    monkeypatch.setattr(training, "plot_training_curves", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+    plot.catch_exception(None)      # a failing picture never hides the exception that stopped training

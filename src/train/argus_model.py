@@ -7,7 +7,8 @@ optimizer:
 
 - CUDA: autocast as the experiment's `amp` resolves on the card (src/precision.py: 'auto' is bf16
   from compute capability 8.0, fp16 with a gradient scaler on 7.x, fp32 below); `self.precision`;
-- CPU: plain fp32 (autocast on CPU is slower than fp32 for these convs).
+- CPU: fp32, or bf16 autocast when the experiment asks for bf16 and the CPU computes it natively
+  (avx512_bf16/AMX: with channels_last it halves `small`'s step; emulated it would be far slower).
 
 Optional speed settings (params, from the experiment): `channels_last` (NHWC
 weights and inputs), `compile` (torch.compile the network for the training
