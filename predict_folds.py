@@ -33,7 +33,9 @@ recorded in val_lwlrap.json. Output tree
                                            best micro-F1 threshold), with the out-of-fold F1 they give
 
 The tree is written into a hidden folder and swapped in whole at the end: a run
-that fails leaves the previous predictions untouched. Folds whose training has
+that fails leaves the previous predictions untouched. While it runs, it holds a lock
+(<data>/predictions/.NAME.lock, src/locks.py): a second run on the same experiment
+stops at once, naming the first one's pid. Folds whose training has
 not finished (no done.json) are refused unless --allow-unfinished is given.
 """
 import argparse
@@ -56,6 +58,7 @@ from src.predict.predictor import AMP_CHOICES, Predictor, load_fold_models, tile
 from src.thresholds import THRESHOLDS_FILE, choose_thresholds, thresholds_record
 from src.data.layout import read_test_fnames
 from src.experiment_folder import check_folds_finished, experiments_dir, read_experiment_record
+from src.locks import exclusive_lock, lock_file_beside
 from src.utils import fix_malloc_mmap_threshold, pick_device, set_cpu_threads
 
 
@@ -117,6 +120,14 @@ def main(argv=None):
     args = parse_args(argv)
     fix_malloc_mmap_threshold()  # else memory grows with the clips predicted (src/utils.py)
     data_dir = resolve_data_dir(args.data_dir)
+    out_dir = predictions_dir(data_dir, args.experiment)
+    # One run at a time per prediction tree: a second one stops at once, naming the first one's pid.
+    with exclusive_lock(lock_file_beside(out_dir), f"predictions {out_dir}"):
+        return predict_experiment(args, data_dir, out_dir)
+
+
+def predict_experiment(args, data_dir, out_dir) -> dict:
+    """Out-of-fold and test predictions of the experiment's fold models, written to `out_dir` whole."""
     device = pick_device(args.device)
     set_cpu_threads(device, 0, args.threads)
     run = load_fold_models_of(args, data_dir, device)
@@ -133,7 +144,6 @@ def main(argv=None):
     test_sets = {} if args.no_test else predict_test(run, data_dir, args)
 
     # All or nothing: a failure (a full disk, a kill) leaves the previous predictions as they were, never a mix.
-    out_dir = predictions_dir(data_dir, run.name)
     write_prediction_tree(out_dir, {"oof": oof, **test_sets}, report,
                           title=f"{run.name}: out-of-fold lwlrap {report['lwlrap']:.4f}",
                           records={THRESHOLDS_FILE: thresholds})

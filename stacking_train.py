@@ -33,6 +33,9 @@ experiment; no tiles):
   <data>/predictions/STACK/val_lwlrap.json, per_class_lwlrap.png
 
 (written whole or not at all; fold models without done.json are refused unless --allow-unfinished).
+While it runs, it holds locks beside both folders (<data>/experiments/.STACK.lock and
+<data>/predictions/.STACK.lock, src/locks.py): a second run of STACK stops at once, naming
+the first one's pid.
 """
 import argparse
 import json
@@ -57,6 +60,7 @@ from src.stacking.inputs import StackingData, load_stacking_data
 from src.stacking.experiments import BASE as STACKING_BASE, STACKING_EXPERIMENTS, get_stacking_experiment
 from src.precision import resolve_precision
 from src.experiment_folder import check_folds_finished, experiments_dir
+from src.locks import exclusive_lock, lock_file_beside
 from src.train.fit import fit_fold, prepare_experiment_dir
 from src.utils import pick_device, seed_everything
 
@@ -118,13 +122,22 @@ def main(argv=None):
     args = parse_args(argv)
     experiment = resolve_experiment(args)
     data_dir = resolve_data_dir(args.data_dir)
+    # One run at a time per stacking experiment: it trains into its experiment folder and then
+    # replaces its prediction tree; a second run stops at once, naming the first one's pid.
+    exp_dir, out_dir = experiments_dir(data_dir, args.experiment), predictions_dir(data_dir, args.experiment)
+    with exclusive_lock(lock_file_beside(exp_dir), f"stacking experiment {exp_dir}"), \
+            exclusive_lock(lock_file_beside(out_dir), f"predictions {out_dir}"):
+        return train_and_predict(args, experiment, data_dir, exp_dir)
+
+
+def train_and_predict(args, experiment, data_dir, exp_dir) -> dict:
+    """Train the fold models still to train (prepare_experiment_dir decides), then predict with all."""
     device = pick_device(args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     data = load_stacking_data(data_dir, experiment, with_test=not args.no_test)
     folds = choose_folds(args.folds, data.folds)
 
-    exp_dir = experiments_dir(data_dir, args.experiment)
     record = {"name": args.experiment, "level": 2, "experiment": experiment, "classes": data.classes,
               "seed": args.seed, "overrides": args.set, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
               "precision": resolve_precision(experiment["amp"], device, training=True),

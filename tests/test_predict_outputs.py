@@ -42,7 +42,7 @@ def test_a_failure_mid_write_leaves_the_previous_predictions_untouched(trained, 
     with pytest.raises(OSError, match="No space left"):
         predict(trained, "--step", "16")  # another step: a mix would show in oof/ and val_lwlrap.json
     assert tree_bytes(out) == before
-    assert sorted(p.name for p in out.parent.iterdir()) == ["demo"]  # no staging folder left behind
+    assert sorted(p.name for p in out.parent.iterdir()) == [".demo.lock", "demo"]  # no staging folder left behind
 
 
 def test_a_successful_run_replaces_the_whole_tree(trained):
