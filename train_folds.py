@@ -15,6 +15,10 @@ An existing experiment folder is never silently overwritten: --resume skips
 finished folds and continues unfinished ones from their last_state.pth;
 files it cannot use are moved into fold_K/replaced-<time>/, never deleted;
 --overwrite (the one way to discard results) starts the folds again.
+--resume also compares what config.json recorded (settings, class list, audio
+settings, corrections files' sha256, train_folds.csv's fold assignment) with this
+run's: a change stops it, naming both values, unless --accept-changed ITEM
+accepts it (src/provenance.py).
 
 The recipe, top to bottom: curated folds (+ noisy and corrected-noisy clips)
 -> random-source stream of `epoch_size` samples -> per-sample pad/crop/resized
@@ -43,6 +47,7 @@ from src.data.sources import load_training_data, specs_and_targets
 from src.data.datasets import experiment_train_dataset, experiment_val_dataset, make_loader
 from src.experiments import EXPERIMENTS, data_settings, get_experiment, use_available_sources
 from src.precision import resolve_precision
+from src.provenance import fold_assignment
 from src.experiment_folder import experiments_dir
 from src.train.fit import fit_fold, prepare_experiment_dir, worker_count
 from src.utils import seed_everything, set_cpu_threads
@@ -87,10 +92,12 @@ def main(argv=None):
               "world_size": ddp.world_size, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
               # the experiment's amp as this device resolves it (src/precision.py): bf16, fp16 or fp32
               "precision": resolve_precision(experiment["amp"], ddp.device, training=True),
-              "corrections": data.corrections}  # the files applied: name, path, sha256, matching entries
+              "corrections": data.corrections,  # the files applied: name, path, sha256, matching entries
+              "fold_assignment": fold_assignment(data_dir)}  # sha256 of train_folds.csv's fname -> fold
     # Only rank 0 touches the folder; every rank gets the list of folds still to train.
     todo = distributed.run_on_main(lambda: prepare_experiment_dir(exp_dir, json.loads(json.dumps(record)), folds,
-                                                                  args.resume, args.overwrite))
+                                                                  args.resume, args.overwrite,
+                                                                  accepted=args.accept_changed))
     if ddp.is_main:
         print_plan(args.experiment, data, ddp, todo, exp_dir)
 
