@@ -30,6 +30,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
+# Imported before any process group exists, on purpose: torch._dynamo, when first imported while a group
+# is initialised (the first optimizer imports it lazily), keeps a C++ reference to that group, so
+# destroy_process_group() then leaves its gloo threads (gloo_tcp_loop, 2 x pt_gloo_runloop) running until
+# interpreter exit, where they are torn down during finalisation, possibly after the peer process has
+# gone: the SIGABRT "terminate called without an active exception" seen once at the end of
+# tests/test_distributed.py (issue 24). Imported first, it holds nothing, and destroy ends the threads.
+import torch._dynamo  # noqa: F401
 import torch.distributed as dist
 from argus.callbacks import Callback
 from torch.nn.parallel import DistributedDataParallel
