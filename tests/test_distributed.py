@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -138,15 +139,26 @@ def _collectives_worker(rank, world_size, tmp):
         # Tear down together: after main_first rank 0 would otherwise destroy its gloo group while rank 1
         # is still at work in it.
         dist.barrier()
-        dist.destroy_process_group()
+        distributed.cleanup()
         # The group is really gone: no gloo thread outlives it into interpreter exit. (One did when
         # torch._dynamo was first imported after init_process_group, by the optimizer above: the cause of
         # the SIGABRT "terminate called without an active exception" once seen here; issue 24 and
         # src/train/distributed.py.)
-        assert _gloo_threads() == []
+        left = _gloo_threads_left()
+        assert not left, f"rank {rank}: gloo threads alive after destroy_process_group: {left}"
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _gloo_threads_left(wait=30.0) -> list:
+    """The gloo threads still alive once those that are ending have ended. A thread whose join() has returned
+    can still be listed for a moment (it has not been reaped yet; longer on a loaded machine), so this waits
+    for the list to empty, up to `wait` seconds: a group that is kept alive keeps its threads for good."""
+    deadline = time.monotonic() + wait
+    while (names := _gloo_threads()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return names
 
 
 def _gloo_threads() -> list:

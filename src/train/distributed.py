@@ -25,6 +25,7 @@ the learning rate and stop at the same epoch, and averages the training loss
 over ranks. Only rank 0 writes files (checkpoint, logs, curves, config.json,
 done.json); see `src.train.fit.fit_fold(is_main=...)`.
 """
+import gc
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -117,9 +118,14 @@ def barrier():
 
 
 def cleanup():
-    """Leave the process group (at the end of train_folds.main)."""
+    """Leave the process group (at the end of train_folds.main) and end its gloo threads now, not at exit.
+
+    The group is freed when its last reference goes; one that sits in a reference cycle (an exception's
+    traceback, say) would otherwise live on, threads and all, until the collector or interpreter exit.
+    """
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+        gc.collect()
 
 
 def broadcast_object(obj, src=0):
