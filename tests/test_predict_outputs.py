@@ -144,7 +144,8 @@ def test_cv_lwlrap_is_scored_on_both_label_sets(trained):
     corrections = trained / "corrections.json"
     corrections.write_text(json.dumps({removed: "remove", relabelled: new_label}))
     try:
-        report = predict(trained, "--step", "32", "--no-test")
+        # Added after training: predict_folds refuses it unless accepted (src/provenance.py).
+        report = predict(trained, "--step", "32", "--no-test", "--accept-changed", "corrections")
     finally:
         corrections.unlink()
     oof = predictions.read_prediction_set(trained / "predictions" / "demo" / "oof")
