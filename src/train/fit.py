@@ -277,11 +277,6 @@ def prepare_experiment_dir(exp_dir, record, folds, resume, overwrite, base=BASE,
     return todo
 
 
-def _plain(obj):
-    """As config.json holds it (tuples -> lists)."""
-    return json.loads(json.dumps(obj))
-
-
 def worker_count(requested=None) -> int:
     """DataLoader workers: as asked, else all cores but one (at least 1, at most 8)."""
     if requested is not None:
