@@ -99,6 +99,17 @@ def test_blend_refuses_while_another_blend_writes_the_same_submission(tmp_path):
     assert not out.exists() and not (tmp_path / "blend.json").exists()
 
 
+def test_a_refused_run_ends_with_one_line_and_status_2(tmp_path):
+    out = tmp_path / "sub.csv"
+    with exclusive_lock(lock_file_beside(out), "held by the test"):
+        done = subprocess.run([sys.executable, "blend.py", "--experiments", "a", "--data-dir", str(tmp_path),
+                               "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (f"blend.py: error: submission {out} (and its blend.json): another process "
+                           f"(pid {os.getpid()}) is writing it now (lock {lock_file_beside(out)}); wait for it "
+                           f"to finish, then run again\n")
+
+
 @pytest.mark.parametrize("which", ["--out", "--torchscript"])
 def test_export_refuses_while_another_export_writes_the_same_file(tmp_path, which):
     out = tmp_path / "model.pt"
