@@ -25,6 +25,9 @@ records experiments, weights and scores. A data set without test clips (no
 sample_submission.csv rows, and no test/ folder or no audio in it) has no
 submission: the experiments' out-of-fold predictions are blended and scored, and
 blend.json is written (its "submission" null).
+While it runs, it holds a lock beside the
+submission (.submission.csv.lock, src/locks.py): a second blend to the same file stops
+at once, naming the first one's pid.
 
 --ensemble NAME takes the members and weights of a named ensemble
 (src/ensembles.py) and checks that every first-level member's test predictions
@@ -40,6 +43,7 @@ from src.config import resolve_data_dir
 from src.data.corrections import cli_setting, read_curated
 from src.data.layout import no_test_clips_note, read_classes, read_sample_submission, read_test_fnames
 from src.ensembles import ENSEMBLES, get_ensemble
+from src.locks import exclusive_lock, lock_file_beside
 from src.predict.prediction_sets import check_finite, predictions_dir
 from src.utils import write_csv_atomic, write_json_atomic
 
@@ -81,10 +85,9 @@ def parse_args(argv=None):
     return args
 
 
-def blend_experiments(args):
+def blend_experiments(args, out: Path):
     data_dir = resolve_data_dir(args.data_dir)
     names, weights = args.experiments, args.weights
-    out = Path(args.out) if args.out else data_dir / "predictions" / "blend" / "submission.csv"
     if args.test_tile_step is not None:
         check_test_steps(data_dir, names, args.test_tile_step, args.ensemble)
 
@@ -159,8 +162,12 @@ def check_test_steps(data_dir, names, step, ensemble):
 
 def main(argv=None):
     args = parse_args(argv)
+    out = Path(args.out) if args.out else resolve_data_dir(args.data_dir) / "predictions" / "blend" / "submission.csv"
     try:
-        return blend_experiments(args)
+        # One blend at a time per submission: two would each write the submission and blend.json, and could
+        # leave one's submission beside the other's record. A second run stops at once, naming the first's pid.
+        with exclusive_lock(lock_file_beside(out), f"submission {out} (and its blend.json)"):
+            return blend_experiments(args, out)
     except (FileNotFoundError, ValueError) as exc:
         # Data problems (missing experiment, mismatched predictions): a message, not a traceback.
         raise SystemExit(f"blend.py: error: {exc}") from exc

@@ -25,8 +25,13 @@ the main head (B, n_classes). The delta/delta-delta channels and the /100
 scaling are part of the traced graph. The class list, audio settings and input
 shape travel inside the file as `meta.json` (torch.jit.load(...,
 _extra_files={"meta.json": ""})). ONNX is not installed here, hence TorchScript.
+
+While it runs, export holds a lock beside each file it writes (.NAME.lock,
+src/locks.py): a second export to the same file stops at once, naming the first
+one's pid.
 """
 import argparse
+import contextlib
 import json
 from pathlib import Path
 
@@ -39,6 +44,7 @@ from src.config import resolve_data_dir
 from src.audio.deltas import DeltaStack
 from src.ensembles import ENSEMBLES
 from src.errors import BadSetting
+from src.locks import exclusive_lock, lock_file_beside
 from src.models import create_model
 from src.tagging.bundles import make_bundle, make_ensemble_bundle
 from src.utils import torch_save_atomic
@@ -111,11 +117,16 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not args.out and not args.torchscript:
         parser.error("nothing to do: give --out BUNDLE.pt and/or --torchscript FOLD.pt")
-    if args.ensemble:
-        if args.torchscript or not args.out:
-            parser.error("--ensemble writes one bundle: give --out ENSEMBLE.pt (TorchScript is per fold model)")
-        return export_ensemble(args)
+    if args.ensemble and (args.torchscript or not args.out):
+        parser.error("--ensemble writes one bundle: give --out ENSEMBLE.pt (TorchScript is per fold model)")
+    # One export at a time per output file: a second run stops at once, naming the first one's pid.
+    with contextlib.ExitStack() as locks:
+        for out in sorted({str(Path(p).resolve()) for p in (args.out, args.torchscript) if p}):
+            locks.enter_context(exclusive_lock(lock_file_beside(out), f"export {out}"))
+        return export_ensemble(args) if args.ensemble else export_experiment(args)
 
+
+def export_experiment(args) -> int:
     bundle = make_bundle(resolve_data_dir(args.data_dir), args.experiment)
     part = bundle["first_level"][0]
     print(f"{args.experiment}: {part['model']['name']} folds {part['folds']}, {len(bundle['classes'])} classes, "

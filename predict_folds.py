@@ -37,17 +37,24 @@ folder or no audio in it; src/data/layout.py) gets out-of-fold predictions only,
 as with --no-test, and the script says so in one line.
 
 The tree is written into a hidden folder and swapped in whole at the end: a run
-that fails leaves the previous predictions untouched. Folds whose training has
+that fails leaves the previous predictions untouched. While it runs, it holds a lock
+(<data>/predictions/.NAME.lock, src/locks.py): a second run on the same experiment
+stops at once, naming the first one's pid. Folds whose training has
 not finished (no done.json) are refused unless --allow-unfinished is given.
+Models made from other data than the data dir now holds are refused too, naming
+the value config.json recorded and the current one: another class list, audio
+settings, curated corrections file (sha256) or fold assignment of train_folds.csv
+(--accept-changed ITEM accepts all but the class list; src/provenance.py).
 """
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
 from src.cli import run
-from src.config import resolve_data_dir
+from src.config import AUDIO, resolve_data_dir
 from src.data.corrections import read_curated
 from src.data.sources import load_training_data
 from src.errors import BadSetting
@@ -58,8 +65,10 @@ from src.metrics import lwlrap, oof_report
 from src.predict.prediction_sets import PredictionSet, clip_means, geometric_mean, predictions_dir, write_prediction_tree
 from src.predict.predictor import AMP_CHOICES, Predictor, load_fold_models, tile_steps
 from src.thresholds import THRESHOLDS_FILE, choose_thresholds, thresholds_record
-from src.data.layout import no_test_clips_note, read_test_fnames
+from src.data.layout import no_test_clips_note, read_classes, read_test_fnames
 from src.experiment_folder import check_folds_finished, experiments_dir, read_experiment_record
+from src.locks import exclusive_lock, lock_file_beside
+from src.provenance import add_accept_changed, check_unchanged, fold_assignment
 from src.utils import fix_malloc_mmap_threshold, pick_device, set_cpu_threads
 
 
@@ -95,6 +104,7 @@ def parse_args(argv=None):
                         "not a terminal, the line per stage)")
     parser.add_argument("--allow-unfinished", action="store_true", help="also predict with folds whose training "
                         "has not finished (no done.json), using their best checkpoint so far")
+    add_accept_changed(parser, ("audio", "corrections", "folds"), "predict with the fold models")
     return parser.parse_args(argv)
 
 
@@ -109,6 +119,7 @@ class FoldModels:
     test_step: int
     amp: Optional[str]  # None: each model's own precision
     test_amp: Optional[str]
+    accepted_changes: list = field(default_factory=list)  # what changed since training, accepted deliberately
 
     @property
     def folds(self) -> list:
@@ -122,6 +133,14 @@ def main(argv=None):
     args = parse_args(argv)
     fix_malloc_mmap_threshold()  # else memory grows with the clips predicted (src/utils.py)
     data_dir = resolve_data_dir(args.data_dir)
+    out_dir = predictions_dir(data_dir, args.experiment)
+    # One run at a time per prediction tree: a second one stops at once, naming the first one's pid.
+    with exclusive_lock(lock_file_beside(out_dir), f"predictions {out_dir}"):
+        return predict_experiment(args, data_dir, out_dir)
+
+
+def predict_experiment(args, data_dir, out_dir) -> dict:
+    """Out-of-fold and test predictions of the experiment's fold models, written to `out_dir` whole."""
     device = pick_device(args.device)
     set_cpu_threads(device, 0, args.threads)
     run = load_fold_models_of(args, data_dir, device)
@@ -136,13 +155,14 @@ def main(argv=None):
 
     oof, report, (truth, probs) = predict_out_of_fold(run, data_dir, args)
     report.update(precision=precision, test_step=run.test_step if with_test else None)
+    if run.accepted_changes:
+        report["accepted_changes"] = run.accepted_changes
     thresholds = thresholds_record(run.classes, choose_thresholds(truth, probs), truth, probs)
     print(f"{run.name}: yes/no thresholds per class, out-of-fold F1 micro {thresholds['oof_f1']['micro']:.4f}"
           f" macro {thresholds['oof_f1']['macro']:.4f}")
     test_sets = predict_test(run, data_dir, test_fnames, args) if with_test else {}
 
     # All or nothing: a failure (a full disk, a kill) leaves the previous predictions as they were, never a mix.
-    out_dir = predictions_dir(data_dir, run.name)
     write_prediction_tree(out_dir, {"oof": oof, **test_sets}, report,
                           title=f"{run.name}: out-of-fold lwlrap {report['lwlrap']:.4f}",
                           records={THRESHOLDS_FILE: thresholds})
@@ -160,9 +180,23 @@ def load_fold_models_of(args, data_dir, device) -> FoldModels:
     except ValueError as exc:
         raise BadSetting(f"{args.experiment}: {exc}") from exc
     check_folds_finished(exp_dir, args.allow_unfinished)
+    accepted = check_provenance(record, exp_dir, data_dir, args.accept_changed)
     amp, test_amp = (None if a == "model" else a for a in (args.amp, args.test_amp))
     return FoldModels(args.experiment, record["experiment"], record["classes"], load_fold_models(exp_dir, device),
-                      step, test_step, amp, test_amp)
+                      step, test_step, amp, test_amp, accepted)
+
+
+def check_provenance(record, exp_dir, data_dir, accepted) -> list:
+    """Refuse to predict with models made from other data than the data dir now holds (src/provenance.py):
+    another class list, other audio settings (features), another curated corrections file (the labels the
+    CV is scored on) or another fold assignment (the out-of-fold clips would include training clips)."""
+    classes = read_classes(data_dir)
+    corrections = read_curated(data_dir, classes, data_settings(record["experiment"])["curated_corrections"])
+    current = {"classes": classes, "audio_config": AUDIO.to_dict(), "corrections": {"curated": corrections.record()},
+               "fold_assignment": fold_assignment(data_dir)}
+    return check_unchanged(record, current, Path(exp_dir) / "config.json",
+                           items=("classes", "audio", "corrections", "folds"), accepted=accepted,
+                           remedy=f"train {record.get('name', Path(exp_dir).name)} again (train_folds.py --overwrite)")
 
 
 def predict_out_of_fold(run: FoldModels, data_dir, args) -> tuple:

@@ -23,7 +23,12 @@ on val_lwlrap) on the same folds (train_folds.csv), one model per fold:
   <data>/experiments/STACK/config.json    the resolved stacking experiment
 
 An existing experiment folder is never silently overwritten: --resume skips
-finished folds and continues unfinished ones, --overwrite starts again. Then every fold model found predicts,
+finished folds and continues unfinished ones, --overwrite starts again. Before
+training, what the input experiments' config.json recorded (class list, the fold
+assignment of train_folds.csv), and on --resume what this experiment's own recorded
+(also its settings and corrections file), is compared with what this run uses: a
+change stops it, naming both values, unless --accept-changed ITEM accepts it
+(src/provenance.py). Then every fold model found predicts,
 in the first level's prediction-set format (so blend.py takes STACK like any
 experiment; no tiles):
 
@@ -35,6 +40,9 @@ experiment; no tiles):
 (written whole or not at all; fold models without done.json are refused unless --allow-unfinished).
 A data set without test clips (src/data/layout.py) gets out-of-fold predictions only, as with
 --no-test: the inputs' prediction trees then have no test part, and the script says so in one line.
+While it runs, it holds locks beside both folders (<data>/experiments/.STACK.lock and
+<data>/predictions/.STACK.lock, src/locks.py): a second run of STACK stops at once, naming
+the first one's pid.
 """
 import argparse
 import json
@@ -58,7 +66,9 @@ from src.stacking.datasets import StackingDataset, TileSubsetMean
 from src.stacking.inputs import StackingData, load_stacking_data
 from src.stacking.experiments import BASE as STACKING_BASE, STACKING_EXPERIMENTS, get_stacking_experiment
 from src.precision import resolve_precision
+from src.provenance import check_unchanged, fold_assignment
 from src.experiment_folder import check_folds_finished, experiments_dir
+from src.locks import exclusive_lock, lock_file_beside
 from src.train.fit import fit_fold, prepare_experiment_dir
 from src.utils import pick_device, seed_everything
 
@@ -117,10 +127,31 @@ def train_folds(args, experiment, data: StackingData, device, exp_dir, todo):
               f"({summary['epochs_run']} epochs, {summary['seconds']:.0f} s) -> {exp_dir / f'fold_{fold}'}")
 
 
+def check_inputs_provenance(data_dir, inputs, record, accepted):
+    """The inputs' out-of-fold predictions are out of fold only under the fold assignment their models
+    trained on: compare each input experiment's config.json (where there is one) with today's
+    train_folds.csv and class list (src/provenance.py)."""
+    for name in inputs:
+        config = experiments_dir(data_dir, name) / "config.json"
+        if config.is_file():  # predictions copied from elsewhere come without their experiment folder
+            check_unchanged(json.loads(config.read_text()), record, config, items=("classes", "folds"),
+                            accepted=accepted, remedy=f"train {name} again and predict it (predict_folds.py)")
+
+
 def main(argv=None):
     args = parse_args(argv)
     experiment = resolve_experiment(args)
     data_dir = resolve_data_dir(args.data_dir)
+    # One run at a time per stacking experiment: it trains into its experiment folder and then
+    # replaces its prediction tree; a second run stops at once, naming the first one's pid.
+    exp_dir, out_dir = experiments_dir(data_dir, args.experiment), predictions_dir(data_dir, args.experiment)
+    with exclusive_lock(lock_file_beside(exp_dir), f"stacking experiment {exp_dir}"), \
+            exclusive_lock(lock_file_beside(out_dir), f"predictions {out_dir}"):
+        return train_and_predict(args, experiment, data_dir, exp_dir)
+
+
+def train_and_predict(args, experiment, data_dir, exp_dir) -> dict:
+    """Train the fold models still to train (prepare_experiment_dir decides), then predict with all."""
     device = pick_device(args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -130,13 +161,13 @@ def main(argv=None):
     data = load_stacking_data(data_dir, experiment, with_test=with_test)
     folds = choose_folds(args.folds, data.folds)
 
-    exp_dir = experiments_dir(data_dir, args.experiment)
     record = {"name": args.experiment, "level": 2, "experiment": experiment, "classes": data.classes,
               "seed": args.seed, "overrides": args.set, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
               "precision": resolve_precision(experiment["amp"], device, training=True),
-              "corrections": {"curated": data.corrections}}
+              "corrections": {"curated": data.corrections}, "fold_assignment": fold_assignment(data_dir)}
+    check_inputs_provenance(data_dir, experiment["inputs"], record, args.accept_changed)
     todo = prepare_experiment_dir(exp_dir, json.loads(json.dumps(record)), folds, args.resume, args.overwrite,
-                                  base=STACKING_BASE)
+                                  base=STACKING_BASE, accepted=args.accept_changed)
     print(f"stacking {args.experiment} on {device}: {len(data.fnames)} curated clips, {len(data.stacked.tiles)} "
           f"tiles, {data.stacked.n_features} features = {len(experiment['inputs'])} experiments x "
           f"{len(data.classes)} classes; folds {todo}; output {exp_dir}")

@@ -27,6 +27,11 @@ feature cache and prepares the experiment folder; the children only train, each
 line of theirs printed with a [fold K] prefix. A fold trained so is identical to
 the same fold trained alone with --threads 1 --workers 0.
 
+--resume also compares what config.json recorded (settings, class list, audio
+settings, corrections files' sha256, train_folds.csv's fold assignment) with this
+run's: a change stops it, naming both values, unless --accept-changed ITEM
+accepts it (src/provenance.py).
+
 The recipe, top to bottom: curated folds (+ noisy and corrected-noisy clips)
 -> random-source stream of `epoch_size` samples -> per-sample pad/crop/resized
 crop/SpecAugment -> sigmoid-concat or add mixing -> AuxSkipAttention-style CNN
@@ -58,6 +63,7 @@ from src.data.sources import load_training_data, specs_and_targets
 from src.data.datasets import experiment_train_dataset, experiment_val_dataset, make_loader
 from src.experiments import EXPERIMENTS, data_settings, get_experiment, use_available_sources
 from src.precision import resolve_precision
+from src.provenance import fold_assignment
 from src.experiment_folder import DONE_FILE, experiments_dir
 from src.locks import exclusive_lock
 from src.train.fit import fit_fold, prepare_experiment_dir, worker_count
@@ -120,7 +126,8 @@ def main(argv=None):
               "world_size": ddp.world_size, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
               # the experiment's amp as this device resolves it (src/precision.py): bf16, fp16 or fp32
               "precision": resolve_precision(experiment["amp"], ddp.device, training=True),
-              "corrections": data.corrections}  # the files applied: name, path, sha256, matching entries
+              "corrections": data.corrections,  # the files applied: name, path, sha256, matching entries
+              "fold_assignment": fold_assignment(data_dir)}  # sha256 of train_folds.csv's fname -> fold
     with contextlib.ExitStack() as held:
         def lock_and_prepare():
             # Every requested fold locked for the whole run, before the folder is touched (src/locks.py);
@@ -128,7 +135,7 @@ def main(argv=None):
             for fold in folds:
                 held.enter_context(lock_fold(exp_dir, args.experiment, fold))
             return prepare_experiment_dir(exp_dir, json.loads(json.dumps(record)), folds, args.resume,
-                                          args.overwrite)
+                                          args.overwrite, accepted=args.accept_changed)
         # Only rank 0 locks and touches the folder (a refusal stops the other ranks too); every rank gets
         # the list of folds still to train.
         todo = distributed.run_on_main(lock_and_prepare)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from src.errors import WRITE_ERRNOS, UserError
 from src.overrides import apply_overrides
+from src.provenance import ACCEPTABLE, add_accept_changed
 
 # True once this process's parser has --resume (add_training_args): an interrupted or failed run is then
 # continued with --resume instead of by running the same command again.
@@ -33,7 +34,7 @@ _resumable = False
 def add_training_args(parser: argparse.ArgumentParser, experiments, *, kind="experiment", folds_help="",
                       workers_default=None, workers_help, threads_help, set_example, keys_file):
     """--experiment NAME (one of `experiments`), --folds, --data-dir, --device, --workers, --threads,
-    --seed, --epochs, --set KEY=VALUE, --resume | --overwrite, --no-progress."""
+    --seed, --epochs, --set KEY=VALUE, --resume | --overwrite, --accept-changed ITEM, --no-progress."""
     global _resumable
     _resumable = True
     names = sorted(experiments)
@@ -53,6 +54,7 @@ def add_training_args(parser: argparse.ArgumentParser, experiments, *, kind="exp
     group.add_argument("--resume", action="store_true",
                        help="continue an existing experiment folder: skip finished folds, retrain unfinished ones")
     group.add_argument("--overwrite", action="store_true", help="delete the requested folds' old results first")
+    add_accept_changed(parser, ACCEPTABLE, "--resume: continue the experiment")
     parser.add_argument("--no-progress", action="store_true",
                         help="no per-batch progress bar (on a terminal) or per-epoch stderr line (elsewhere); "
                              "the per-epoch log lines remain")

@@ -36,3 +36,8 @@ class ResultsExist(UserError, FileExistsError):
 
 class BadCheckpoint(UserError, ValueError):
     """A checkpoint that cannot be loaded safely (not a torch file, truncated, or holding pickled code)."""
+
+
+class Busy(UserError, BlockingIOError):
+    """Another process holds the lock on an output this run would write (src/locks.py); the message names
+    the output and that process's pid."""

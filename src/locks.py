@@ -1,73 +1,65 @@
-"""One run at a time on a piece of work: an exclusive, non-blocking lock file held while the work runs.
+"""One writer at a time: an advisory lock on an output, taken before a run starts writing it.
 
-    with exclusive_lock(exp_dir / ".fold_3.lock", "fold 3 of experiment demo"):
-        ...train fold 3...
+    with exclusive_lock(lock_file, "predictions of demo in data/predictions/demo"):
+        ...  # compute, then write the output
 
-A second run that asks for the same lock while the first holds it stops at once
-with `Locked`, whose one-line message names the work and the holder's pid
-(written into the lock file). The lock is an `fcntl.flock` on the file, so the
-kernel releases it when its holder exits in any way, SIGKILL included: a crashed
-run never leaves a stale lock behind. A child process that inherits the lock's
-file descriptor (subprocess `pass_fds`) shares the lock, and keeps it held if
-its parent dies first.
+`exclusive_lock` takes an `fcntl.flock` on `lock_file` without waiting: when another
+process holds it, the run stops at once with `Busy`, naming the output and that
+process's pid, instead of two runs writing the same output at the same time.
 
-The file is removed when the lock is released, so finished work leaves no trace.
-Removing it opens a race (a second run may have opened the old file just before
-it was unlinked, and then lock that orphaned file while a third run creates and
-locks a new one), which is why `exclusive_lock` checks, once locked, that the
-path still names the file it locked, and starts again if not.
+The kernel releases a flock when its holder's file descriptor closes, which
+includes any way a process can die (an exception, Ctrl-C, SIGKILL, a crash). So a
+lock file left behind is never "stale": it holds no lock, and the next run takes it.
+No cleanup of old lock files is needed, and none is done: deleting a lock file
+would let a third process lock a new file of the same name while a second one
+still holds the old, deleted one. The file stays, holding the last holder's pid.
+
+Lock files are hidden (their names start with a dot) and sit beside the output,
+never inside a folder that is swapped in whole, so readers of the output do not
+see them. flock works on local file systems; on NFS it depends on the mount.
 """
 import contextlib
 import fcntl
 import os
 from pathlib import Path
 
-from src.errors import UserError
+from src.errors import Busy
 
 
-class Locked(UserError, BlockingIOError):
-    """The work is locked by another running process (the message names the work and the holder's pid)."""
+def lock_file_beside(output) -> Path:
+    """The lock file of an output file or folder: `.NAME.lock` in the same folder."""
+    output = Path(output)
+    return output.with_name(f".{output.name}.lock")
 
 
-def _holder(path: Path) -> str:
-    try:
-        pid = path.read_text().strip()
-    except OSError:
-        pid = ""
-    return f"pid {pid}" if pid else "a process that has not written its pid yet"
+def _holder(handle) -> str:
+    """The pid the current holder wrote into the lock file ('unknown' if it has not written it yet)."""
+    handle.seek(0)
+    text = handle.read().strip()
+    return text if text.isdigit() else "unknown"
 
 
 @contextlib.contextmanager
-def exclusive_lock(path, what: str):
-    """Hold an exclusive lock on file `path` (created, with its folder, if absent) for the block.
+def exclusive_lock(path, what):
+    """Hold an exclusive advisory lock on the file `path` (created if needed) for the `with` block.
 
-    `what` names the locked work in the error a second run gets, e.g. "fold 3 of experiment demo".
-    Yields the open file descriptor (pass it to a child process that should share the lock).
-    Raises `Locked` at once, without waiting, when another process holds the lock.
+    `what` names the output the lock protects, for the message. Raises `Busy` at once when
+    another process holds the lock. The lock ends with the block, or with the process.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    # "a+": create without truncating, so a refused process can still read the holder's pid.
+    with open(path, "a+") as handle:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            os.close(fd)
-            raise Locked(f"{what} is in use by another run ({_holder(path)}; lock file {path}): "
-                         f"wait for that run to end, or stop it first") from None
+            raise Busy(f"{what}: another process (pid {_holder(handle)}) is writing it now (lock {path}); "
+                       f"wait for it to finish, then run again") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
         try:
-            same_file = os.stat(path).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:  # its holder removed it between our open and our lock
-            same_file = False
-        if same_file:
-            break
-        os.close(fd)  # we locked an unlinked file: try again with the current one
-    try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        yield fd
-    finally:
-        # Unlink while still holding the lock, so that nobody can lock this file and believe it current.
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        os.close(fd)
+            yield path
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -161,4 +161,5 @@ def test_cv_refuses_different_oof_clip_sets(data_dir):
     write_split(data_dir, "B", "oof", random_probs(3, fnames[1:], CLASSES))
     with pytest.raises(SystemExit, match=r"(?s)out-of-fold.*'B' vs 'A': 1 file\(s\) missing.*c0.wav"):
         blend.main(["--experiments", "A", "B", "--data-dir", str(data_dir)])
-    assert not (data_dir / "predictions" / "blend").exists()  # refused before writing anything
+    # Refused before writing anything: only the hidden lock file of the run (src/locks.py) is there.
+    assert [p.name for p in (data_dir / "predictions" / "blend").iterdir()] == [".submission.csv.lock"]

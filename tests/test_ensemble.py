@@ -63,7 +63,8 @@ def test_blend_ensemble_refuses_predictions_with_another_test_step(data_dir, cap
     write_demo_members(data_dir, test_step=64)
     with pytest.raises(SystemExit, match=r"'demo' predicted its test clips with tiles every 64 frames.*uses 32"):
         blend.main(["--ensemble", "demo", "--data-dir", str(data_dir)])
-    assert not (data_dir / "predictions" / "blend").exists()
+    # Refused before writing anything: only the hidden lock file of the run (src/locks.py) is there.
+    assert [p.name for p in (data_dir / "predictions" / "blend").iterdir()] == [".submission.csv.lock"]
     with pytest.raises(SystemExit):
         blend.main(["--ensemble", "demo", "--weights", "1", "1", "1", "--data-dir", str(data_dir)])
     assert "brings its own weights" in capsys.readouterr().err

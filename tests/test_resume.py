@@ -220,8 +220,8 @@ def test_resume_completes_a_config_of_an_older_version_before_comparing(tmp_path
         return prepare_experiment_dir(exp, {**record, "experiment": current}, [0], resume=True, overwrite=False)
 
     assert resume_over(old) == [0]
-    with pytest.raises(BadSetting, match="settings differ"):
+    with pytest.raises(BadSetting, match="settings changed since training: "):
         resume_over({**old, "optional_sources": True})
     del old["test_tile_step"]  # an older run predicted test clips every tile_step (64) frames, not 128
-    with pytest.raises(BadSetting, match="settings differ"):
+    with pytest.raises(BadSetting, match="settings changed since training: "):
         resume_over(old)

@@ -25,11 +25,19 @@ the learning rate and stop at the same epoch, and averages the training loss
 over ranks. Only rank 0 writes files (checkpoint, logs, curves, config.json,
 done.json); see `src.train.fit.fit_fold(is_main=...)`.
 """
+import gc
 import os
 from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
+# Imported before any process group exists, on purpose: torch._dynamo, when first imported while a group
+# is initialised (the first optimizer imports it lazily), keeps a C++ reference to that group, so
+# destroy_process_group() then leaves its gloo threads (gloo_tcp_loop, 2 x pt_gloo_runloop) running until
+# interpreter exit, where they are torn down during finalisation, possibly after the peer process has
+# gone: the SIGABRT "terminate called without an active exception" seen once at the end of
+# tests/test_distributed.py (issue 24). Imported first, it holds nothing, and destroy ends the threads.
+import torch._dynamo  # noqa: F401
 import torch.distributed as dist
 from argus.callbacks import Callback
 from torch.nn.parallel import DistributedDataParallel
@@ -110,9 +118,14 @@ def barrier():
 
 
 def cleanup():
-    """Leave the process group (at the end of train_folds.main)."""
+    """Leave the process group (at the end of train_folds.main) and end its gloo threads now, not at exit.
+
+    The group is freed when its last reference goes; one that sits in a reference cycle (an exception's
+    traceback, say) would otherwise live on, threads and all, until the collector or interpreter exit.
+    """
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+        gc.collect()
 
 
 def broadcast_object(obj, src=0):

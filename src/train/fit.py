@@ -32,6 +32,7 @@ from src.experiments import BASE, complete_config
 from src.train.distributed import SyncMetrics
 from src.metrics import Lwlrap
 from src.plots import plot_training_curves
+from src.provenance import RECORD_KEYS, check_unchanged
 from src.progress import progress as progress_bar
 from src.train.resume import LAST_STATE, TrainingState, load_training_state, move_aside, trim_log_csv
 from src.utils import atomic_path, read_json, torch_save_atomic, write_json_atomic, write_oserror
@@ -254,7 +255,7 @@ def git_commit():
         return None
 
 
-def prepare_experiment_dir(exp_dir, record, folds, resume, overwrite, base=BASE) -> list:
+def prepare_experiment_dir(exp_dir, record, folds, resume, overwrite, base=BASE, accepted=()) -> list:
     """Refuse to clobber earlier results; write config.json; return the folds still to train.
 
     Shared by train_folds.py and stacking_train.py. Without --resume/--overwrite an
@@ -263,6 +264,9 @@ def prepare_experiment_dir(exp_dir, record, folds, resume, overwrite, base=BASE)
     config.json as it is (its seed and start time are the experiment's). A fold folder
     with files but nothing to resume from has them moved into fold_K/replaced-<time>/.
     --overwrite is the only way files are deleted: the requested folds start again.
+    --resume also compares what config.json recorded (settings, classes, audio settings, corrections
+    files, fold assignment) with this run's `record` (src.provenance.check_unchanged): a change stops
+    the run unless `accepted` names it; accepted changes are written into config.json.
     `base` completes a config.json of an older version before the settings are compared
     (src.experiments.complete_config; stacking_train.py passes the stacking table's BASE).
     """
@@ -272,13 +276,16 @@ def prepare_experiment_dir(exp_dir, record, folds, resume, overwrite, base=BASE)
         raise ResultsExist(f"{exp_dir} already holds experiment results. Use --resume to continue it "
                          f"or --overwrite to start again.")
     keep_config = resume and config_path.is_file()
+    accepted_changes = []
     if keep_config:
         old = read_json(config_path, what="experiment record")
         if not isinstance(old.get("experiment"), dict):
             raise BadInput(f"{config_path}: no 'experiment' settings in it (damaged?); use --overwrite to start again")
-        if _plain(complete_config(old["experiment"], base)) != _plain(complete_config(record["experiment"], base)):
-            raise BadSetting(f"{config_path}: settings differ from this run's, so --resume would mix two "
-                             f"recipes; use --overwrite or another --data-dir.")
+        # What the trained folds were made from, against what this run would use (src/provenance.py).
+        accepted_changes = check_unchanged(
+            {**old, "experiment": complete_config(old["experiment"], base)},
+            {**record, "experiment": complete_config(record["experiment"], base)}, config_path,
+            accepted=accepted, remedy="--resume would mix two recipes: use --overwrite or another --data-dir")
         if old.get("seed") != record.get("seed"):
             raise BadSetting(f"{config_path}: trained with --seed {old.get('seed')}, this run has --seed "
                              f"{record.get('seed')}; resume with the same seed, or use --overwrite.")
@@ -298,12 +305,13 @@ def prepare_experiment_dir(exp_dir, record, folds, resume, overwrite, base=BASE)
         todo.append(fold)
     if not keep_config:
         write_json_atomic(record, config_path)
+    elif accepted_changes:  # the folds trained from now on use the current values: say so in the record
+        for change in accepted_changes:
+            old[RECORD_KEYS[change["item"]]] = change["current"]
+        old["accepted_changes"] = old.get("accepted_changes", []) + [
+            {**change, "when": time.strftime("%Y-%m-%d %H:%M:%S"), "folds": todo} for change in accepted_changes]
+        write_json_atomic(old, config_path)
     return todo
-
-
-def _plain(obj):
-    """As config.json holds it (tuples -> lists)."""
-    return json.loads(json.dumps(obj))
 
 
 def worker_count(requested=None) -> int:
