@@ -21,8 +21,9 @@ trained by one run at a time: while a run trains it, it holds the lock file
 with an error naming the fold and the holder's pid.
 
 --jobs (src/train/jobs.py): on a CPU, the thin experiments (small, demo,
-demo_skip) train one fold per single-threaded child process, as many at once as
-there are cores (--jobs auto, the default). This process first computes the
+demo_skip) train one fold per single-threaded child process, all folds at once
+(up to 4 per core; --jobs auto, the default): time-shared cores leave none idle
+at the end, as one process per core would with 5 folds on 2 cores. This process first computes the
 feature cache and prepares the experiment folder; the children only train, each
 line of theirs printed with a [fold K] prefix. A fold trained so is identical to
 the same fold trained alone with --threads 1 --workers 0.
@@ -82,7 +83,7 @@ def parse_args(argv=None):
     parser.add_argument("--jobs", type=parse_jobs, default="auto", metavar="N|auto",
                         help="train the folds in N parallel child processes, each with one torch thread and no "
                              "loader workers (a fold comes out as when trained alone with --threads 1 --workers 0). "
-                             "'auto' (default): as many as there are cores (at most the folds to train) for the thin "
+                             "'auto' (default): one per fold to train (at most 4 per core; 1 on a one-core machine) for the thin "
                              "experiments on a CPU (model base_size <= 16 with augment=device: small, demo, "
                              "demo_skip), whose small convolutions gain less from a second thread than from a second "
                              "fold; else 1 (this process trains the folds one after another): on CUDA, under "

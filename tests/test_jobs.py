@@ -70,10 +70,13 @@ def test_auto_uses_the_cores_for_the_thin_experiments_on_a_cpu_only():
         ["demo", "demo_skip", "small"]
     small, full = get_experiment("small"), get_experiment("corr_noisy_007")
     decide = dict(device=CPU, distributed=False, experiment=small)
-    assert choose_jobs("auto", folds=5, cores=4, **decide) == 4
+    assert choose_jobs("auto", folds=5, cores=4, **decide) == 5       # one process per fold
+    assert choose_jobs("auto", folds=5, cores=2, **decide) == 5       # time-shared: no core idles at the end
+    assert choose_jobs("auto", folds=20, cores=2, **decide) == 8      # at most 4 per core (memory)
+    assert choose_jobs("auto", folds=5, cores=1, **decide) == 1       # one core: nothing to share
     assert choose_jobs("auto", folds=2, cores=4, **decide) == 2       # no more processes than folds
     assert choose_jobs("auto", folds=0, cores=4, **decide) == 1       # --resume of a finished experiment
-    assert choose_jobs("auto", folds=5, cores=4, workers=0, **decide) == 4  # what the children use anyway
+    assert choose_jobs("auto", folds=5, cores=4, workers=0, **decide) == 5  # what the children use anyway
     assert choose_jobs("auto", folds=5, cores=4, threads=2, **decide) == 1  # one process configured by hand
     assert choose_jobs("auto", folds=5, cores=4, workers=2, **decide) == 1
     assert choose_jobs("auto", folds=5, cores=4, device=CUDA, distributed=False, experiment=small) == 1
