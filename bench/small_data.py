@@ -86,6 +86,8 @@ def main(argv=None):
     parser.add_argument("--baseline-only", action="store_true", help="only the logistic-regression baseline")
     args = parser.parse_args(argv)
     data_dir = args.data_dir.resolve()
+    if not data_dir.is_dir():
+        raise InputFileNotFound(f"{data_dir}: no such data folder")
     if not (data_dir / "train_folds.csv").is_file():
         run("make_folds.py", "--data-dir", str(data_dir))
     classes, names = read_classes(data_dir), read_test_fnames(data_dir)

@@ -65,7 +65,7 @@ def test_missing_or_bad_data_dirs_are_one_line_errors(tmp_path, capsys):
     empty.mkdir()
     a_file.write_text("not a folder\n")
     one_line_error(capsys, load("frontend.py"), ["--data-dir", str(empty)], empty, "no train_curated.csv")
-    one_line_error(capsys, load("small_data.py"), ["--data-dir", str(missing)], "test_labels.csv not found")
+    one_line_error(capsys, load("small_data.py"), ["--data-dir", str(missing)], missing, "no such data folder")
     one_line_error(capsys, load("inference.py"), ["--compare-bf16", "--data-dir", str(missing)], missing,
                    "no trained experiment")
     one_line_error(capsys, load("tag_memory.py"), ["--data-dir", str(missing)], missing, "no trained experiment")

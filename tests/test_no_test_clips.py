@@ -113,4 +113,4 @@ def test_a_sample_submission_naming_missing_test_files_is_still_an_error(chain, 
     sample.write_text(header + "\nmissing.wav" + ",0" * (header.count(",")) + "\n")
     with torch_threads(1), pytest.raises(UserError, match="missing.wav"):
         predict_folds.main(["--experiment", "demo", "--data-dir", str(data), "--threads", "1", "--no-progress"])
-    assert not (data / "predictions").exists()
+    assert not (data / "predictions" / "demo").exists()  # no predictions (only its hidden lock file beside them)
