@@ -25,7 +25,9 @@ from tests.helpers import demo_dataset, torch_threads
 
 pytestmark = pytest.mark.slow  # minutes on 2 cores: `pytest -m "not slow"` leaves it out
 
-TINY = ["--workers", "0", "--no-progress", "--set", "epoch_size=96", "--set", "batch_size=16"]
+# --jobs 1: the folds train in this process (--jobs auto would start a process per fold, whose start-up
+# outweighs 2 tiny epochs; tests/test_jobs.py and tests/test_own_data.py run the --jobs path).
+TINY = ["--workers", "0", "--jobs", "1", "--no-progress", "--set", "epoch_size=96", "--set", "batch_size=16"]
 
 
 @pytest.fixture(scope="module")
