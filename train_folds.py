@@ -23,7 +23,8 @@ with an error naming the fold and the holder's pid.
 --jobs (src/train/jobs.py): on a CPU, the thin experiments (small, demo,
 demo_skip) train one fold per single-threaded child process, all folds at once
 (up to 4 per core; --jobs auto, the default): time-shared cores leave none idle
-at the end, as one process per core would with 5 folds on 2 cores. This process first computes the
+at the end, where one process per core would leave one idle while the fifth of
+5 folds trains on 2 cores. This process first computes the
 feature cache and prepares the experiment folder; the children only train, each
 line of theirs printed with a [fold K] prefix. A fold trained so is identical to
 the same fold trained alone with --threads 1 --workers 0.

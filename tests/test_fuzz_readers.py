@@ -10,7 +10,6 @@ import io
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 import soundfile as sf
 import torch
