@@ -50,21 +50,16 @@ made by either is valid for both. `index.json` records which one made it.
 """
 import contextlib
 import json
-import multiprocessing
 import os
 import shlex
-import signal
 import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from threadpoolctl import threadpool_limits
-
-from src.audio import fast_frontend
-from src.audio import frontend as audio
 from src.audio.frontend import AudioReadError
+from src.audio.workers import check_frontend, extract, process_pool
 from src.config import AUDIO, AudioConfig, stable_hash
 from src.errors import BadInput
 from src.progress import progress as progress_bar
@@ -74,10 +69,6 @@ try:
     import fcntl
 except ImportError:  # not on Windows: builders then race, which is still safe (see above)
     fcntl = None
-
-# Modules with audio_to_log_mel(path, config) -> float32 (n_mels, frames), raising AudioReadError
-# naming the file, and trim_to_min_length / log_mel on arrays.
-FRONTENDS = {"fast": fast_frontend, "librosa": audio}
 
 # Written to index.json; caches of other formats are refused with a rebuild hint.
 CACHE_FORMAT = 2
@@ -113,47 +104,19 @@ class FeatureSet:
         return sum(s.shape[1] for s in self.specs)
 
 
-def check_frontend(frontend: str) -> str:
-    if frontend not in FRONTENDS:
-        raise ValueError(f"unknown front end {frontend!r}; choose one of {', '.join(FRONTENDS)}")
-    return frontend
-
-
-def _extract(args):
-    path, config, frontend = args
-    try:
-        return FRONTENDS[frontend].audio_to_log_mel(path, config), None
-    except AudioReadError as exc:
-        return None, str(exc)
-
-
-def warm_up(frontend: str, config: AudioConfig = AUDIO):
-    """Run the front end once on silence, so forked workers inherit librosa's lazily loaded
-    modules and the cached filterbank instead of each paying ~2 s for them."""
-    module = FRONTENDS[check_frontend(frontend)]
-    module.log_mel(module.trim_to_min_length(np.zeros(config.min_samples, np.float32), config), config)
-
-
-def _one_blas_thread():
-    """Pool initializer: one process per core, so each uses one BLAS thread (no oversubscription).
-
-    Ctrl-C reaches every process of the terminal's group: the workers ignore it (else each prints a
-    traceback) and the parent, interrupted, terminates the pool."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threadpool_limits(1)
-
-
 def _log_mel_results(paths, config: AudioConfig, workers, desc, frontend, progress):
-    """(log-mel, None) or (None, error) for each path, in order, computed in a process pool."""
+    """(log-mel, None) or (None, error) for each path, in order, computed in a process pool.
+
+    A consumer that stops early must close this generator (`contextlib.closing`): closing it terminates the pool
+    there and then, where an abandoned one would keep its workers until garbage collection."""
     jobs = [(p, config, check_frontend(frontend)) for p in paths]
     workers = workers or os.cpu_count() or 1
     bar = dict(total=len(jobs), desc=desc, unit="clip", enabled=progress)
     if workers == 1 or len(paths) < 2:
-        yield from (_extract(job) for job in progress_bar(jobs, **bar))
+        yield from (extract(job) for job in progress_bar(jobs, **bar))
         return
-    warm_up(frontend, config)
-    with multiprocessing.get_context("fork").Pool(workers, initializer=_one_blas_thread) as pool:
-        yield from progress_bar(pool.imap(_extract, jobs, chunksize=4), **bar)
+    with process_pool(workers) as pool:
+        yield from progress_bar(pool.imap(extract, jobs, chunksize=4), **bar)
 
 
 def _read_errors(errors, n_paths) -> AudioReadError:
@@ -190,8 +153,9 @@ def _spooled_log_mels(paths, fnames, spool: Path, config: AudioConfig, workers, 
     log-mels) needs no more memory than a small one; the spool costs that much disk until the cache is
     written (`load_features` deletes it)."""
     frames, errors = [], []
-    with open(spool, "wb") as out:
-        for fname, (spec, err) in zip(fnames, _log_mel_results(paths, config, workers, desc, frontend, progress)):
+    results = _log_mel_results(paths, config, workers, desc, frontend, progress)
+    with open(spool, "wb") as out, contextlib.closing(results):
+        for fname, (spec, err) in zip(fnames, results):
             if err is not None:
                 errors.append(err)
                 continue
