@@ -68,3 +68,21 @@ def test_a_build_that_fails_half_way_stops_its_pool_at_once(tmp_path, write_wav,
         cache.load_features(names, tmp_path, tmp_path / "features", name="train", workers=2, progress=False)
     assert info.value is not None and pool_threads() == []  # the traceback (frames, generator) still referenced
     assert sorted(p.name for p in (tmp_path / "features").iterdir()) == []  # no spool, lock or temporary folder
+
+
+def test_unset_workers_start_a_pool_only_for_enough_clips(tmp_path, write_wav, monkeypatch):
+    paths = [write_wav(f"clip{i}.wav", tone(0.5, 400 + 100 * i)) for i in range(3)]
+    pools = []
+
+    def counting_pool(workers):
+        pools.append(workers)
+        return process_pool(workers)
+    monkeypatch.setattr(cache, "process_pool", counting_pool)
+    alone = cache.compute_log_mels(paths, progress=False)
+    assert pools == []  # 3 clips: in this process
+    monkeypatch.setattr(cache, "POOL_MIN_CLIPS", 3)
+    pooled = cache.compute_log_mels(paths, progress=False)
+    per_core = [os.cpu_count()] if os.cpu_count() > 1 else []  # one core: no pool
+    assert pools == per_core and all((a == b).all() for a, b in zip(alone, pooled))
+    cache.compute_log_mels(paths[:2], workers=2, progress=False)  # an explicit size is always a pool
+    assert pools == per_core + [2]

@@ -29,11 +29,11 @@ ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 5
 
 
-def train_args(data_dir, *extra, workers=0):
+def train_args(data_dir, *extra, workers=0, epochs=EPOCHS):
     # CPU: bitwise equal results (GPU kernels need not be deterministic). Plateau patience 1: the
     # learning rate changes within 5 epochs, so the scheduler state matters.
     return demo_fold0_args(data_dir, "--set", "plateau.patience=1", "--set", "early_stopping=4", *extra,
-                           epochs=EPOCHS, epoch_size=64, workers=workers)
+                           epochs=epochs, epoch_size=64, workers=workers)
 
 
 def copy_data(src, dst):
@@ -110,25 +110,27 @@ def test_killed_run_resumes_at_the_next_epoch_and_matches_an_uninterrupted_one(r
 
 @pytest.mark.slow
 def test_resume_with_loader_workers_matches_too(reference, tmp_path):
-    """Fresh workers each epoch are seeded from the loader's saved generator, so workers=1 resumes exactly."""
+    """Fresh workers each epoch are seeded from the loader's saved generator, so workers=1 resumes exactly
+    (3 epochs, stopped after the 2nd: each epoch starts a worker process)."""
     interrupted, uninterrupted = copy_data(reference, tmp_path / "a"), copy_data(reference, tmp_path / "b")
-    train_folds.main(train_args(uninterrupted, workers=1))
+    train_folds.main(train_args(uninterrupted, workers=1, epochs=3))
 
     import src.train.resume as resume
     save = resume.TrainingState.epoch_complete
 
     def save_then_stop(self, state):
         save(self, state)
-        if state.epoch == 2:
+        if state.epoch == 1:
             raise KeyboardInterrupt
 
     resume.TrainingState.epoch_complete = save_then_stop
     try:
         with pytest.raises(KeyboardInterrupt):
-            train_folds.main(train_args(interrupted, workers=1))
+            train_folds.main(train_args(interrupted, workers=1, epochs=3))
     finally:
         resume.TrainingState.epoch_complete = save
-    train_folds.main(train_args(interrupted, "--resume", workers=1))
+    train_folds.main(train_args(interrupted, "--resume", workers=1, epochs=3))
+    assert load_training_state(fold_dir(interrupted) / LAST_STATE)["epoch"] == 2
     assert_same_weights(load_training_state(fold_dir(interrupted) / LAST_STATE)["model"],
                         load_training_state(fold_dir(uninterrupted) / LAST_STATE)["model"])
 
