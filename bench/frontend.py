@@ -46,7 +46,7 @@ from src.config import AUDIO  # noqa: E402
 from src.data.labels import read_csv_columns  # noqa: E402
 from src.errors import InputFileNotFound  # noqa: E402
 from src.audio.cache import compute_log_mels, load_features  # noqa: E402
-from src.audio.workers import fork_server_pid, process_pool, warm_up  # noqa: E402
+from src.audio.workers import warm_up  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -96,14 +96,9 @@ def plain_librosa(path, config=AUDIO):
 
 
 def cpu_seconds() -> float:
-    """CPU time of this process, of its finished children, and of the finished pool workers: those are the pool's
-    fork server's children (src/audio/workers.py), reaped by it, so their time is the server's cutime + cstime."""
+    """CPU time of this process and of its finished children (the pool's workers, once joined)."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    workers, server = 0.0, fork_server_pid()
-    if server is not None:
-        fields = Path(f"/proc/{server}/stat").read_text().rsplit(")", 1)[1].split()
-        workers = (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")  # fields 16 and 17 of stat
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime + workers
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def timed(fn):
@@ -126,8 +121,6 @@ def main(argv=None):
     plain_librosa(paths[0])
     warm_up("fast")
     warm_up("librosa")
-    with process_pool(args.workers):  # starts the pool's fork server, which later pools reuse
-        pass
 
     times = {key: [] for key in ("a", "b", "c", "d", "e", "f")}
     cpu = {key: [] for key in times}

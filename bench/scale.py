@@ -30,14 +30,13 @@ the scale, then runs every stage that needs no GPU, each in its own process:
 
 Each stage runs in a process forked from the benchmark (which imports torch and the scripts
 once, so no stage pays for its imports). Its figures: wall seconds; CPU seconds (the stage's
-process and its descendants, the feature cache's fork server and pool workers included); peak memory, sampled every --interval seconds over the stage's
+process and its children); peak memory, sampled every --interval seconds over the stage's
 process and all its descendants (DataLoader and pool workers) and summed, from
 /proc/PID/status: "RSS" (VmRSS: counts the pages of memory-mapped files such as the feature
 cache once per process that touched them, page cache the kernel can drop, so it over-states
 what is needed) and "anon" (RssAnon: the memory the processes allocated, which the machine
-must really have; pages a forked worker shares with the process it was forked from (the
-feature cache's fork server, a DataLoader's parent) count in both, so this too over-states, by
-that process's share, about 0.1-0.2 GB a worker). Disk: the growth of the data
+must really have; pages a forked worker shares with its parent count in both, so this too
+over-states, by the parent's share, about 0.1-0.2 GB a worker). Disk: the growth of the data
 folder during the stage. Then, over the scales run, each figure's growth from the smallest to the
 largest scale as an exponent k (figure ~ scale^k: 1 linear, fixed costs pull it below 1) and,
 with three or more scales, the marginal ratio (the cost of a unit of data over the last step of
@@ -79,7 +78,6 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from src.audio.workers import stop_fork_server  # noqa: E402
 from src.errors import BadSetting  # noqa: E402
 
 SAMPLE_RATE = 44100
@@ -442,7 +440,6 @@ def _run_child(name, data_dir, args, log) -> int:
         os.dup2(fd, 2)
         print(f"\n=== {name}", flush=True)
         run_stage(name, data_dir, args)
-        stop_fork_server()  # the feature cache's pool workers are its children: waited for, their CPU counts
         code = 0
     except BaseException:  # noqa: B902 - a forked child must never return into the parent's code
         import traceback

@@ -104,25 +104,22 @@ class FeatureSet:
         return sum(s.shape[1] for s in self.specs)
 
 
-# With workers unset, fewer clips than this are computed in this process: a pool first starts its fork server
-# (~1.5 s of imports and warm-up, src/audio/workers.py), more than a 2-core pool saves on a few hundred short clips.
-POOL_MIN_CLIPS = 256
-
-
 def _log_mel_results(paths, config: AudioConfig, workers, desc, frontend, progress):
     """(log-mel, None) or (None, error) for each path, in order, computed in a process pool.
 
-    A consumer that stops early must close this generator (`contextlib.closing`): closing it terminates the pool
+    A consumer that stops early must close this generator (`contextlib.closing`): closing it shuts the pool down
     there and then, where an abandoned one would keep its workers until garbage collection."""
     jobs = [(p, config, check_frontend(frontend)) for p in paths]
-    if not workers:  # one per core, but not for a few clips (see POOL_MIN_CLIPS)
-        workers = (os.cpu_count() or 1) if len(paths) >= POOL_MIN_CLIPS else 1
+    workers = workers or os.cpu_count() or 1
     bar = dict(total=len(jobs), desc=desc, unit="clip", enabled=progress)
     if workers == 1 or len(paths) < 2:
         yield from (extract(job) for job in progress_bar(jobs, **bar))
         return
-    with process_pool(workers) as pool:
-        yield from progress_bar(pool.imap(extract, jobs, chunksize=4), **bar)
+    pool = process_pool(workers, frontend, config)
+    try:
+        yield from progress_bar(pool.map(extract, jobs, chunksize=4), **bar)
+    finally:  # also when the consumer stops early, or on Ctrl-C: the clips not started are dropped
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _read_errors(errors, n_paths) -> AudioReadError:
@@ -135,7 +132,7 @@ def compute_log_mels(paths, config: AudioConfig = AUDIO, workers=None, desc="log
                      progress=True) -> list:
     """Log-mels of many files in a process pool, with a progress bar.
 
-    `workers`: the pool's size; None or 0: one per core, or this process alone below POOL_MIN_CLIPS files.
+    `workers`: the pool's size; None or 0: one per core.
     `frontend`: 'fast' (default) or 'librosa' (the reference); see the module docstring.
     Every file is tried; if any fails, one AudioReadError lists them all.
     """

@@ -35,8 +35,8 @@ Where the time goes in the reference, and what this module does instead:
   the clip's maximum, which the float64 STFT reproduces to ~1e-6 dB.
 
 Decoding is `src.audio.frontend.decode_audio` (soundfile, no resampling at 44.1 kHz,
-soxr_hq otherwise, errors naming the file). Everything is numpy/scipy: the feature
-cache's worker processes (`src.audio.workers`) never import torch.
+soxr_hq otherwise, errors naming the file). Everything is numpy/scipy, so it
+runs in forked worker processes even after torch has started its thread pools.
 """
 import functools
 

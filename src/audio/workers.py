@@ -1,29 +1,26 @@
-"""The feature cache's worker processes: what each runs, and where they come from.
+"""The feature cache's worker processes: what each runs, and how a pool of them is started and stopped.
 
-`process_pool(n)` gives a `multiprocessing` pool whose workers are forked from a
-fork server ("forkserver"): a fresh, single-threaded Python process, started by
-the first pool of a process and reused by every later one, that has imported and
-warmed the front end (`src.audio.warm_workers`). Workers are not forked from the
-caller itself: by the time a cache is built, a training script or a test run has
-threads of its own (torch's intra-op pool, tqdm's monitor, the handler threads of
-an earlier pool), and a process forked from a multi-threaded one inherits every
-lock those threads held at that instant; a worker that then needs one waits
-forever. Python 3.14 made the fork server its default on Linux for this reason.
-The server costs ~0.5 s once per process (its imports; the warm-up it does would
-otherwise be paid by the caller), and each job (a path, the AudioConfig, the
-front end's name) is pickled to the worker instead of inherited.
+`process_pool(n)` is a `concurrent.futures.ProcessPoolExecutor` of `n` processes forked from the caller, after
+warming the front end in the caller so every worker starts with librosa's lazily loaded modules and the cached
+filterbank (~1 s each otherwise). An executor, not `multiprocessing.Pool`: stopping a Pool part-way
+(`terminate()`) races with workers waiting on its task queue's lock and can wait forever; CI's test run once
+hung 80 minutes in it, and the early-stop test here hung again with it. The executor's
+`shutdown(cancel_futures=True)` drops the clips not started, lets the few in flight finish, and a worker that
+dies is reported (BrokenProcessPool), never waited for.
 
-Each worker:
-- ignores Ctrl-C: it reaches every process of the terminal's group, and the
-  parent, interrupted, terminates the pool (a worker would only add a traceback);
-- dies on SIGTERM, as the signal's default says, whatever it is doing: that is
-  how `Pool.terminate()` stops it. A Python-level handler (such as the one
-  `src.cli` installs) runs only between bytecodes, so a worker stuck inside C
-  code would never see it, and the pool's terminate would wait on it forever;
-- uses one BLAS / OpenMP thread: there is one worker per core already.
+Each worker ignores Ctrl-C (it reaches every process of the terminal's group; the parent, interrupted, shuts the
+pool down, and a worker would only add a traceback), dies on SIGTERM as the signal's default says (a forked
+worker would otherwise inherit the caller's Python handler, which runs only between bytecodes), and uses one
+BLAS / OpenMP thread: there is one worker per core already.
+
+"fork", not "forkserver" or "spawn": those re-import the caller's main script in every worker of every pool
+(multiprocessing's rule for processes it does not fork from the caller; in Python 3.11 the fork server cannot
+preload it), ~1 s of torch imports per worker for train_folds.py, which made a pool of 2 slower than one process
+on the demo's 600 clips (`bench/frontend.py`: 268 against 675 clips/s).
 """
 import multiprocessing
 import signal
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -66,27 +63,8 @@ def _setup_worker():
     threadpool_limits(1)
 
 
-def process_pool(workers: int):
-    """A pool of `workers` processes from the fork server (see the module docstring); use it as a context
-    manager, which terminates the workers on leaving."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["src.audio.warm_workers"])
-    return context.Pool(workers, initializer=_setup_worker)
-
-
-# ----------------------------------------------------------------------------- for the benchmarks
-# getrusage(RUSAGE_CHILDREN) counts a process's children once it has waited for them; pool workers are the fork
-# server's children, so a benchmark that measures CPU time reads them through the server. multiprocessing has no
-# public API for its fork server: these two use its one instance's private fields, unchanged since Python 3.8.
-
-def fork_server_pid():
-    """The pid of this process's fork server, or None when none has started."""
-    from multiprocessing import forkserver
-    return forkserver._forkserver._forkserver_pid
-
-
-def stop_fork_server():
-    """Stop the fork server, if any, and wait for it: its CPU time and that of every worker it reaped then count
-    in this process's RUSAGE_CHILDREN. The next pool starts a new server."""
-    from multiprocessing import forkserver
-    forkserver._forkserver._stop()
+def process_pool(workers: int, frontend: str = "fast", config: AudioConfig = AUDIO) -> ProcessPoolExecutor:
+    """An executor of `workers` processes forked from this one, warmed for `frontend` (see the module docstring).
+    Shut it down with `shutdown(cancel_futures=True)` when stopping early."""
+    warm_up(frontend, config)
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_setup_worker)
