@@ -130,9 +130,9 @@ def test_resume_with_loader_workers_matches_too(reference, tmp_path):
     finally:
         resume.TrainingState.epoch_complete = save
     train_folds.main(train_args(interrupted, "--resume", workers=1, epochs=3))
-    assert load_training_state(fold_dir(interrupted) / LAST_STATE)["epoch"] == 2
-    assert_same_weights(load_training_state(fold_dir(interrupted) / LAST_STATE)["model"],
-                        load_training_state(fold_dir(uninterrupted) / LAST_STATE)["model"])
+    resumed = load_training_state(fold_dir(interrupted) / LAST_STATE)
+    assert resumed["epoch"] == 2
+    assert_same_weights(resumed["model"], load_training_state(fold_dir(uninterrupted) / LAST_STATE)["model"])
 
 
 def test_resume_of_a_finished_experiment_changes_no_byte(reference, capsys):

@@ -4,7 +4,7 @@
 warming the front end in the caller so every worker starts with librosa's lazily loaded modules and the cached
 filterbank (~1 s each otherwise). An executor, not `multiprocessing.Pool`: stopping a Pool part-way
 (`terminate()`) races with workers waiting on its task queue's lock and can wait forever; CI's test run once
-hung 80 minutes in it, and the early-stop test here hung again with it. The executor's
+hung 80 minutes in it, and tests/test_cache_workers.py's early-stop test hung once with it. The executor's
 `shutdown(cancel_futures=True)` drops the clips not started, lets the few in flight finish, and a worker that
 dies is reported (BrokenProcessPool), never waited for.
 
