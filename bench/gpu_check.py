@@ -216,9 +216,12 @@ def stage_throughput_channels_last(args, work: Path) -> dict:
 
 
 def stage_throughput_compiled(args, work: Path) -> dict:
-    if args.dry_run:
-        raise StageSkipped("dry run: torch.compile of the network takes minutes on a CPU")
     return stage_throughput(args, work, ["--compile", "--skip-data"])
+
+
+# Stages a dry run skips, and why (decided here, without starting a stage process).
+DRY_RUN_SKIPS = {"wheels": "dry run: the local environment has the packages",
+                 "throughput_compiled": "dry run: torch.compile of the network takes minutes on a CPU"}
 
 
 def stage_inference(args, work: Path) -> dict:
@@ -249,10 +252,6 @@ class StageFailed(Exception):
         self.figures = figures or {}
 
 
-class StageSkipped(Exception):
-    pass
-
-
 def run_stage_here(args):
     """Child process: run one stage, write {status, figures, error} to --stage-json."""
     work = Path(args.work)
@@ -262,8 +261,6 @@ def run_stage_here(args):
     result = {"status": "ok", "figures": {}}
     try:
         result["figures"] = globals()[f"stage_{args.stage}"](args, work)
-    except StageSkipped as skip:
-        result = {"status": "skipped", "reason": str(skip), "figures": {}}
     except StageFailed as failure:
         result = {"status": "failed", "error": str(failure), "figures": failure.figures}
     Path(args.stage_json).write_text(json.dumps(result, default=str))
@@ -297,8 +294,6 @@ def environment(dry_run) -> dict:
 
 def install_wheels(args, log, timeout) -> dict:
     """pip install --target /tmp/site the carried wheels; children find them through PYTHONPATH."""
-    if args.dry_run:
-        return {"status": "skipped", "reason": "dry run: the local environment has the packages"}
     wheels = sorted(WHEELS_DIR.glob("*.whl"))
     if not wheels:
         return {"status": "skipped", "reason": f"no wheels in {WHEELS_DIR} (make them with bench/fetch_gpu_wheels.sh)"}
@@ -411,7 +406,9 @@ def main(argv=None):
             log.flush()
             start = time.perf_counter()
             try:
-                if name == "wheels":
+                if args.dry_run and name in DRY_RUN_SKIPS:
+                    result = {"status": "skipped", "reason": DRY_RUN_SKIPS[name]}
+                elif name == "wheels":
                     result = install_wheels(args, log, timeout)
                 else:
                     result = run_child(args, name, timeout, work, log)
