@@ -3,6 +3,7 @@
     python bench/cpu_step.py                          # `small`, 1 thread (as each --jobs process has)
     python bench/cpu_step.py --threads 2 --rounds 9
     python bench/cpu_step.py --compile                # also torch.compile (slow to start on a CPU)
+    python bench/cpu_step.py --default-allocator      # glibc's malloc defaults (train_folds.py changes them)
 
 Every candidate trains the experiment's network on the same random batch (its batch size,
 raw log-mel crops through the experiment's device augmentation, as `train_folds.py` runs it);
@@ -10,7 +11,10 @@ the candidates take turns, `--steps` train steps each per round, and the median 
 `--rounds` rounds is printed with its ratio to the reference, plain fp32 (NCHW), measured in
 the same run. bf16 rows run only where the CPU computes bf16 natively (avx512_bf16 or AMX:
 `src.utils.cpu_has_native_bf16`); elsewhere bf16 autocast is emulated and several times slower,
-so `resolve_precision` keeps training in fp32 there. Run it on a quiet machine.
+so `resolve_precision` keeps training in fp32 there. Like train_folds.py on a CPU, the run first lets
+glibc's malloc keep freed step buffers for reuse (src/utils.py, keep_freed_memory_for_reuse);
+--default-allocator leaves glibc's defaults, to measure what that is worth (a second run: the
+setting is process-wide). Run it on a quiet machine.
 """
 import argparse
 import statistics
@@ -27,7 +31,7 @@ from src.config import AUDIO  # noqa: E402
 from src.errors import BadSetting  # noqa: E402
 from src.experiments import EXPERIMENTS, get_experiment  # noqa: E402
 from src.train.argus_model import FreesoundModel, argus_params  # noqa: E402
-from src.utils import cpu_flags, cpu_has_native_bf16  # noqa: E402
+from src.utils import cpu_flags, cpu_has_native_bf16, keep_freed_memory_for_reuse  # noqa: E402
 
 # name -> (amp, channels_last, compile); the first is the reference
 CANDIDATES = {"fp32 (reference)": ("none", False, False), "channels_last": ("none", True, False),
@@ -48,10 +52,14 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=5, help="rounds of turns (default 5; the median is shown)")
     parser.add_argument("--steps", type=int, default=10, help="train steps per candidate and round (default 10)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (bf16 + channels_last)")
+    parser.add_argument("--default-allocator", action="store_true",
+                        help="keep glibc's malloc defaults instead of train_folds.py's reuse of freed buffers")
     args = parser.parse_args(argv)
     if min(args.threads, args.rounds, args.steps) < 1:
         raise BadSetting("--threads, --rounds and --steps must be at least 1")
     torch.set_num_threads(args.threads)
+    reused = not args.default_allocator and keep_freed_memory_for_reuse()
+    allocator = "freed buffers reused" if reused else "glibc defaults"
     experiment = get_experiment(args.experiment)
     native = cpu_has_native_bf16()
     candidates = {name: c for name, c in CANDIDATES.items() if native or c[0] != "bf16"}
@@ -83,7 +91,7 @@ def main(argv=None):
     flags = sorted(f for f in cpu_flags() if f.startswith(("avx", "amx")))
     print(f"{args.experiment}: batch {batch_size} x {shape[1:]}, {args.threads} thread(s), "
           f"{args.rounds} rounds x {args.steps} steps; CPU flags {' '.join(flags) or 'none'}; "
-          f"native bf16: {'yes' if native else 'no (bf16 rows left out)'}; torch {torch.__version__}")
+          f"native bf16: {'yes' if native else 'no (bf16 rows left out)'}; malloc: {allocator}; torch {torch.__version__}")
     reference = statistics.median(times[next(iter(models))])
     for name, values in times.items():
         median = statistics.median(values)
