@@ -69,7 +69,7 @@ venv-foreign:
 venv: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 demo-data: $(STAMP)
 	test -f $(DEMO)/DATASET.json || $(PY) -m src.data.demo_data --out $(DEMO)
