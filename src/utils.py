@@ -417,15 +417,15 @@ def keep_freed_memory_for_reuse(mmap_threshold: int = TRAINING_MMAP_THRESHOLD,
     """Training on a CPU: let each step reuse the memory the last one freed (True if set).
 
     A training step allocates and frees the same few-MB activation and gradient buffers every time.
-    With glibc's defaults, the free space at the top of the heap is handed back to the system
-    (trimmed) and faulted in again, zero-filled, on the next step: `small`'s step took ~27,000 page
-    faults and ~60 ms of kernel time, a third of its 200 ms. Buffers up to `mmap_threshold` from the
-    heap, and up to `trim_threshold` of free heap kept, make it 0 faults and ~125 ms (fp32 NHWC, one
-    thread; `python bench/cpu_step.py --default-allocator` against `python bench/cpu_step.py`).
-    The shapes repeat from step to step, so the heap does not grow with the epochs (prediction over
-    clips of every length does: it keeps `fix_malloc_mmap_threshold`). Numbers computed are
-    unchanged. An environment that sets MALLOC_TRIM_THRESHOLD_ or MALLOC_MMAP_THRESHOLD_ is left as
-    it is (False); a no-op (False) where the C library is not glibc.
+    With glibc's defaults, free space at the top of the heap is handed back to the system (trimmed)
+    and faulted in again, zero-filled, by the next step. `small` on the realdev set (5 fold processes
+    on 2 cores) took 47 million page faults and 112 s of kernel time that way; keeping buffers up to
+    `mmap_threshold` in the heap, and up to `trim_threshold` of free heap, cut them to 1.6 million and
+    7 s, and the user time by ~15% (bench/realdev/README.md, fourth round). The shapes repeat from step
+    to step, so the heap does not grow with the epochs (prediction over clips of every length does: it
+    keeps `fix_malloc_mmap_threshold`). Numbers computed are unchanged. An environment that sets
+    MALLOC_TRIM_THRESHOLD_ or MALLOC_MMAP_THRESHOLD_ is left as it is (False); a no-op (False) where
+    the C library is not glibc.
     """
     if "MALLOC_TRIM_THRESHOLD_" in os.environ or "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return False
