@@ -135,14 +135,14 @@ def test_venv_made_by_this_interpreter_is_used(repo):
     fake_venv(repo / ".venv", identity=ID, stamp=ID + "\n")
     r = make(repo, "-n", "test")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == ".venv/bin/python -m pytest -q tests"   # no reinstall, no refusal
+    assert r.stdout.strip() == ".venv/bin/python -m pytest -q --durations=15 tests"   # no reinstall, no refusal
 
 
 def test_venv_stamped_by_an_older_makefile_is_used_when_it_runs(repo):
     fake_venv(repo / ".venv", identity=ID, stamp="")
     r = make(repo, "-n", "test")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == ".venv/bin/python -m pytest -q tests"
+    assert r.stdout.strip() == ".venv/bin/python -m pytest -q --durations=15 tests"
 
 
 def test_stamp_records_the_interpreter_the_check_compares(repo):
@@ -164,7 +164,7 @@ def test_container_venv_is_taken_from_FSAT_VENV_not_the_mounted_host_venv(repo, 
     image_venv = fake_venv(tmp_path / "opt" / "venv", identity=ID, stamp=ID + "\n")
     r = make(repo, "-n", "test", env=clean_env(FSAT_VENV=str(image_venv)))
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == f"{image_venv}/bin/python -m pytest -q tests"
+    assert r.stdout.strip() == f"{image_venv}/bin/python -m pytest -q --durations=15 tests"
 
 
 def test_dockerfile_makes_its_venv_with_the_makefile_at_FSAT_VENV():
