@@ -13,9 +13,11 @@ from tests.helpers import ROOT
 glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
 
 # `small`'s training step, as bench/cpu_step.py times it (one thread, batch 32 of raw 128 x 64 crops through
-# the device augmentation): prints whether the setting was applied and the page faults per step, once warm.
+# the device augmentation): prints whether the setting was applied and the median page faults of 8 steps
+# after 4 warm-up steps. (The heap still grows now and then in the first few steps, as the random crops and
+# masks ask for new sizes: the median looks past that.)
 STEPS = """
-import resource, sys, torch
+import resource, statistics, sys, torch
 sys.path.insert(0, {root!r})
 from src.utils import keep_freed_memory_for_reuse
 print(keep_freed_memory_for_reuse())
@@ -27,10 +29,12 @@ model = FreesoundModel(argus_params(get_experiment("small"), 80, "cpu"))
 batch = (torch.randn(32, 128, 64), (torch.rand(32, 80) < 0.03).float(), torch.zeros(32, dtype=torch.bool))
 for _ in range(4):
     model.train_step(batch, None)
-start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(6):
+faults = []
+for _ in range(8):
+    start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     model.train_step(batch, None)
-print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start) / 6)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start)
+print(statistics.median(faults))
 """
 
 
@@ -40,8 +44,9 @@ def test_a_warm_training_step_reuses_freed_memory_without_page_faults():
                           timeout=240)
     assert done.returncode == 0, done.stderr
     applied, faults_per_step = done.stdout.split()
-    # With glibc's defaults the same step took ~27,000 faults (~100 MB of pages zeroed; 2026-12-06, torch 2.13).
-    assert applied == "True" and float(faults_per_step) < 500
+    # With glibc's defaults the same steps took 20,000-33,000 faults each (~100 MB of pages zeroed; 2026-12-06,
+    # torch 2.13); with the setting, 0 in most steps.
+    assert applied == "True" and float(faults_per_step) < 1000
 
 
 def test_a_users_own_malloc_settings_are_left_alone(monkeypatch):
