@@ -47,4 +47,3 @@ def test_a_build_that_fails_half_way_stops_its_pool_at_once(tmp_path, write_wav,
         cache.load_features(names, tmp_path, tmp_path / "features", name="train", workers=2, progress=False)
     assert info.value is not None and set(multiprocessing.active_children()) == before  # traceback still held
     assert sorted(p.name for p in (tmp_path / "features").iterdir()) == []  # no spool, lock or temporary folder
-
