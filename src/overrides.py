@@ -3,7 +3,10 @@
     --set batch_size=64 --set transforms.spec_prob=0.3 --set model.base_size=32 --set optimizer.lr=1e-3
 
 VALUE is read as a Python literal (numbers, tuples, strings, True/False/None),
-or taken as a plain string when it is not one. A dotted key reaches into a
+or taken as a plain string when it is not one, and must suit the setting it
+replaces: a switch takes True/False (or true/false), a whole number an int, a
+number an int or float, a tuple or list a tuple or list. Without that check,
+`--set channels_last=false` gave the text 'false', which Python reads as true. A dotted key reaches into a
 nested dict; for the `(name, kwargs)` pairs (model, loss, optimizer) it reaches
 into the kwargs. Every level of the key must already exist in the experiment,
 so a typo (`plateau.patiance`, `model.base_sise`) stops the run before anything
@@ -21,6 +24,28 @@ def parse_value(text: str):
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text
+
+
+TRUE_FALSE = {"true": True, "false": False}
+
+
+def _suited(key: str, text: str, current, value):
+    """`value` as the setting's current value's type asks, or BadSetting naming what it takes.
+
+    Text settings (and those that are None) take any value; the others refuse the text a literal reading falls
+    back to (`epoch_size=6400x`, `channels_last=flase`) and values of the wrong kind (`epochs=60.5`)."""
+    if isinstance(current, bool):
+        if isinstance(value, str) and value.lower() in TRUE_FALSE:
+            return TRUE_FALSE[value.lower()]
+        if not isinstance(value, bool):
+            raise BadSetting(f"--set {key}={text}: {key} is True or False (it is {current} now)")
+    elif isinstance(current, (int, float)):
+        kinds, what = ((int,), "a whole number") if isinstance(current, int) else ((int, float), "a number")
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            raise BadSetting(f"--set {key}={text}: {key} is {what} (it is {current!r} now)")
+    elif isinstance(current, (tuple, list)) and not isinstance(value, (tuple, list)):
+        raise BadSetting(f"--set {key}={text}: {key} is a tuple or list (it is {current!r} now)")
+    return value
 
 
 def _is_pair(value) -> bool:
@@ -49,7 +74,7 @@ def apply_override(experiment: dict, assignment: str) -> None:
             raise BadSetting(f"--set {key}: unknown setting {part!r}; valid {level}: "
                              f"{', '.join(sorted(node)) or '(none)'}{hint}")
         if depth == len(parts) - 1:
-            node[part] = parse_value(text)
+            node[part] = _suited(key, text, node[part], parse_value(text))
         else:
             node = node[part]
 

@@ -69,6 +69,42 @@ def test_values_are_python_literals_or_plain_strings(text, value):
     assert experiment["amp"] == value
 
 
+@pytest.mark.parametrize("text, value", [("false", False), ("False", False), ("TRUE", True), ("true", True)])
+def test_a_switch_takes_true_or_false_in_any_case(text, value):
+    # `--set channels_last=false` used to set the text 'false', which is truthy: NHWC stayed on.
+    experiment = get_experiment("small")
+    apply_override(experiment, f"channels_last={text}")
+    assert experiment["channels_last"] is value
+
+
+@pytest.mark.parametrize("assignment, says", [
+    ("channels_last=flase", "channels_last is True or False (it is True now)"),
+    ("channels_last=1", "channels_last is True or False"),
+    ("epoch_size=640.0", "epoch_size is a whole number (it is 640 now)"),
+    ("epoch_size=6400x", "epoch_size is a whole number"),
+    ("epochs=True", "epochs is a whole number"),
+    ("optimizer.lr=fast", "optimizer.lr is a number (it is 0.006 now)"),
+    ("transforms.resize_ratio=wide", "transforms.resize_ratio is a tuple or list"),
+    ("model=AuxSkipAttention", "model is a tuple or list"),
+])
+def test_a_value_of_the_wrong_kind_is_refused_and_nothing_changes(assignment, says):
+    experiment = get_experiment("small")
+    before = copy.deepcopy(experiment)
+    with pytest.raises(BadSetting) as info:
+        apply_override(experiment, assignment)
+    assert str(info.value).startswith(f"--set {assignment}: {says}"), str(info.value)
+    assert experiment == before
+
+
+def test_values_of_a_suited_kind_are_taken():
+    experiment = get_experiment("small")
+    apply_overrides(experiment, ["optimizer.lr=1", "noisy_prob=0", "transforms.resize_ratio=[0.4, 0.6]",
+                                 "amp=none", "curated_corrections=None"])
+    assert experiment["optimizer"][1]["lr"] == 1 and experiment["noisy_prob"] == 0
+    assert experiment["transforms"]["resize_ratio"] == [0.4, 0.6] and experiment["amp"] == "none"
+    assert experiment["curated_corrections"] is None
+
+
 @pytest.mark.parametrize("key, unknown, valid", [
     ("bacth_size", "bacth_size", sorted(BASE)),                                  # top level
     ("plateau.patiance", "patiance", sorted(BASE["plateau"])),                   # a nested dict
