@@ -6,12 +6,13 @@ VALUE is read as a Python literal (numbers, tuples, strings, True/False/None),
 or taken as a plain string when it is not one, and must suit the setting it
 replaces: a switch takes True/False (or true/false), a whole number an int, a
 number an int or float, a tuple or list a tuple or list. Without that check,
-`--set channels_last=false` gave the text 'false', which Python reads as true. A dotted key reaches into a
-nested dict; for the `(name, kwargs)` pairs (model, loss, optimizer) it reaches
-into the kwargs. Every level of the key must already exist in the experiment,
-so a typo (`plateau.patiance`, `model.base_sise`) stops the run before anything
-is written, with the valid keys at that level. To give a model, loss or
-optimizer an argument the experiment does not list, set the whole pair
+`--set channels_last=false` gave the text 'false', which Python reads as true.
+A dotted key reaches into a nested dict; for the `(name, kwargs)` pairs (model,
+loss, optimizer) it reaches into the kwargs. Every level of the key must
+already exist in the experiment, so a typo (`plateau.patiance`,
+`model.base_sise`) stops the run before anything is written, with the valid
+keys at that level. To give a model, loss or optimizer an argument the
+experiment does not list, set the whole pair
 (`--set "optimizer=('AdamW', {'lr': 1e-3, 'weight_decay': 0.01})"`).
 """
 import ast
