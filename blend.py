@@ -45,7 +45,7 @@ from src.data.layout import no_test_clips_note, read_classes, read_sample_submis
 from src.ensembles import ENSEMBLES, get_ensemble
 from src.locks import exclusive_lock, lock_file_beside
 from src.predict.prediction_sets import check_finite, predictions_dir
-from src.utils import write_csv_atomic, write_json_atomic
+from src.files import write_csv_atomic, write_json_atomic
 
 
 def parse_args(argv=None):

@@ -47,7 +47,7 @@ from src.errors import BadSetting
 from src.locks import exclusive_lock, lock_file_beside
 from src.models import create_model
 from src.tagging.bundles import make_bundle, make_ensemble_bundle
-from src.utils import torch_save_atomic
+from src.files import torch_save_atomic
 
 
 class SigmoidMainHead(nn.Module):

@@ -36,7 +36,7 @@ from src.data.layout_writer import write_layout
 from src.data.recordings import Problem, assign_sources, duplicate_problems, from_class_folders, from_csv
 from src.errors import BadInput, BadSetting, InputFileNotFound, ResultsExist
 from src.progress import progress
-from src.utils import atomic_new_dir, atomic_path
+from src.files import atomic_new_dir, atomic_path
 
 
 def parse_args(argv):

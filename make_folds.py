@@ -28,7 +28,7 @@ from src.data.folds import fold_per_group, fold_per_row, groups_from_column, gro
 from src.data.layout import read_classes
 from src.data.labels import check_files, check_labels, read_train_csv, targets_matrix
 from src.errors import BadInput
-from src.utils import write_csv_atomic
+from src.files import write_csv_atomic
 
 PATTERN_COLUMN = "group"   # the column --group-pattern writes its groups into
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from src.cli import run
 from src.errors import BadSetting
 from src.predict.ensemble import check_bundle_models, read_ensemble_bundle
-from src.utils import atomic_path
+from src.files import atomic_path
 
 ROOT = Path(__file__).resolve().parent
 

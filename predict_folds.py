@@ -69,7 +69,7 @@ from src.data.layout import no_test_clips_note, read_classes, read_test_fnames
 from src.experiment_folder import check_folds_finished, experiments_dir, read_experiment_record
 from src.locks import exclusive_lock, lock_file_beside
 from src.provenance import add_accept_changed, check_unchanged, fold_assignment
-from src.utils import fix_malloc_mmap_threshold, pick_device, set_cpu_threads
+from src.runtime import fix_malloc_mmap_threshold, pick_device, set_cpu_threads
 
 
 def parse_args(argv=None):
@@ -131,7 +131,7 @@ class FoldModels:
 
 def main(argv=None):
     args = parse_args(argv)
-    fix_malloc_mmap_threshold()  # else memory grows with the clips predicted (src/utils.py)
+    fix_malloc_mmap_threshold()  # else memory grows with the clips predicted (src/runtime.py)
     data_dir = resolve_data_dir(args.data_dir)
     out_dir = predictions_dir(data_dir, args.experiment)
     # One run at a time per prediction tree: a second one stops at once, naming the first one's pid.

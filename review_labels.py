@@ -61,7 +61,7 @@ from src.data.layout import read_classes
 from src.data.labels import REMOVE, check_labels, load_corrections, parse_labels, read_csv_columns
 from src.metrics import clip_lwlrap
 from src.predict.prediction_sets import PredictionSet
-from src.utils import write_csv_atomic, write_json_atomic
+from src.files import write_csv_atomic, write_json_atomic
 
 COLUMNS = ["fname", "given_labels", "clip_lwlrap", "predicted_top", "suggested_labels", "decision"]
 KEEP = "keep"

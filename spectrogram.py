@@ -16,7 +16,7 @@ from src.audio.fast_frontend import audio_to_log_mel
 from src.audio.frontend import AudioReadError
 from src.cli import run
 from src.plots import plot_log_mel
-from src.utils import atomic_path
+from src.files import atomic_path
 
 
 def main(argv=None):

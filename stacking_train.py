@@ -70,7 +70,7 @@ from src.provenance import check_unchanged, fold_assignment
 from src.experiment_folder import check_folds_finished, experiments_dir
 from src.locks import exclusive_lock, lock_file_beside
 from src.train.fit import fit_fold, prepare_experiment_dir
-from src.utils import pick_device, seed_everything
+from src.runtime import pick_device, seed_everything
 
 
 def parse_args(argv=None):

@@ -70,7 +70,7 @@ from src.experiment_folder import DONE_FILE, experiments_dir
 from src.locks import exclusive_lock
 from src.train.fit import fit_fold, prepare_experiment_dir, worker_count
 from src.train.jobs import StopRequested, become_child, check_jobs, choose_jobs, parse_jobs, run_fold_jobs
-from src.utils import keep_freed_memory_for_reuse, seed_everything, set_cpu_threads
+from src.runtime import keep_freed_memory_for_reuse, seed_everything, set_cpu_threads
 
 
 def parse_args(argv=None):
@@ -112,7 +112,7 @@ def main(argv=None):
     set_cpu_threads(ddp.device, workers, args.threads, light_workers=augment_mode(experiment) == "device")
     check_jobs(args.jobs, device=ddp.device, distributed=ddp.distributed, threads=args.threads, workers=args.workers)
     if ddp.device.type == "cpu":
-        keep_freed_memory_for_reuse()  # each step reuses the last one's buffers: no page faults (src/utils.py)
+        keep_freed_memory_for_reuse()  # each step reuses the last one's buffers: no page faults (src/runtime.py)
     # Per rank: the global batch and epoch are kept, split over the ranks (checked before anything is written).
     per_rank = {key: distributed.split_per_rank(experiment[key], ddp.world_size, key)
                 for key in ("batch_size", "epoch_size")}

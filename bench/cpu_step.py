@@ -10,9 +10,9 @@ raw log-mel crops through the experiment's device augmentation, as `train_folds.
 the candidates take turns, `--steps` train steps each per round, and the median over
 `--rounds` rounds is printed with its ratio to the reference, plain fp32 (NCHW), measured in
 the same run. bf16 rows run only where the CPU computes bf16 natively (avx512_bf16 or AMX:
-`src.utils.cpu_has_native_bf16`); elsewhere bf16 autocast is emulated and several times slower,
+`src.runtime.cpu_has_native_bf16`); elsewhere bf16 autocast is emulated and several times slower,
 so `resolve_precision` keeps training in fp32 there. Like train_folds.py on a CPU, the run first lets
-glibc's malloc keep freed step buffers for reuse (src/utils.py, keep_freed_memory_for_reuse);
+glibc's malloc keep freed step buffers for reuse (src/runtime.py, keep_freed_memory_for_reuse);
 --default-allocator leaves glibc's defaults, to measure what that is worth (a second run: the
 setting is process-wide). Run it on a quiet machine.
 """
@@ -31,7 +31,7 @@ from src.config import AUDIO  # noqa: E402
 from src.errors import BadSetting  # noqa: E402
 from src.experiments import EXPERIMENTS, get_experiment  # noqa: E402
 from src.train.argus_model import FreesoundModel, argus_params  # noqa: E402
-from src.utils import cpu_flags, cpu_has_native_bf16, keep_freed_memory_for_reuse  # noqa: E402
+from src.runtime import cpu_flags, cpu_has_native_bf16, keep_freed_memory_for_reuse  # noqa: E402
 
 # name -> (amp, channels_last, compile); the first is the reference
 CANDIDATES = {"fp32 (reference)": ("none", False, False), "channels_last": ("none", True, False),

@@ -24,7 +24,7 @@ from src.config import AUDIO  # noqa: E402
 from src.errors import BadSetting  # noqa: E402
 from src.predict.ensemble import load_ensemble_bundle  # noqa: E402
 from src.tagging.bundles import random_ensemble_bundle  # noqa: E402
-from src.utils import pick_device  # noqa: E402
+from src.runtime import pick_device  # noqa: E402
 
 ENSEMBLE, N_CLASSES = "ensemble_2019", 80
 

@@ -17,7 +17,7 @@ averages the tile sigmoids per clip:
             fp32 on CPU (on CUDA the model's own autocast)
   default   what tag.py and predict_folds.py run: src.predict.predictor.Predictor with
             --amp (default 'auto': bf16 autocast on a CPU with native bf16, see
-            src.utils.cpu_has_native_bf16; the model's own on CUDA); tiles of many clips
+            src.runtime.cpu_has_native_bf16; the model's own on CUDA); tiles of many clips
             fill each batch, deltas by one matmul, on CPU forwards of 16 tiles in NHWC
   fp32      the same Predictor with amp 'none'
 
@@ -64,7 +64,8 @@ from src.config import AUDIO  # noqa: E402
 from src.errors import InputFileNotFound  # noqa: E402
 from src.predict.predictor import AMP_CHOICES, Predictor, count_tiles, make_tiles  # noqa: E402
 from src.augment.transforms import get_transforms  # noqa: E402
-from src.utils import NATIVE_BF16_FLAGS, cpu_flags, cpu_has_native_bf16, pick_device, write_json_atomic  # noqa: E402
+from src.files import write_json_atomic
+from src.runtime import NATIVE_BF16_FLAGS, cpu_flags, cpu_has_native_bf16, pick_device  # noqa: E402
 
 
 def parse_args(argv=None):

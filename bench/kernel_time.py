@@ -61,7 +61,7 @@ from src.cli import run  # noqa: E402
 from src.config import AUDIO  # noqa: E402
 from src.ensembles import get_ensemble  # noqa: E402
 from src.predict.predictor import count_tiles  # noqa: E402
-from src.utils import pick_device  # noqa: E402
+from src.runtime import pick_device  # noqa: E402
 
 # Kaggle's 2019 test set (FSDKaggle2019 README, Zenodo record 3612637; see the docstring).
 TEST_SET_CLIPS = 4481

@@ -639,7 +639,7 @@ def main(argv=None):
         summary.update(growth=table, worse_than_linear=flagged)
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
     if args.json:
-        from src.utils import write_json_atomic
+        from src.files import write_json_atomic
         write_json_atomic(summary, args.json)
     return summary
 

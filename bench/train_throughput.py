@@ -51,7 +51,8 @@ from src.augment.batch import create_batch_augment  # noqa: E402
 from src.data.datasets import experiment_train_dataset, make_loader  # noqa: E402
 from src.experiments import get_experiment  # noqa: E402
 from src.overrides import apply_overrides  # noqa: E402
-from src.utils import pick_device, seed_everything, write_json_atomic  # noqa: E402
+from src.files import write_json_atomic
+from src.runtime import pick_device, seed_everything  # noqa: E402
 
 FRAMES_PER_SECOND = 44100 / 690  # ~63.9
 EPOCH = 32768

@@ -13,7 +13,7 @@ from pathlib import Path
 from src.errors import BadInput, InputFileNotFound
 from src.experiments import complete_config
 from src.precision import describe_precisions
-from src.utils import read_json
+from src.files import read_json
 
 DONE_FILE = "done.json"
 

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from src.config import AUDIO  # noqa: E402
-from src.utils import atomic_path  # noqa: E402
+from src.files import atomic_path  # noqa: E402
 
 
 def save_figure(fig, path):

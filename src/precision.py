@@ -6,7 +6,7 @@ A setting (an experiment's `amp`, a script's `--amp`) resolves, on a device, to 
   'auto'  on CUDA it follows the card (`card_precision`): bf16 on compute capability >= 8.0
           (A100, H100, ...: native bf16), fp16 on 7.x (V100, T4: fp16 tensor cores, no bf16;
           training adds a GradScaler), fp32 below 7.0 (P100). On a CPU: fp32 for training; for
-          prediction bf16 where the CPU computes it natively (`src.utils.cpu_has_native_bf16`),
+          prediction bf16 where the CPU computes it natively (`src.runtime.cpu_has_native_bf16`),
           else fp32.
   'bf16'  bf16 autocast, but never on a GPU without native bf16: there it is the card's 'auto'
           (fp16 on a T4, fp32 on a P100). On a CPU: bf16 for prediction; for training bf16 where
@@ -22,7 +22,7 @@ val_lwlrap.json, bundles) names the precision used.
 import torch
 
 from src.errors import BadSetting
-from src.utils import cpu_has_native_bf16
+from src.runtime import cpu_has_native_bf16
 
 AMP_SETTINGS = ("auto", "bf16", "fp16", "none")
 PRECISIONS = ("bf16", "fp16", "fp32")

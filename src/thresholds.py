@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from src.errors import BadInput, InputFileNotFound
-from src.utils import read_json
+from src.files import read_json
 
 MIN_POSITIVES = 5
 DEFAULT_THRESHOLD = 0.5  # models without recorded thresholds

@@ -43,4 +43,4 @@ def one_torch_thread():
 def cpu_without_native_bf16(monkeypatch):
     """Tests run in fp32 on every machine: `--amp auto` (tag.py, predict_folds.py) would pick bf16 on a CPU
     with native bf16, and the tests compare against fp32 references. Tests of the bf16 path patch it back."""
-    monkeypatch.setattr("src.utils.cpu_flags", lambda *args, **kwargs: set())
+    monkeypatch.setattr("src.runtime.cpu_flags", lambda *args, **kwargs: set())

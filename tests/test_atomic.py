@@ -1,10 +1,10 @@
-"""src.utils atomic writes of folders: a replace that survives a competitor, a publish that never replaces."""
+"""src.files atomic writes of folders: a replace that survives a competitor, a publish that never replaces."""
 import os
 from pathlib import Path
 
 import pytest
 
-from src.utils import atomic_new_dir, atomic_path
+from src.files import atomic_new_dir, atomic_path
 
 
 def _fill(folder, text):

@@ -13,7 +13,7 @@ from tests.helpers import tone
 
 
 def test_workers_die_of_sigterm_whatever_handler_the_caller_has():
-    """A forked worker inherits the caller's handlers; one that only records SIGTERM (src.utils.signals_deferred
+    """A forked worker inherits the caller's handlers; one that only records SIGTERM (src.files.signals_deferred
     installs one) must not keep a worker alive."""
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:

@@ -10,7 +10,7 @@ import tag
 from src.precision import resolve_precision
 from src.predict.predictor import Predictor, make_tiles
 from src.augment.transforms import ImageToTensor
-from src import utils
+from src import runtime
 from tests.helpers import make_experiment, sound, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -22,7 +22,7 @@ SAPPHIRE_RAPIDS = "fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8"
 EPYC_AVX2 = "fpu vme avx avx2 fma"
 
 
-READ_CPU_FLAGS = utils.cpu_flags  # the real reader (conftest swaps in one that sees no flags during tests)
+READ_CPU_FLAGS = runtime.cpu_flags  # the real reader (conftest swaps in one that sees no flags during tests)
 
 
 @pytest.mark.parametrize("flags, native", [(ZEN4, True), (ICELAKE, False), (SAPPHIRE_RAPIDS, True),
@@ -32,19 +32,19 @@ def test_native_bf16_is_read_from_the_cpu_flags(tmp_path, flags, native):
     cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\nbogomips\t: 4000\n\n"
                        f"processor\t: 1\nflags\t\t: {flags}\n")
     assert READ_CPU_FLAGS(cpuinfo) == set(flags.split())
-    assert utils.cpu_has_native_bf16(READ_CPU_FLAGS(cpuinfo)) is native
+    assert runtime.cpu_has_native_bf16(READ_CPU_FLAGS(cpuinfo)) is native
 
 
 def test_cpu_flags_of_a_missing_cpuinfo_are_empty(tmp_path):
     assert READ_CPU_FLAGS(tmp_path / "absent") == set()
-    assert utils.cpu_has_native_bf16(set()) is False
+    assert runtime.cpu_has_native_bf16(set()) is False
 
 
 def test_auto_precision_follows_the_cpu_flags(monkeypatch):
-    monkeypatch.setattr(utils, "cpu_flags", lambda *a: set(ZEN4.split()))
+    monkeypatch.setattr(runtime, "cpu_flags", lambda *a: set(ZEN4.split()))
     assert resolve_precision("auto", "cpu", training=False) == "bf16"
     assert resolve_precision("auto", "cpu", training=True) == "fp32"  # a CPU trains in fp32
-    monkeypatch.setattr(utils, "cpu_flags", lambda *a: set(ICELAKE.split()))
+    monkeypatch.setattr(runtime, "cpu_flags", lambda *a: set(ICELAKE.split()))
     assert resolve_precision("auto", "cpu", training=False) == "fp32"  # emulated bf16 is slower: keep fp32
     assert resolve_precision("bf16", "cpu", training=False) == "bf16"  # asked for: bf16 anyway
 
@@ -76,13 +76,13 @@ def test_cpu_forward_chunks_and_nhwc_give_the_fp32_probabilities(cpu_batch):
 def test_bf16_autocast_on_cpu_is_used_and_stays_close(monkeypatch):
     model = tiny_model(model="AuxSkipAttention")
     specs, expected = specs_and_reference(model)
-    monkeypatch.setattr(utils, "cpu_flags", lambda *a: set(ZEN4.split()))
+    monkeypatch.setattr(runtime, "cpu_flags", lambda *a: set(ZEN4.split()))
     auto = Predictor(model, 64, 16, amp="auto")
     assert auto.precision == "bf16"
     clips = auto.predict(specs)[2][0]
     assert np.abs(clips - expected).max() > 1e-6  # bf16 rounding shows: autocast was on
     np.testing.assert_allclose(clips, expected, atol=1e-2)
-    monkeypatch.setattr(utils, "cpu_flags", lambda *a: set(ICELAKE.split()))
+    monkeypatch.setattr(runtime, "cpu_flags", lambda *a: set(ICELAKE.split()))
     np.testing.assert_allclose(Predictor(model, 64, 16, amp="auto").predict(specs)[2][0], expected, atol=1e-6)
 
 

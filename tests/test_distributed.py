@@ -49,7 +49,7 @@ def _as_tensor(spec):
 def test_each_rank_draws_its_share_of_the_same_stream(workers):
     """Each rank: epoch_size / N samples in batches of batch_size / N, its own draws, the same source mix."""
     from src.data.datasets import build_train_dataset, make_loader
-    from src.utils import seed_everything
+    from src.runtime import seed_everything
 
     world_size, epoch_size, batch_size, noisy_prob = 2, 4000, 40, 0.3
     # Clip i of a source is a 1 x 1 spectrogram holding i (noisy clips: 100 + i), so a sample names its clip.

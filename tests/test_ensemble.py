@@ -251,7 +251,7 @@ def test_ensemble_test_predictions_default_to_fp32(monkeypatch, tmp_path):
     from src.tagging.options import load_tagger
     from tests.helpers import make_experiment
 
-    monkeypatch.setattr("src.utils.cpu_flags", lambda *args, **kwargs: {"avx512f", "avx512_bf16"})
+    monkeypatch.setattr("src.runtime.cpu_flags", lambda *args, **kwargs: {"avx512f", "avx512_bf16"})
     bundle = random_ensemble_bundle("demo", [f"c{i}" for i in range(6)], AUDIO, n_folds=1)
     assert bundle["test_amp"] == "none"
     assert all(p["trained_precision"] == "untrained" for p in bundle["first_level"] + bundle["stacking"])

@@ -21,7 +21,7 @@ import pytest
 import train_folds
 from src.train import fit
 from src.train.resume import LAST_STATE, load_training_state
-from src.utils import TEMP_MARK, atomic_path, remove_stale_temps
+from src.files import TEMP_MARK, atomic_path, remove_stale_temps
 from tests.helpers import demo_dataset, demo_fold0_args, make_experiment, sound, SR, torch_threads
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -245,7 +245,7 @@ def dead_pid():
 
 
 def test_temporaries_of_killed_runs_are_removed_by_the_next_write_and_nothing_else(tmp_path):
-    from src.utils import _HOST
+    from src.files import _HOST
     folder = tmp_path / "predictions"
     stale = plant(folder, f".demo{TEMP_MARK}{dead_pid()}@{_HOST}-k3x9_q")
     stale_file = folder / f".thresholds.json{TEMP_MARK}{dead_pid()}@{_HOST}-a1b2c3.json"

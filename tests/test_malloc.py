@@ -1,4 +1,4 @@
-"""Training keeps glibc's malloc from handing freed step buffers back to the system (src/utils.py,
+"""Training keeps glibc's malloc from handing freed step buffers back to the system (src/runtime.py,
 keep_freed_memory_for_reuse): the next step then reuses them instead of faulting in fresh zeroed pages."""
 import platform
 import subprocess
@@ -7,7 +7,7 @@ import sys
 import pytest
 
 import train_folds
-from src.utils import keep_freed_memory_for_reuse
+from src.runtime import keep_freed_memory_for_reuse
 from tests.helpers import ROOT
 
 glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
@@ -19,7 +19,7 @@ glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc
 STEPS = """
 import resource, statistics, sys, torch
 sys.path.insert(0, {root!r})
-from src.utils import keep_freed_memory_for_reuse
+from src.runtime import keep_freed_memory_for_reuse
 print(keep_freed_memory_for_reuse())
 from src.experiments import get_experiment
 from src.train.argus_model import FreesoundModel, argus_params

@@ -101,7 +101,7 @@ def test_prediction_sets_keep_the_models_precision_unless_asked(trained, monkeyp
     """On a CPU with native bf16, tag.py's default is bf16; the prediction sets on disk (CV, stacking
     inputs, the blend) stay in the precision the models trained in (fp32 on CPU) unless --amp says so."""
     import numpy as np
-    monkeypatch.setattr("src.utils.cpu_flags", lambda *args, **kwargs: {"avx512f", "avx512_bf16"})
+    monkeypatch.setattr("src.runtime.cpu_flags", lambda *args, **kwargs: {"avx512f", "avx512_bf16"})
     fp32 = predict(trained, "--step", "16", "--no-test")
     oof_fp32 = predictions.read_prediction_set(trained / "predictions" / "demo" / "oof").probs
     bf16 = predict(trained, "--step", "16", "--no-test", "--amp", "auto")
@@ -116,7 +116,7 @@ def test_test_predictions_default_to_fp32_and_are_recorded(trained, monkeypatch)
     set in bf16, the test set stays fp32 unless --test-amp says otherwise; val_lwlrap.json says which."""
     import json
     import numpy as np
-    monkeypatch.setattr("src.utils.cpu_flags", lambda *args, **kwargs: {"avx512f", "avx512_bf16"})
+    monkeypatch.setattr("src.runtime.cpu_flags", lambda *args, **kwargs: {"avx512f", "avx512_bf16"})
     out = trained / "predictions" / "demo"
     report = predict(trained, "--step", "32", "--amp", "auto")
     assert report["precision"] == {"oof": "bf16", "test": "fp32"}

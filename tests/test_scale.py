@@ -110,7 +110,7 @@ def test_bad_scale_is_a_one_line_user_error(tmp_path):
 PREDICT_TWICE = """
 import sys, numpy as np
 sys.path.insert(0, {root!r})
-from src.utils import fix_malloc_mmap_threshold
+from src.runtime import fix_malloc_mmap_threshold
 if {fix}:
     assert fix_malloc_mmap_threshold()
 from src.predict.predictor import Predictor

@@ -1,4 +1,4 @@
-"""CPU thread budgeting of the training scripts (src.utils.set_cpu_threads)."""
+"""CPU thread budgeting of the training scripts (src.runtime.set_cpu_threads)."""
 import pytest
 import torch
 

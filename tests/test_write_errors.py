@@ -29,7 +29,7 @@ from src.cli import run
 from src.predict.prediction_sets import PredictionSet, write_prediction_tree
 from src.train.fit import AtomicCheckpoint
 from src.train.resume import LAST_STATE, TrainingState, load_training_state
-from src.utils import TEMP_MARK, atomic_path, torch_save_atomic
+from src.files import TEMP_MARK, atomic_path, torch_save_atomic
 from tests.helpers import CLASSES, SR, demo_dataset, demo_fold0_args, make_experiment, sound, tiny_model, \
     torch_threads
 

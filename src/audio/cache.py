@@ -63,7 +63,7 @@ from src.audio.workers import check_frontend, extract, process_pool
 from src.config import AUDIO, AudioConfig, stable_hash
 from src.errors import BadInput
 from src.progress import progress as progress_bar
-from src.utils import atomic_new_dir, write_error_naming
+from src.files import atomic_new_dir, write_error_naming
 
 try:
     import fcntl

@@ -35,7 +35,7 @@ batch a fixed-size tensor; doing them on the device would mean shipping whole
 clips (up to 30 s) to it.
 
 All randomness is drawn in `BatchAugment.sample` from torch's RNG on the device
-(seeded by `torch.manual_seed`, i.e. `src.utils.seed_everything`), and `apply`
+(seeded by `torch.manual_seed`, i.e. `src.runtime.seed_everything`), and `apply`
 is deterministic. On an accelerator nothing reads values back to the host: every
 random choice is applied to the whole batch with `torch.where`, so a CUDA step
 never syncs. On CPU, where reading back is free, `apply` takes host-side

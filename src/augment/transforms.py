@@ -6,7 +6,7 @@ place). The last step, `ImageToTensor`, turns it into the 3-channel model input
 tensor (3, n_mels, frames) = [log-mel, delta, delta-delta] / 100.
 
 Randomness comes from numpy's global RNG (`np.random`), which is seeded per
-DataLoader worker elsewhere (`src.utils.seed_worker`), so runs are reproducible.
+DataLoader worker elsewhere (`src.runtime.seed_worker`), so runs are reproducible.
 
 Training pipeline (see `get_transforms`), as in the 2019 winning solution:
     `pad_and_crop`: pad to `size` (wrap with p=0.5 else constant with the minimum)

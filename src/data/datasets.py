@@ -23,7 +23,7 @@ reseeded it from the wall clock in every worker, which made runs
 unrepeatable. Here `make_loader` gives the DataLoader a `torch.Generator`
 seeded by `--seed`; torch derives each worker's seed from it
 (`base_seed + worker_id`, with a new `base_seed` each time workers start) and
-`src.utils.seed_worker` seeds numpy/random from that. So the same seed repeats a
+`src.runtime.seed_worker` seeds numpy/random from that. So the same seed repeats a
 run exactly, while workers never produce duplicate samples.
 """
 import numpy as np
@@ -34,7 +34,7 @@ from src.augment.checks import check_positive_int, check_prob
 from src.augment.mixers import get_mixer
 from src.augment.settings import augment_mode, raw_crop_settings
 from src.augment.transforms import get_transforms, pad_and_crop
-from src.utils import seed_worker
+from src.runtime import seed_worker
 
 PROB_TOLERANCE = 1e-6
 
@@ -249,7 +249,7 @@ def make_loader(dataset, batch_size, shuffle=False, workers=0, seed=0, drop_last
     The loader's `torch.Generator` (seeded by `seed`) drives the shuffling and the per-worker
     base seed; `seed_worker` passes each worker's torch seed on to numpy/random, which the
     transforms and mixers use. With workers=0 the samples are drawn in the main process from
-    numpy's global RNG, so seed it with `src.utils.seed_everything` for a repeatable run.
+    numpy's global RNG, so seed it with `src.runtime.seed_everything` for a repeatable run.
     Persistent workers keep their RNG state across epochs, so every epoch draws new samples.
     persistent=False starts fresh workers each epoch, seeded from the generator (a new base
     seed each epoch): the generator's state then determines every epoch, so a saved state

@@ -14,7 +14,7 @@ import pandas as pd
 
 from src.config import stable_hash
 from src.errors import BadInput, InputFileNotFound
-from src.utils import read_json
+from src.files import read_json
 
 REMOVE = "remove"
 

@@ -6,7 +6,7 @@
     <out>/test_labels.csv           fname,labels,source of the test clips (only with a test split)
     <out>/sample_submission.csv     fname + one column per class; a row per test clip (none without)
 
-The caller writes into a fresh temporary folder and publishes it whole (src.utils.atomic_path).
+The caller writes into a fresh temporary folder and publishes it whole (src.files.atomic_path).
 """
 import os
 import shutil

@@ -19,7 +19,7 @@ import pandas as pd
 
 from src.data.corrections import CuratedLabels, read_curated
 from src.metrics import lwlrap
-from src.utils import read_json
+from src.files import read_json
 from src.predict.prediction_sets import PredictionSet, geometric_mean, predictions_dir, read_prediction_set
 
 SPLITS = ("oof", "test")

@@ -38,7 +38,7 @@ from src.models import create_model, main_output
 from src.predict.prediction_sets import geometric_mean
 from src.precision import TEST_AMP, autocast, describe_precisions, resolve_precision
 from src.predict.predictor import Predictor, Throughput, prediction_precisions
-from src.utils import safe_torch_load
+from src.files import safe_torch_load
 
 BUNDLE_FORMAT = "fsat2019-ensemble-bundle"
 BUNDLE_VERSION = 1

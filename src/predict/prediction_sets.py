@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from src.errors import BadInput, InputFileNotFound
-from src.utils import atomic_path, write_csv_atomic, write_json_atomic
+from src.files import atomic_path, write_csv_atomic, write_json_atomic
 
 
 def clip_means(tiles: np.ndarray, offsets: np.ndarray) -> np.ndarray:

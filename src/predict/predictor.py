@@ -15,7 +15,7 @@ Precision (`amp`, src/precision.py): None keeps each model's own (the precision 
 this device: its experiment's amp as the card allows on CUDA, fp32 on a CPU); a setting
 ('auto', 'bf16', 'fp16', 'none') applies to every model, resolved for prediction: 'auto' (the
 default of tag.py) follows the card on CUDA and is bf16 on a CPU that computes it natively
-(`src.utils.cpu_has_native_bf16`), else fp32; 'none' is fp32 everywhere.
+(`src.runtime.cpu_has_native_bf16`), else fp32; 'none' is fp32 everywhere.
 
 CPU shape: a CPU forward pass gets at most `cpu_batch` tiles (16: larger
 batches ran slower on a 2-core AVX512 machine, their activations no longer fit

@@ -28,7 +28,7 @@ from src.predict.blending import blend_thresholds
 from src.predict.ensemble import BUNDLE_FORMAT, BUNDLE_VERSION, check_ensemble_bundle
 from src.predict.predictor import tile_steps
 from src.precision import TEST_AMP
-from src.utils import safe_torch_load
+from src.files import safe_torch_load
 
 TAG_AMP = "auto"  # the default precision of an experiment's bundle: tag.py's (see the module docstring)
 TAGGER_FORMAT = "fsat2019-tagger-bundle"  # one-experiment bundles written before the ensemble format held them

@@ -13,7 +13,7 @@ from src.progress import progress as progress_bar
 from src.tagging.chunked import tag_long_file
 from src.predict.ensemble import Ensemble
 from src.thresholds import labels_of
-from src.utils import atomic_path
+from src.files import atomic_path
 
 # Files longer than this are tagged in chunks (src.tagging.chunked): memory stays flat for any length.
 LONG_FILE_SECONDS = 60.0

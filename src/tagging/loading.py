@@ -15,7 +15,7 @@ from src.predict.blending import blend_thresholds
 from src.predict.ensemble import Ensemble, ensemble_from_bundle
 from src.tagging.bundles import make_bundle, make_ensemble_bundle, read_bundle
 from src.thresholds import thresholds_from_record
-from src.utils import pick_device
+from src.runtime import pick_device
 
 
 def load_experiment(data_dir, name, device, step=None) -> Ensemble:

@@ -9,7 +9,7 @@ from src.config import AUDIO
 from src.audio.streaming import MaxPoolTimeline, StreamingLogMel, audio_info, clip_top_db, stream_audio, stream_log_mel
 from src.progress import progress as progress_bar
 from src.predict.ensemble import Ensemble
-from src.utils import atomic_path
+from src.files import atomic_path
 
 
 def sliding_windows(blocks, window: int, hop: int):

@@ -13,7 +13,7 @@ import argus
 
 import src.train.argus_model  # noqa: F401  (registers FreesoundModel with argus)
 from src.errors import BadCheckpoint, UserError
-from src.utils import safe_torch_load
+from src.files import safe_torch_load
 
 REQUIRED_KEYS = ("model_name", "params", "nn_state_dict")
 

@@ -43,7 +43,7 @@ from argus.callbacks import Callback
 from torch.nn.parallel import DistributedDataParallel
 
 from src.errors import UserError
-from src.utils import pick_device
+from src.runtime import pick_device
 
 # Rank r trains with seed + RANK_SEED_STRIDE * r (fold K already adds K to the seed),
 # so no two (fold, rank) pairs share a seed and rank 0 draws what a one-process run draws.

@@ -27,7 +27,7 @@ from src.errors import BadInput, BadSetting, ResultsExist
 # The experiment folder's layout has one owner; these names are re-exported for the training scripts.
 from src.experiment_folder import (DONE_FILE, best_checkpoint, check_folds_finished, experiments_dir,  # noqa: F401
                                    fold_is_done, trained_folds, unfinished_folds)
-from src.utils import set_cpu_threads  # noqa: F401 (re-exported)
+from src.runtime import set_cpu_threads  # noqa: F401 (re-exported)
 from src.experiments import BASE, complete_config
 from src.train.distributed import SyncMetrics
 from src.metrics import Lwlrap
@@ -35,7 +35,7 @@ from src.plots import plot_training_curves
 from src.provenance import RECORD_KEYS, check_unchanged
 from src.progress import progress as progress_bar
 from src.train.resume import LAST_STATE, TrainingState, load_training_state, move_aside, trim_log_csv
-from src.utils import atomic_path, read_json, torch_save_atomic, write_json_atomic, write_oserror
+from src.files import atomic_path, read_json, torch_save_atomic, write_json_atomic, write_oserror
 
 
 

@@ -37,9 +37,9 @@ import numpy as np
 import torch
 from argus.callbacks import Callback, EarlyStopping, MonitorCheckpoint
 
-from src.utils import safe_torch_load
+from src.files import safe_torch_load
 from src.errors import BadCheckpoint
-from src.utils import atomic_path, torch_save_atomic
+from src.files import atomic_path, torch_save_atomic
 
 LAST_STATE = "last_state.pth"
 REPLACED_PREFIX = "replaced-"
