@@ -10,6 +10,8 @@ folds; the script says which it found):
       "lwlrap"               on the experiment's corrected labels (the clips its corrections keep);
       "lwlrap_given_labels"  on train_curated.csv's labels as given, over every curated clip: how
                              the 2019 CV figure (~0.887) was scored, so this one compares with it;
+      "class_mean_lwlrap"    the per-class scores (corrected labels) averaged with each class counting
+                             once: lwlrap weighs a class by its clips, and so hides what rare ones get;
   - test: the model predicts every test clip (sample_submission.csv order).
 Clips are cut into 128 x 256 tiles (padded evenly on both sides to the tile
 grid); the tile probabilities are kept (for stacking) and averaged into clip
@@ -25,7 +27,7 @@ recorded in val_lwlrap.json. Output tree
   <data>/predictions/NAME/oof/             probs.csv, tiles.npy, offsets.npy
   <data>/predictions/NAME/test/            geometric mean over folds (+ tiles)
   <data>/predictions/NAME/test/fold_K/     each fold model's test predictions
-  <data>/predictions/NAME/val_lwlrap.json  overall, per-fold and per-class CV lwlrap
+  <data>/predictions/NAME/val_lwlrap.json  overall, class-averaged, per-fold and per-class CV lwlrap
   <data>/predictions/NAME/per_class_lwlrap.png
   <data>/predictions/NAME/thresholds.json  one yes/no threshold per class, chosen on the out-of-fold
                                            predictions against the corrected labels (src/thresholds.py:
@@ -243,7 +245,8 @@ def predict_out_of_fold(run: FoldModels, data_dir, args) -> tuple:
                                                 f"({len(given)}): how the 2019 CV figure was scored"}}
     print(f"{run.name}: out-of-fold lwlrap {report['lwlrap']:.4f} over {len(truth)} clips on its corrected "
           f"labels; {report['lwlrap_given_labels']:.4f} over {len(given)} clips on the labels as given (as 2019 "
-          f"scored its CV) (folds {run.folds}, tile step {run.step})")
+          f"scored its CV) (folds {run.folds}, tile step {run.step}); averaged over classes, each counting once: "
+          f"{report['class_mean_lwlrap']:.4f}")
     return oof, report, (truth, probs)
 
 

@@ -204,7 +204,7 @@ def predict(args, experiment, data: StackingData, device, exp_dir) -> dict:
               "input_lwlrap": data.input_scores}
     overall = report["lwlrap"]
     print(f"{args.experiment}: stacking out-of-fold lwlrap {overall:.4f} over {len(covered)} clips (folds {folds}; "
-          f"best input {max(data.input_scores.values()):.4f})")
+          f"best input {max(data.input_scores.values()):.4f}); averaged over classes {report['class_mean_lwlrap']:.4f}")
 
     if data.test is not None:
         test_fnames, test_features = data.test

@@ -10,7 +10,9 @@ train_folds.csv is missing), train_folds.py --experiment small over every fold
 predict_folds.py, then a logistic regression on per-band log-mel statistics
 (mean, std and 90th percentile of each of the 128 bands, over time; curated
 clips only). Prints side by side: small's out-of-fold CV lwlrap, small's test
-lwlrap, the baseline's test lwlrap, and the wall time of each. The experiment
+lwlrap, the baseline's test lwlrap, and the wall time of each; and each score
+averaged over classes ("class-avg": every class counts once, so a class with two
+clips weighs as much as one with forty, where lwlrap weighs it by its clips). The experiment
 folder is `<data>/experiments/small`; an existing one is only replaced with
 --overwrite.
 
@@ -39,7 +41,7 @@ from src.errors import InputFileNotFound, UserError  # noqa: E402
 from src.data.layout import no_test_clips_note, read_classes, read_folds, read_test_fnames  # noqa: E402
 from src.audio.cache import load_features  # noqa: E402
 from src.data.labels import read_train_csv, targets_matrix  # noqa: E402
-from src.metrics import lwlrap  # noqa: E402
+from src.metrics import class_mean_lwlrap, lwlrap  # noqa: E402
 
 EXPERIMENT = "small"
 
@@ -70,9 +72,11 @@ def baseline_test_probs(data_dir: Path, classes, test_names) -> np.ndarray:
     return probs
 
 
-def test_lwlrap(data_dir: Path, classes, names, probs) -> float:
+def test_scores(data_dir: Path, classes, names, probs) -> tuple[float, float]:
+    """(lwlrap, class-averaged lwlrap) of `probs` on the test clips `names`."""
     labels = read_train_csv(data_dir / "test_labels.csv").set_index("fname").loc[names, "labels"]
-    return lwlrap(targets_matrix(labels.tolist(), classes), probs)
+    y = targets_matrix(labels.tolist(), classes)
+    return lwlrap(y, probs), class_mean_lwlrap(y, probs)
 
 
 def main(argv=None):
@@ -103,7 +107,7 @@ def main(argv=None):
     base_test = base_seconds = None
     if names:
         start = time.perf_counter()
-        base_test = test_lwlrap(data_dir, classes, names, baseline_test_probs(data_dir, classes, names))
+        base_test, base_test_avg = test_scores(data_dir, classes, names, baseline_test_probs(data_dir, classes, names))
         base_seconds = time.perf_counter() - start
         print(f"baseline (log-mel statistics + logistic regression) test lwlrap: {base_test:.4f}", flush=True)
     if args.baseline_only:
@@ -117,17 +121,20 @@ def main(argv=None):
     small_seconds = time.perf_counter() - start
 
     predictions = data_dir / "predictions" / EXPERIMENT
-    cv = json.loads((predictions / "val_lwlrap.json").read_text())["lwlrap"]
+    report = json.loads((predictions / "val_lwlrap.json").read_text())
+    cv, cv_avg = report["lwlrap"], report["class_mean_lwlrap"]
     print()
     print(f"data: {data_dir}")
-    print(f"{'':34s}{'CV lwlrap':>10s}{'test lwlrap':>13s}{'wall time':>12s}")
+    print(f"{'':30s}{'CV lwlrap':>10s}{'class-avg':>10s}{'test lwlrap':>12s}{'class-avg':>10s}{'wall time':>12s}")
     if not names:
-        print(f"{'small (5 folds + prediction)':34s}{cv:>10.4f}{'-':>13s}{small_seconds / 60:>10.1f} m")
+        print(f"{'small (5 folds + prediction)':30s}{cv:>10.4f}{cv_avg:>10.4f}{'-':>12s}{'-':>10s}"
+              f"{small_seconds / 60:>10.1f} m")
         return
     frame = pd.read_csv(predictions / "test" / "probs.csv").set_index("fname").loc[names, classes]
-    small_test = test_lwlrap(data_dir, classes, names, frame.to_numpy())
-    print(f"{'small (5 folds + prediction)':34s}{cv:>10.4f}{small_test:>13.4f}{small_seconds / 60:>10.1f} m")
-    print(f"{'log-mel statistics + logreg':34s}{'':>10s}{base_test:>13.4f}{base_seconds:>10.1f} s")
+    small_test, small_test_avg = test_scores(data_dir, classes, names, frame.to_numpy())
+    print(f"{'small (5 folds + prediction)':30s}{cv:>10.4f}{cv_avg:>10.4f}{small_test:>12.4f}{small_test_avg:>10.4f}"
+          f"{small_seconds / 60:>10.1f} m")
+    print(f"{'log-mel statistics + logreg':30s}{'':>20s}{base_test:>12.4f}{base_test_avg:>10.4f}{base_seconds:>10.1f} s")
     print(f"small - baseline on test: {small_test - base_test:+.4f}")
 
 

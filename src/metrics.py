@@ -25,7 +25,7 @@ from scipy.stats import rankdata
 
 from argus.metrics import Metric
 
-__all__ = ["lwlrap", "per_class_lwlrap", "clip_lwlrap", "label_precisions", "Lwlrap"]
+__all__ = ["lwlrap", "class_mean_lwlrap", "per_class_lwlrap", "clip_lwlrap", "label_precisions", "Lwlrap"]
 
 
 def _check_inputs(y_true, y_score) -> tuple[np.ndarray, np.ndarray]:
@@ -98,11 +98,22 @@ def lwlrap(y_true, y_score) -> float:
     return float((per_class * weight).sum())
 
 
+def class_mean_lwlrap(y_true, y_score) -> float:
+    """Per-class lwlrap averaged over the classes that have positives, each class counting once.
+
+    lwlrap weights a class by its share of the true labels, so on an imbalanced set a class with two
+    clips barely moves it; this average shows what the rare classes get (a drop that lwlrap hides).
+    """
+    per_class, weight = per_class_lwlrap(y_true, y_score)
+    return float(per_class[weight > 0].mean())
+
+
 def oof_report(y_true, y_score, classes, fold_scores: dict) -> dict:
     """The out-of-fold scores of an experiment (val_lwlrap.json of predict_folds.py and stacking_train.py):
-    overall lwlrap, each fold's, and each class's with its weight."""
+    overall lwlrap, its class-averaged twin, each fold's, and each class's with its weight."""
     per_class, weights = per_class_lwlrap(y_true, y_score)
     return {"lwlrap": lwlrap(y_true, y_score),
+            "class_mean_lwlrap": class_mean_lwlrap(y_true, y_score),
             "fold_lwlrap": {str(fold): float(score) for fold, score in fold_scores.items()},
             "per_class_lwlrap": dict(zip(classes, per_class.tolist())),
             "class_weight": dict(zip(classes, weights.tolist()))}

@@ -224,3 +224,37 @@ def test_oof_report_matches_sklearn_and_per_class_weights():
     # the overall score is the class-weighted mean of the per-class scores
     weighted = sum(report["per_class_lwlrap"][c] * report["class_weight"][c] for c in "abcde")
     assert abs(weighted - report["lwlrap"]) < 1e-6
+
+
+def test_class_mean_lwlrap_against_sklearn_per_class():
+    """On single-label clips, a class's lwlrap is scikit-learn's LRAP over the clips of that class; the
+    class-averaged score is their plain mean, over the classes that have clips (class 5 has none)."""
+    from src.metrics import class_mean_lwlrap
+    rng = np.random.default_rng(11)
+    labels = rng.choice([0, 1, 2, 3, 4], size=60, p=[0.5, 0.3, 0.1, 0.07, 0.03])
+    y = np.eye(6)[labels]
+    s = rng.random(y.shape) + 0.6 * y
+    expected = np.mean([label_ranking_average_precision_score(y[labels == c], s[labels == c])
+                        for c in np.unique(labels)])
+    assert class_mean_lwlrap(y, s) == pytest.approx(expected, abs=1e-12)
+
+
+def test_class_mean_lwlrap_sees_a_rare_class_that_lwlrap_hides():
+    """39 clips of a common class ranked first, one clip of a rare class ranked last of 4: lwlrap drops by
+    (1 - 1/4) / 40, the class average by (1 - 1/4) / 2."""
+    from src.metrics import class_mean_lwlrap
+    y = np.zeros((40, 4))
+    y[:39, 0] = 1
+    y[39, 1] = 1
+    s = np.tile([0.9, 0.1, 0.5, 0.4], (40, 1))
+    assert lwlrap(y, s) == pytest.approx(1 - 0.75 / 40)
+    assert class_mean_lwlrap(y, s) == pytest.approx(1 - 0.75 / 2)
+
+
+def test_oof_report_records_the_class_mean():
+    from src.metrics import class_mean_lwlrap, oof_report
+    y, s = random_case(5, n_classes=6)
+    report = oof_report(y, s, list("abcdef"), {0: 0.5})
+    present = [c for c in "abcdef" if report["class_weight"][c] > 0]
+    assert report["class_mean_lwlrap"] == pytest.approx(np.mean([report["per_class_lwlrap"][c] for c in present]))
+    assert report["class_mean_lwlrap"] == class_mean_lwlrap(y, s)
