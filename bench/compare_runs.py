@@ -32,7 +32,7 @@ from src.data.labels import read_train_csv, targets_matrix  # noqa: E402
 from src.data.layout import read_classes, read_test_fnames  # noqa: E402
 from src.errors import BadInput, InputFileNotFound  # noqa: E402
 from src.files import read_json  # noqa: E402
-from src.metrics import class_mean_lwlrap, lwlrap, per_class_lwlrap  # noqa: E402
+from src.metrics import class_mean, class_mean_lwlrap, lwlrap, per_class_lwlrap  # noqa: E402
 
 EXACT_SPLITS = 200_000   # permutation test: every split up to this many, else as many random ones
 
@@ -46,8 +46,9 @@ def load_run(data_dir: Path, experiment: str, classes, test_names) -> dict:
             raise BadInput(f"{predictions / 'val_lwlrap.json'}: no {key!r} (written by an older predict_folds.py? "
                            f"run it again)")
     # Reports from before class_mean_lwlrap was recorded: the same mean, from the per-class scores they keep.
-    report.setdefault("class_mean_lwlrap", float(np.mean([v for c, v in report["per_class_lwlrap"].items()
-                                                          if report["class_weight"][c] > 0])))
+    per_class = report["per_class_lwlrap"]
+    report.setdefault("class_mean_lwlrap", class_mean(list(per_class.values()),
+                                                      [report["class_weight"][c] for c in per_class]))
     if read_classes(data_dir) != classes or read_test_fnames(data_dir) != test_names:
         raise BadInput(f"{data_dir}: another class list or other test clips than the first folder's")
     run = {"dir": data_dir, **report}

@@ -104,7 +104,12 @@ def class_mean_lwlrap(y_true, y_score) -> float:
     lwlrap weights a class by its share of the true labels, so on an imbalanced set a class with two
     clips barely moves it; this average shows what the rare classes get (a drop that lwlrap hides).
     """
-    per_class, weight = per_class_lwlrap(y_true, y_score)
+    return class_mean(*per_class_lwlrap(y_true, y_score))
+
+
+def class_mean(per_class, weight) -> float:
+    """The mean of per-class scores over the classes with positives (weight > 0), as `per_class_lwlrap` gives them."""
+    per_class, weight = np.asarray(per_class, dtype=float), np.asarray(weight, dtype=float)
     return float(per_class[weight > 0].mean())
 
 

@@ -57,6 +57,9 @@ def test_compare_runs_reports_the_runs_differences(tmp_path, capsys):
     assert f"{cv_avg:.4f} (" in out.split("before mean")[1].splitlines()[0]
     now_avg = np.mean([class_mean_lwlrap(y, p) for _, p, _ in now])
     assert f"{now_avg:.4f} (" in out.split("now mean")[1].splitlines()[0]
+    now_cv_avg = np.mean([np.mean([v for c, v in r["per_class_lwlrap"].items() if r["class_weight"][c] > 0])
+                          for _, _, r in now])                  # run n0's report has no class_mean_lwlrap
+    assert f"{now_cv_avg:.4f} (" in out.split("now mean")[1].splitlines()[0]
     meow = next(line for line in out.splitlines() if line.startswith("Meow"))
     assert meow.split()[-3:] == ["1", "1.000", "0.333"], meow     # 1 test clip; ranked first, then last of 3
 
