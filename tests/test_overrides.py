@@ -80,7 +80,7 @@ def test_a_switch_takes_true_or_false_in_any_case(text, value):
 @pytest.mark.parametrize("assignment, says", [
     ("channels_last=flase", "channels_last is True or False (it is True now)"),
     ("channels_last=1", "channels_last is True or False"),
-    ("epoch_size=640.0", "epoch_size is a whole number (it is 640 now)"),
+    ("epoch_size=768.0", "epoch_size is a whole number (it is 768 now)"),
     ("epoch_size=6400x", "epoch_size is a whole number"),
     ("epochs=True", "epochs is a whole number"),
     ("optimizer.lr=fast", "optimizer.lr is a number (it is 0.006 now)"),
