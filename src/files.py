@@ -92,12 +92,20 @@ def atomic_path(path, suffix=None):
     """
     path = Path(path)
     tmp = _temp_beside(path, suffix or path.suffix)
-    try:
+    with _published_or_removed(tmp, path):
         yield tmp
         if tmp.is_dir():
             _replace_dir(tmp, path)
         else:
             os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _published_or_removed(tmp: Path, path: Path):
+    """Around writing `tmp` and renaming it to `path`: a write error comes out naming `path`
+    (`write_error_naming`), and `tmp` is removed unless the rename took it, whatever stopped the write."""
+    try:
+        yield
     except Exception as exc:
         named = write_error_naming(exc, tmp, path)
         if named is None:
@@ -214,7 +222,7 @@ def atomic_new_dir(path):
     path = Path(path)
     tmp = _temp_beside(path, "")
     tmp.mkdir()
-    try:
+    with _published_or_removed(tmp, path):
         yield tmp
         if path.exists():
             raise FileExistsError(errno.EEXIST, "already exists", str(path))
@@ -224,14 +232,6 @@ def atomic_new_dir(path):
             if exc.errno in _DIR_TAKEN:
                 raise FileExistsError(errno.EEXIST, "already exists", str(path)) from None
             raise
-    except Exception as exc:
-        named = write_error_naming(exc, tmp, path)
-        if named is None:
-            raise
-        raise named from exc
-    finally:
-        if tmp.exists():
-            _remove(tmp)
 
 
 def _remove(p: Path):
