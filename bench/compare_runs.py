@@ -3,8 +3,10 @@
     python bench/compare_runs.py --before data/dev_before_s* --now data/dev_now_s*
 
 Each folder is a data folder in which predict_folds.py wrote predictions/<experiment>/ (one folder per
-seed: `bench/small_data.py --data-dir DIR --seed S`); runs are paired by their place in the two lists
-(give the seeds in the same order). All folders must share the class list and test clips.
+seed: `bench/small_data.py --data-dir DIR --seed S`). For the paired CV, runs are paired by the seed that
+train_folds.py recorded in experiments/<experiment>/config.json (a seed found in one list only is left
+out, and named); where a folder has no recorded seed, by their place in the two lists (then give the
+seeds in the same order). All folders must share the class list and test clips.
 
 Prints, for each run and as means (standard deviation over runs): out-of-fold CV lwlrap, the same averaged
 over classes (each class counting once, `class_mean_lwlrap`), and when there are test labels the same two
@@ -51,13 +53,27 @@ def load_run(data_dir: Path, experiment: str, classes, test_names) -> dict:
                                                       [report["class_weight"][c] for c in per_class]))
     if read_classes(data_dir) != classes or read_test_fnames(data_dir) != test_names:
         raise BadInput(f"{data_dir}: another class list or other test clips than the first folder's")
-    run = {"dir": data_dir, **report}
+    config = data_dir / "experiments" / experiment / "config.json"
+    seed = read_json(config, "experiment record of train_folds.py").get("seed") if config.is_file() else None
+    run = {"dir": data_dir, "seed": seed, **report}
     if test_names:
         probs = predictions / "test" / "probs.csv"
         if not probs.is_file():
             raise InputFileNotFound(f"{probs}: no test predictions (run predict_folds.py)")
         run["test_probs"] = pd.read_csv(probs).set_index("fname").loc[test_names, classes].to_numpy()
     return run
+
+
+def pair_runs(before: list, now: list) -> tuple[list, str, list]:
+    """(pairs, how, left out) for the paired CV: runs with the same recorded seed when every run has one
+    and no seed repeats within a list; else by place in the lists (how = "run")."""
+    seeds = [[r["seed"] for r in runs] for runs in (before, now)]
+    if any(seed is None for seed in seeds[0] + seeds[1]) or any(len(set(s)) < len(s) for s in seeds):
+        return list(zip(before, now)), "run", before[len(now):] + now[len(before):]
+    by_seed = {r["seed"]: r for r in now}
+    pairs = [(b, by_seed[b["seed"]]) for b in before if b["seed"] in by_seed]
+    paired = {b["seed"] for b, _ in pairs}
+    return pairs, "seed", [r for r in before + now if r["seed"] not in paired]
 
 
 def permutation_p(before: np.ndarray, now: np.ndarray, rng) -> tuple[float, int]:
@@ -98,7 +114,8 @@ def main(argv=None):
     parser.add_argument("--before", type=Path, nargs="+", required=True, metavar="DIR",
                         help="data folders of the reference setting, one per run (seed)")
     parser.add_argument("--now", type=Path, nargs="+", required=True, metavar="DIR",
-                        help="data folders of the setting compared with it, in the same seed order")
+                        help="data folders of the setting compared with it (paired with --before's by recorded "
+                             "seed, else by place in the list)")
     parser.add_argument("--experiment", default="small", help="whose predictions to read (default: small)")
     parser.add_argument("--draws", type=int, default=2000, help="bootstrap draws (default: 2000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and sampled permutations")
@@ -120,20 +137,26 @@ def main(argv=None):
 
     columns = ["lwlrap", "class_mean_lwlrap"] + (["test", "test_class_mean"] if y is not None else [])
     header = ["CV", "CV class-avg"] + (["test", "test class-avg"] if y is not None else [])
-    print(f"{'run':8s}{'folder':44s}" + "".join(f"{h:>16s}" for h in header))
+    print(f"{'run':8s}{'folder':44s}{'seed':>6s}" + "".join(f"{h:>16s}" for h in header))
     for name, runs in arms.items():
         for run in runs:
-            print(f"{name:8s}{str(run['dir'])[-43:]:44s}" + "".join(f"{run[c]:>16.4f}" for c in columns))
+            seed = "?" if run["seed"] is None else str(run["seed"])
+            print(f"{name:8s}{str(run['dir'])[-43:]:44s}{seed:>6s}" + "".join(f"{run[c]:>16.4f}" for c in columns))
     for name, runs in arms.items():
-        print(f"{name + ' mean (sd over ' + str(len(runs)) + ')':52s}" + "".join(
+        print(f"{name + ' mean (sd over ' + str(len(runs)) + ')':58s}" + "".join(
             f"{mean_sd([r[c] for r in runs]):>16s}" for c in columns))
     print()
 
-    pairs = list(zip(arms["before"], arms["now"]))
+    pairs, how, unpaired = pair_runs(arms["before"], arms["now"])
     folds = [(b["fold_lwlrap"], n["fold_lwlrap"]) for b, n in pairs]
     diffs = np.array([n[f] - b[f] for b, n in folds for f in b if f in n])
+    if how == "run":
+        print("(a folder has no recorded seed, or a list repeats one: runs paired by their place in the lists)")
+    if unpaired:
+        print("left out of the paired CV, no partner: " + ", ".join(
+            f"{r['dir']}" + ("" if r["seed"] is None else f" (seed {r['seed']})") for r in unpaired))
     if len(diffs) > 1:
-        print(f"grouped CV, now - before, paired by run and fold: {diffs.mean():+.4f} "
+        print(f"grouped CV, now - before, paired by {how} and fold: {diffs.mean():+.4f} "
               f"(standard error {diffs.std(ddof=1) / np.sqrt(len(diffs)):.4f}, {len(diffs)} folds)")
     rng = np.random.default_rng(args.seed)
     if y is not None:

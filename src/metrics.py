@@ -25,7 +25,7 @@ from scipy.stats import rankdata
 
 from argus.metrics import Metric
 
-__all__ = ["lwlrap", "class_mean_lwlrap", "per_class_lwlrap", "clip_lwlrap", "label_precisions", "Lwlrap"]
+__all__ = ["lwlrap", "class_mean_lwlrap", "class_mean", "per_class_lwlrap", "clip_lwlrap", "label_precisions", "Lwlrap"]
 
 
 def _check_inputs(y_true, y_score) -> tuple[np.ndarray, np.ndarray]:

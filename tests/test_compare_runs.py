@@ -52,6 +52,7 @@ def test_compare_runs_reports_the_runs_differences(tmp_path, capsys):
     folds = np.array([n["fold_lwlrap"][f] - b["fold_lwlrap"][f] for (_, _, b), (_, _, n) in zip(before, now)
                       for f in b["fold_lwlrap"]])
     assert f"paired by run and fold: {folds.mean():+.4f}" in out and "15 folds" in out, out
+    assert "runs paired by their place in the lists" in out, out      # no recorded seeds here
     # the class average, recorded or (older reports) derived from the per-class scores, and on the test clips
     cv_avg = np.mean([r["class_mean_lwlrap"] for _, _, r in before])
     assert f"{cv_avg:.4f} (" in out.split("before mean")[1].splitlines()[0]
@@ -62,6 +63,33 @@ def test_compare_runs_reports_the_runs_differences(tmp_path, capsys):
     assert f"{now_cv_avg:.4f} (" in out.split("now mean")[1].splitlines()[0]
     meow = next(line for line in out.splitlines() if line.startswith("Meow"))
     assert meow.split()[-3:] == ["1", "1.000", "0.333"], meow     # 1 test clip; ranked first, then last of 3
+
+
+def record_seed(folder, seed):
+    (folder / "experiments" / "small").mkdir(parents=True)
+    (folder / "experiments" / "small" / "config.json").write_text(json.dumps({"seed": seed}))
+
+
+def test_runs_are_paired_by_their_recorded_seed_whatever_the_order(tmp_path, capsys):
+    module = load("compare_runs.py")
+    reports = {}
+    for arm, seeds, offset in (("b", [5, 7, 42], 0), ("n", [42, 7], 100)):
+        for seed in seeds:
+            folder = tmp_path / f"{arm}{seed}"
+            reports[arm, seed] = make_run(folder, seed + offset)[2]
+            record_seed(folder, seed)
+    module.main(["--before", *(str(tmp_path / f"b{s}") for s in (5, 7, 42)),
+                 "--now", *(str(tmp_path / f"n{s}") for s in (42, 7)), "--draws", "50"])
+    out = capsys.readouterr().out
+    folds = np.array([reports["n", s]["fold_lwlrap"][f] - reports["b", s]["fold_lwlrap"][f]
+                      for s in (7, 42) for f in reports["b", s]["fold_lwlrap"]])
+    se = folds.std(ddof=1) / np.sqrt(len(folds))
+    # by place in the lists, b5 would meet n42 and b7 n7: another mean and standard error
+    assert f"paired by seed and fold: {folds.mean():+.4f} (standard error {se:.4f}, 10 folds)" in out, out
+    assert f"no partner: {tmp_path / 'b5'} (seed 5)" in out, out
+    assert "place in the lists" not in out
+    row = next(line for line in out.splitlines() if line.startswith("now") and "n42" in line)
+    assert row.split()[2] == "42", row
 
 
 def test_compare_runs_errors_name_the_folder(tmp_path, capsys):
