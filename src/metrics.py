@@ -116,9 +116,9 @@ def class_mean(per_class, weight) -> float:
 def oof_report(y_true, y_score, classes, fold_scores: dict) -> dict:
     """The out-of-fold scores of an experiment (val_lwlrap.json of predict_folds.py and stacking_train.py):
     overall lwlrap, its class-averaged twin, each fold's, and each class's with its weight."""
-    per_class, weights = per_class_lwlrap(y_true, y_score)
-    return {"lwlrap": lwlrap(y_true, y_score),
-            "class_mean_lwlrap": class_mean_lwlrap(y_true, y_score),
+    per_class, weights = per_class_lwlrap(y_true, y_score)   # once: both averages come from it
+    return {"lwlrap": float((per_class * weights).sum()),
+            "class_mean_lwlrap": class_mean(per_class, weights),
             "fold_lwlrap": {str(fold): float(score) for fold, score in fold_scores.items()},
             "per_class_lwlrap": dict(zip(classes, per_class.tolist())),
             "class_weight": dict(zip(classes, weights.tolist()))}
