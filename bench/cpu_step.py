@@ -44,6 +44,21 @@ def build(experiment: dict, amp: str, channels_last: bool, compile_: bool) -> Fr
     return FreesoundModel(argus_params(settings, 80, "cpu"))
 
 
+def random_batch(experiment: dict) -> tuple:
+    """A fixed random training batch of the experiment's size: (input, targets, noisy flags).
+
+    Raw log-mel crops (B, n_mels, W) where the model augments on the device (augment="device"),
+    else 3-channel inputs (B, 3, n_mels, W); about 3% of the 80 targets on; every clip curated.
+    """
+    batch_size, width = experiment["batch_size"], experiment["crop_size"]
+    raw = experiment.get("augment") == "device"  # the model augments raw crops itself
+    shape = (batch_size, AUDIO.n_mels, width) if raw else (batch_size, 3, AUDIO.n_mels, width)
+    generator = torch.Generator().manual_seed(0)
+    return (torch.randn(shape, generator=generator),
+            (torch.rand(batch_size, 80, generator=generator) < 0.03).float(),
+            torch.zeros(batch_size, dtype=torch.bool))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiment", default="small", choices=sorted(EXPERIMENTS), metavar="NAME",
@@ -66,13 +81,7 @@ def main(argv=None):
     if args.compile:
         candidates["bf16 + channels_last + compile" if native else "compile"] = ("bf16" if native else "none", True, True)
 
-    batch_size, width = experiment["batch_size"], experiment["crop_size"]
-    raw = experiment.get("augment") == "device"  # the model augments raw crops itself
-    shape = (batch_size, AUDIO.n_mels, width) if raw else (batch_size, 3, AUDIO.n_mels, width)
-    generator = torch.Generator().manual_seed(0)
-    batch = (torch.randn(shape, generator=generator),
-             (torch.rand(batch_size, 80, generator=generator) < 0.03).float(),
-             torch.zeros(batch_size, dtype=torch.bool))
+    batch = random_batch(experiment)
     models, first_step = {}, {}
     for name, (amp, channels_last, compile_) in candidates.items():
         models[name] = build(experiment, amp, channels_last, compile_)
@@ -89,7 +98,7 @@ def main(argv=None):
             times[name].append((time.perf_counter() - start) / args.steps)
 
     flags = sorted(f for f in cpu_flags() if f.startswith(("avx", "amx")))
-    print(f"{args.experiment}: batch {batch_size} x {shape[1:]}, {args.threads} thread(s), "
+    print(f"{args.experiment}: batch {batch[0].shape[0]} x {tuple(batch[0].shape[1:])}, {args.threads} thread(s), "
           f"{args.rounds} rounds x {args.steps} steps; CPU flags {' '.join(flags) or 'none'}; "
           f"native bf16: {'yes' if native else 'no (bf16 rows left out)'}; malloc: {allocator}; torch {torch.__version__}")
     reference = statistics.median(times[next(iter(models))])
