@@ -49,7 +49,7 @@ def test_it_reports_the_step_against_the_matmul_reference(capsys):
     bench.main(["--experiment", "demo", "--rounds", "1", "--steps", "1"])
     out = capsys.readouterr().out
     assert "GFLOP/s" in out and "reference" in out
-    assert "17 conv calls" in out
+    assert "17 conv calls" in out and "inside the step (profiler)" in out
     assert "step with everything but the convs free" in out
 
 
