@@ -71,7 +71,10 @@ def read_run(data_dir: Path, experiment: str) -> tuple[dict, list]:
         raise InputFileNotFound(f"{exp_dir}: no fold_*/log.csv (train the experiment first)")
     folds = []
     for log in logs:
-        table = pd.read_csv(log)
+        try:
+            table = pd.read_csv(log)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise BadInput(f"{log}: not a training log ({exc})") from None
         if "val_lwlrap" not in table or table["val_lwlrap"].isna().any() or table.empty:
             raise BadInput(f"{log}: no val_lwlrap for every epoch")
         scores = table["val_lwlrap"].tolist()

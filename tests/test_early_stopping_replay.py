@@ -78,3 +78,9 @@ def test_it_refuses_what_the_logs_cannot_answer(tmp_path, capsys):
         run(bench.main, [str(tmp_path / "b"), "--patience", "2"])
     err = capsys.readouterr().err
     assert info.value.code == 2 and "fold_1" in err and "do not reproduce" in err
+
+    (tmp_path / "a" / "experiments" / "small" / "fold_0" / "log.csv").write_bytes(b"")     # emptied by a crash
+    with pytest.raises(SystemExit) as info:
+        run(bench.main, [str(tmp_path / "a")])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "fold_0" in err and "not a training log" in err
