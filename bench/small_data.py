@@ -21,7 +21,6 @@ test/; src/data/layout.py) needs no test labels: small's out-of-fold CV lwlrap
 is then all that is measured (the baseline is scored on test clips only).
 """
 import argparse
-import json
 import subprocess
 import sys
 import time
@@ -38,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 from src import cli  # noqa: E402  (cli.run: the error contract; `run` here runs a script)
 from src.config import AUDIO  # noqa: E402
 from src.errors import InputFileNotFound, UserError  # noqa: E402
+from src.files import read_json  # noqa: E402
 from src.data.layout import no_test_clips_note, read_classes, read_folds, read_test_fnames  # noqa: E402
 from src.audio.cache import load_features  # noqa: E402
 from src.data.labels import read_train_csv, targets_matrix  # noqa: E402
@@ -121,7 +121,7 @@ def main(argv=None):
     small_seconds = time.perf_counter() - start
 
     predictions = data_dir / "predictions" / EXPERIMENT
-    report = json.loads((predictions / "val_lwlrap.json").read_text())
+    report = read_json(predictions / "val_lwlrap.json", "out-of-fold report of predict_folds.py")
     cv, cv_avg = report["lwlrap"], report["class_mean_lwlrap"]
     print()
     print(f"data: {data_dir}")
