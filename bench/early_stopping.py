@@ -4,7 +4,7 @@
     python bench/early_stopping.py data/dev_s* --patience 12 10 --epochs 50 40
 
 train_folds.py keeps each fold's checkpoint with the best val lwlrap, stops a fold after
-`early_stopping` epochs without a better one (argus EarlyStopping) and halves the learning rate on a
+`early_stopping` epochs without a better one (argus EarlyStopping) and lowers the learning rate on a
 plateau. None of that looks ahead: a run with a shorter patience, or fewer epochs, trains exactly the
 first epochs of the longer run (same seed, same data) and then stops. So each fold's log.csv
 (DATA/experiments/<experiment>/fold_*/log.csv) is replayed under every candidate, each a single

@@ -1,28 +1,16 @@
 """bench/step_ceiling.py: the conv calls it times are all of the network's convolution work, and it reports."""
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from src.cli import run
 from src.models import create_model
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_bench():
-    path = ROOT / "bench" / "step_ceiling.py"
-    spec = importlib.util.spec_from_file_location("bench_step_ceiling", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.test_bench_errors import load
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_conv_calls_add_up_to_the_networks_convolution_flops(channels_last):
-    bench = load_bench()
+    bench = load("step_ceiling.py")
     torch.manual_seed(0)
     network = create_model("AuxSkipAttention", num_classes=80, base_size=4, ratio=4)
     x = torch.randn(2, 3, 128, 64)
@@ -45,7 +33,7 @@ def test_conv_calls_add_up_to_the_networks_convolution_flops(channels_last):
 
 
 def test_it_reports_the_step_against_the_matmul_reference(capsys):
-    bench = load_bench()
+    bench = load("step_ceiling.py")
     bench.main(["--experiment", "demo", "--rounds", "1", "--steps", "1"])
     out = capsys.readouterr().out
     assert "GFLOP/s" in out and "reference" in out
@@ -54,7 +42,7 @@ def test_it_reports_the_step_against_the_matmul_reference(capsys):
 
 
 def test_bad_counts_are_one_line_errors(capsys):
-    bench = load_bench()
+    bench = load("step_ceiling.py")
     with pytest.raises(SystemExit) as info:
         run(bench.main, ["--rounds", "0"])
     assert info.value.code == 2
